@@ -1,0 +1,35 @@
+# arbpipe: every target sets itself up on a fresh Linux machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+EXTRAS  ?= test,bench,sim
+ARGS    ?=
+
+.PHONY: up test bench clean venv redis
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+# redis-server for the tests and benchmarks that talk to a real Redis (installed when missing, root only).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || bash scripts/install-redis || echo "redis-server not installed; Redis parts will say so"
+
+up: venv
+	$(BIN)/arbpipe up $(ARGS)
+
+test: venv redis
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: venv redis
+	$(BIN)/arbpipe bench rings $(ARGS)
+
+clean:
+	-@test -x $(BIN)/arbpipe && $(BIN)/arbpipe clean --all || true
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,179 @@
+"""Fixed-width records exchanged between arbpipe processes (little-endian).
+
+MarketUpdate -- 64 bytes, one cache line
+========================================
+
+    offset size type  field              meaning
+    ------ ---- ----  -----------------  ------------------------------------------------
+         0    4 u4    instrument_id      symbol-map id of (venue, native symbol)
+         4    2 u2    venue_id           venue id (config order)
+         6    1 u1    kind               Kind.QUOTE / Kind.FUNDING / Kind.STATUS
+         7    1 u1    flags              Flag bits (snapshot, exchange-ts-missing, ...)
+         8    8 f8    bid                best bid price (quote currency)
+        16    8 f8    ask                best ask price
+        24    8 f8    bid_qty            size at best bid, base-asset units
+        32    8 f8    ask_qty            size at best ask, base-asset units
+        40    8 i8    exchange_ts_ns     venue timestamp, ns since epoch (0 when venue gives none)
+        48    8 i8    recv_ts_ns         local receive time, CLOCK_REALTIME ns
+        56    8 u8    seq                per-producer sequence number (1, 2, 3, ...)
+
+  kind == FUNDING reuses bytes 8..31:
+         8    8 f8    funding_rate       rate per funding interval (0.0001 = 1 bp)
+        16    8 i8    next_funding_ns    next funding time, ns since epoch
+        24    4 u4    funding_interval_s funding interval in seconds (3600, 14400, 28800)
+        28    4 f4    mark_price         mark price where the venue gives one, else 0
+
+  kind == STATUS reuses bytes 8..15:
+         8    4 u4    status             VenueStatus code
+        12    4 u4    status_reason      free-form reason code of the publisher
+
+Opportunity -- 128 bytes, two cache lines
+=========================================
+
+    offset size type  field              meaning
+    ------ ---- ----  -----------------  ------------------------------------------------
+         0    4 u4    instrument_id      canonical instrument id
+         4    2 u2    buy_venue          venue where we buy (lift the ask)
+         6    2 u2    sell_venue         venue where we sell (hit the bid)
+         8    1 u1    state              OppState.OPEN / UPDATE / CLOSED
+         9    1 u1    close_reason       CloseReason (NONE unless state == CLOSED)
+        10    2 u2    flags              reserved, 0
+        12    4 f4    confidence         0..100
+        16    8 f8    buy_ask            ask price on buy venue
+        24    8 f8    sell_bid           bid price on sell venue
+        32    8 f8    exec_qty           executable size, base-asset units
+        40    8 f8    gross_bps          (sell_bid - buy_ask) / mid, bps
+        48    8 f8    net_bps            gross minus both taker fees and slippage, bps
+        56    8 f8    funding_delta_bps  funding difference normalised to 8 h, bps
+        64    8 i8    trigger_recv_ns    recv_ts_ns of the MarketUpdate that triggered it
+        72    8 i8    detect_ns          CLOCK_REALTIME ns when the detector published it
+        80    8 u8    opp_id             id shared by open/update/closed of one opportunity
+        88    8 u8    seq                detector output sequence number
+        96    8 i8    opened_ns          detect_ns of the OPEN record of this opportunity
+       104   24       (reserved, zero)
+"""
+import enum
+
+import numpy as np
+
+
+class Kind(enum.IntEnum):
+    QUOTE = 1
+    FUNDING = 2
+    STATUS = 3
+
+
+class Flag(enum.IntFlag):
+    NONE = 0
+    SNAPSHOT = 1          # full state, not a delta
+    NO_EXCHANGE_TS = 2    # venue gives no timestamp; exchange_ts_ns is 0
+    REPLAYED = 4          # published by replay, not a live feed
+    SYNTHETIC = 8         # produced by a benchmark generator
+
+
+class VenueStatus(enum.IntEnum):
+    UP = 1
+    STALE = 2             # connected but silent past the watchdog
+    DISCONNECTED = 3      # socket down; quotes must not be used
+
+
+class OppState(enum.IntEnum):
+    OPEN = 1
+    UPDATE = 2
+    CLOSED = 3
+
+
+class CloseReason(enum.IntEnum):
+    NONE = 0
+    SPREAD_GONE = 1
+    QUOTE_STALE = 2
+    VENUE_DOWN = 3
+    SHUTDOWN = 4
+
+
+def _dtype(fields, itemsize):
+    names = [f[0] for f in fields]
+    return np.dtype({
+        "names": names,
+        "formats": [np.dtype(f[1]).newbyteorder("<") for f in fields],
+        "offsets": [f[2] for f in fields],
+        "itemsize": itemsize,
+    })
+
+
+MARKET_UPDATE = _dtype([
+    ("instrument_id", "u4", 0),
+    ("venue_id", "u2", 4),
+    ("kind", "u1", 6),
+    ("flags", "u1", 7),
+    ("bid", "f8", 8),
+    ("ask", "f8", 16),
+    ("bid_qty", "f8", 24),
+    ("ask_qty", "f8", 32),
+    ("exchange_ts_ns", "i8", 40),
+    ("recv_ts_ns", "i8", 48),
+    ("seq", "u8", 56),
+], 64)
+
+# Views of the same 64 bytes for the FUNDING and STATUS kinds (see table above).
+MARKET_UPDATE_FUNDING = _dtype([
+    ("instrument_id", "u4", 0),
+    ("venue_id", "u2", 4),
+    ("kind", "u1", 6),
+    ("flags", "u1", 7),
+    ("funding_rate", "f8", 8),
+    ("next_funding_ns", "i8", 16),
+    ("funding_interval_s", "u4", 24),
+    ("mark_price", "f4", 28),
+    ("exchange_ts_ns", "i8", 40),
+    ("recv_ts_ns", "i8", 48),
+    ("seq", "u8", 56),
+], 64)
+
+MARKET_UPDATE_STATUS = _dtype([
+    ("instrument_id", "u4", 0),
+    ("venue_id", "u2", 4),
+    ("kind", "u1", 6),
+    ("flags", "u1", 7),
+    ("status", "u4", 8),
+    ("status_reason", "u4", 12),
+    ("exchange_ts_ns", "i8", 40),
+    ("recv_ts_ns", "i8", 48),
+    ("seq", "u8", 56),
+], 64)
+
+OPPORTUNITY = _dtype([
+    ("instrument_id", "u4", 0),
+    ("buy_venue", "u2", 4),
+    ("sell_venue", "u2", 6),
+    ("state", "u1", 8),
+    ("close_reason", "u1", 9),
+    ("flags", "u2", 10),
+    ("confidence", "f4", 12),
+    ("buy_ask", "f8", 16),
+    ("sell_bid", "f8", 24),
+    ("exec_qty", "f8", 32),
+    ("gross_bps", "f8", 40),
+    ("net_bps", "f8", 48),
+    ("funding_delta_bps", "f8", 56),
+    ("trigger_recv_ns", "i8", 64),
+    ("detect_ns", "i8", 72),
+    ("opp_id", "u8", 80),
+    ("seq", "u8", 88),
+    ("opened_ns", "i8", 96),
+], 128)
+
+assert MARKET_UPDATE.itemsize == 64, MARKET_UPDATE.itemsize
+assert MARKET_UPDATE_FUNDING.itemsize == 64
+assert MARKET_UPDATE_STATUS.itemsize == 64
+assert OPPORTUNITY.itemsize == 128, OPPORTUNITY.itemsize
+
+# Record type ids stored in a ring header so `stat` / `tap` can decode any ring.
+# 0 means raw words (benchmarks, tests); the id is part of the attach check.
+RECORD_TYPES = {
+    0: None,
+    1: MARKET_UPDATE,
+    2: OPPORTUNITY,
+}
+RECORD_TYPE_IDS = {"raw": 0, "MarketUpdate": 1, "Opportunity": 2}
+RECORD_TYPE_NAMES = {v: k for k, v in RECORD_TYPE_IDS.items()}

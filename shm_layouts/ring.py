@@ -1,0 +1,153 @@
+"""Ring segment layout: one descriptor for every ring kind (SPSC, MPMC, broadcast).
+
+Every arbpipe ring lives in one POSIX shared-memory segment laid out as below.
+All integers are little-endian; every cursor or counter group owned by one side
+sits on its own 128-byte block (two cache lines, so the adjacent-line prefetcher
+never couples a writer's line with a reader's).
+
+    byte offset          size  field                      written by
+    -------------------  ----  -------------------------  ---------------------------
+    HEADER (0 .. 127)
+      0                     8  magic  (MAGIC)             creator, once
+      8                     4  layout_version             creator, once
+     12                     4  ring_kind (RingKind)       creator, once
+     16                     4  record_size (bytes)        creator, once
+     20                     4  capacity (records, 2^k)    creator, once
+     24                     4  creator_pid                creator, once
+     28                     4  full_policy (FullPolicy)   creator, once
+     32                     8  created_ns (CLOCK_REALTIME) creator, once
+     40                     8  creator_start_ticks        creator, once (pid-reuse guard)
+     48                     4  max_readers                creator, once
+     52                     4  record_type (records.RECORD_TYPE_IDS)
+     56                     4  seq_offset (bytes; 0 unless MPMC)
+     60                     4  data_offset (bytes)
+     64                    64  name (ASCII, NUL padded)   creator, once
+    PRODUCER_CURSOR (128)   8  head: records published (SPSC/broadcast) or
+                               enqueue position (MPMC)
+    CONSUMER_CURSOR (256)   8  tail: records consumed (SPSC) or dequeue position (MPMC)
+    PRODUCER_STATS (384)       producer-owned counters
+      +0                    8  dropped (records refused by drop-newest / timeout)
+      +8                    8  full_events (push found the ring full)
+     +16                    8  wakes_posted (doorbell posts for sleeping consumers)
+     +24                    8  batches (push calls that published >= 1 record)
+    CONSUMER_DOORBELL (512)    consumers going to sleep
+      +0                    8  sleepers (consumers blocked on the doorbell now)
+      +8                    8  sleeps (total times a consumer blocked)
+     +16                    8  wakes (blocked consumers woken by a post)
+    PRODUCER_DOORBELL (640)    producers blocked on a full ring (policy BLOCK)
+      +0                    8  sleepers
+      +8                    8  sleeps
+     +16                    8  wakes
+     +24                    8  wakes_posted (posts made by consumers)
+    READER_SLOTS (1024)        max_readers blocks of READER_SLOT_SIZE (128) bytes
+      +0                    8  position (broadcast: next record to read)
+      +8                    8  owner_pid (0 = free slot)
+     +16                    8  received (records handed to this reader)
+     +24                    8  lost (broadcast: records skipped because lapped)
+     +32                    8  laps (times this reader was lapped)
+     +40                    8  sleeping (1 while blocked on its doorbell)
+     +48                    8  sleeps
+     +56                    8  wakes
+     +64                   32  reader name (ASCII, NUL padded)
+    SEQ (seq_offset)           MPMC only: capacity x u8 per-slot sequence (Vyukov)
+    DATA (data_offset)         capacity x record_size bytes, 128-byte aligned
+
+SPSC and MPMC consumers also take a reader slot, so that `stat rings` can show
+per-reader counts for every kind. Positions are monotonically increasing 64-bit
+counts; a slot index is `position & (capacity - 1)`.
+"""
+import enum
+
+MAGIC = 0x3150495042524141  # bytes b"AARBPIP1" little-endian
+LAYOUT_VERSION = 1
+
+BLOCK = 128  # bytes between independently written cursor groups
+
+# ---- byte offsets -----------------------------------------------------------
+OFF_MAGIC = 0
+OFF_VERSION = 8
+OFF_KIND = 12
+OFF_RECORD_SIZE = 16
+OFF_CAPACITY = 20
+OFF_CREATOR_PID = 24
+OFF_POLICY = 28
+OFF_CREATED_NS = 32
+OFF_CREATOR_START = 40
+OFF_MAX_READERS = 48
+OFF_RECORD_TYPE = 52
+OFF_SEQ_OFFSET = 56
+OFF_DATA_OFFSET = 60
+OFF_NAME = 64
+NAME_LEN = 64
+
+OFF_HEAD = 1 * BLOCK
+OFF_TAIL = 2 * BLOCK
+OFF_PSTATS = 3 * BLOCK
+OFF_CDOOR = 4 * BLOCK
+OFF_PDOOR = 5 * BLOCK
+OFF_READERS = 8 * BLOCK
+READER_SLOT_SIZE = BLOCK
+READER_NAME_OFF = 64
+READER_NAME_LEN = 32
+
+# ---- the same positions as u8-word indices (offset // 8), for numba kernels --
+W_HEAD = OFF_HEAD // 8
+W_TAIL = OFF_TAIL // 8
+W_DROPPED = OFF_PSTATS // 8 + 0
+W_FULL_EVENTS = OFF_PSTATS // 8 + 1
+W_WAKES_POSTED = OFF_PSTATS // 8 + 2
+W_BATCHES = OFF_PSTATS // 8 + 3
+W_C_SLEEPERS = OFF_CDOOR // 8 + 0
+W_C_SLEEPS = OFF_CDOOR // 8 + 1
+W_C_WAKES = OFF_CDOOR // 8 + 2
+W_P_SLEEPERS = OFF_PDOOR // 8 + 0
+W_P_SLEEPS = OFF_PDOOR // 8 + 1
+W_P_WAKES = OFF_PDOOR // 8 + 2
+W_P_WAKES_POSTED = OFF_PDOOR // 8 + 3
+W_READERS = OFF_READERS // 8
+READER_SLOT_WORDS = READER_SLOT_SIZE // 8
+# word offsets inside one reader slot
+R_POSITION = 0
+R_OWNER_PID = 1
+R_RECEIVED = 2
+R_LOST = 3
+R_LAPS = 4
+R_SLEEPING = 5
+R_SLEEPS = 6
+R_WAKES = 7
+
+
+class RingKind(enum.IntEnum):
+    SPSC = 1
+    MPMC = 2
+    BROADCAST = 3
+
+
+class FullPolicy(enum.IntEnum):
+    BLOCK = 0        # producer waits (with timeout) for space
+    DROP_NEWEST = 1  # the records that do not fit are refused and counted
+    OVERWRITE = 2    # broadcast only: writer never waits, slow readers are lapped
+
+
+def _align(n, a=BLOCK):
+    return (n + a - 1) // a * a
+
+
+def segment_layout(kind, capacity, record_size, max_readers):
+    """Return (seq_offset, data_offset, total_size) in bytes for a ring."""
+    if capacity <= 0 or capacity & (capacity - 1):
+        raise ValueError(f"capacity must be a power of two, got {capacity}")
+    if record_size <= 0 or record_size % 8:
+        raise ValueError(f"record_size must be a positive multiple of 8, got {record_size}")
+    end_readers = OFF_READERS + max_readers * READER_SLOT_SIZE
+    seq_offset = 0
+    if kind == RingKind.MPMC:
+        seq_offset = _align(end_readers)
+        data_offset = _align(seq_offset + 8 * capacity)
+    else:
+        data_offset = _align(end_readers)
+    total = _align(data_offset + capacity * record_size, 4096)
+    return seq_offset, data_offset, total
+
+
+__all__ = [n for n in dir() if n.isupper() or n in ("RingKind", "FullPolicy", "segment_layout")]
