@@ -28,24 +28,22 @@ never couples a writer's line with a reader's).
     PRODUCER_STATS (384)       producer-owned counters
       +0                    8  dropped (records refused by drop-newest / timeout)
       +8                    8  full_events (push found the ring full)
-     +16                    8  wakes_posted (doorbell posts for sleeping consumers)
-     +24                    8  batches (push calls that published >= 1 record)
-    CONSUMER_DOORBELL (512)    consumers going to sleep
+     +16                    8  batches (push calls that published >= 1 record)
+    CONSUMER_DOORBELL (512)    consumers waiting for records (SPSC/MPMC; broadcast
+                               readers arm their own slot but share `sleepers`)
       +0                    8  sleepers (consumers blocked on the doorbell now)
       +8                    8  sleeps (total times a consumer blocked)
      +16                    8  wakes (blocked consumers woken by a post)
-    PRODUCER_DOORBELL (640)    producers blocked on a full ring (policy BLOCK)
-      +0                    8  sleepers
-      +8                    8  sleeps
-     +16                    8  wakes
-     +24                    8  wakes_posted (posts made by consumers)
+     +24                    8  armed (1: a sleeper wants a post; the poster clears it by CAS)
+     +32                    8  posts (semaphore posts made)
+    PRODUCER_DOORBELL (640)    producers waiting for space (policy BLOCK), same shape
     READER_SLOTS (1024)        max_readers blocks of READER_SLOT_SIZE (128) bytes
       +0                    8  position (broadcast: next record to read)
       +8                    8  owner_pid (0 = free slot)
      +16                    8  received (records handed to this reader)
      +24                    8  lost (broadcast: records skipped because lapped)
      +32                    8  laps (times this reader was lapped)
-     +40                    8  sleeping (1 while blocked on its doorbell)
+     +40                    8  armed (1: this reader sleeps and wants a post)
      +48                    8  sleeps
      +56                    8  wakes
      +64                   32  reader name (ASCII, NUL padded)
@@ -90,20 +88,24 @@ READER_SLOT_SIZE = BLOCK
 READER_NAME_OFF = 64
 READER_NAME_LEN = 32
 
-# ---- the same positions as u8-word indices (offset // 8), for numba kernels --
+# ---- the same positions as 64-bit word indices (offset // 8), for numba kernels --
 W_HEAD = OFF_HEAD // 8
 W_TAIL = OFF_TAIL // 8
 W_DROPPED = OFF_PSTATS // 8 + 0
 W_FULL_EVENTS = OFF_PSTATS // 8 + 1
-W_WAKES_POSTED = OFF_PSTATS // 8 + 2
-W_BATCHES = OFF_PSTATS // 8 + 3
-W_C_SLEEPERS = OFF_CDOOR // 8 + 0
-W_C_SLEEPS = OFF_CDOOR // 8 + 1
-W_C_WAKES = OFF_CDOOR // 8 + 2
-W_P_SLEEPERS = OFF_PDOOR // 8 + 0
-W_P_SLEEPS = OFF_PDOOR // 8 + 1
-W_P_WAKES = OFF_PDOOR // 8 + 2
-W_P_WAKES_POSTED = OFF_PDOOR // 8 + 3
+W_BATCHES = OFF_PSTATS // 8 + 2
+W_CDOOR = OFF_CDOOR // 8
+W_PDOOR = OFF_PDOOR // 8
+# word offsets inside a doorbell block
+D_SLEEPERS = 0
+D_SLEEPS = 1
+D_WAKES = 2
+D_ARMED = 3
+D_POSTS = 4
+# header words read by kernels (two u32 fields per word)
+W_GEOM = OFF_RECORD_SIZE // 8     # record_size | capacity << 32
+W_POLICY = OFF_CREATOR_PID // 8   # creator_pid | policy << 32
+W_OFFSETS = OFF_SEQ_OFFSET // 8   # seq_offset | data_offset << 32
 W_READERS = OFF_READERS // 8
 READER_SLOT_WORDS = READER_SLOT_SIZE // 8
 # word offsets inside one reader slot
@@ -112,7 +114,7 @@ R_OWNER_PID = 1
 R_RECEIVED = 2
 R_LOST = 3
 R_LAPS = 4
-R_SLEEPING = 5
+R_ARMED = 5
 R_SLEEPS = 6
 R_WAKES = 7
 

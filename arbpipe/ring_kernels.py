@@ -1,0 +1,359 @@
+"""numba kernels for the three ring kinds. Python calls one kernel per batch.
+
+Every kernel takes ``w``, the whole segment as an int64 array, and reads the ring
+geometry from the header words (``shm_layouts.ring``). Records are moved as
+``record_size // 8`` int64 words from/to flat int64 arrays. Cross-process cursors
+are read and written only through ``arbpipe.atomics``.
+
+Memory-ordering rules (see DESIGN.md "Invariants"):
+  * SPSC/MPMC: records are written, then published with a release store of the
+    cursor (SPSC ``head``) or of the slot's sequence word (MPMC); readers acquire.
+  * broadcast: the writer publishes each record with a release store of ``head``
+    followed by a release fence, so that no byte of record ``p + capacity`` can be
+    visible before ``head > p``. A reader copies, issues an acquire fence, re-reads
+    ``head`` and discards what may have been overwritten meanwhile (seqlock-style).
+  * Doorbells: a sleeper does RMW(sleepers += 1), fence, re-check; a publisher
+    stores, fences, loads ``sleepers``. One of the two always sees the other.
+Kernels return packed ints: ``count | wake << 32`` where ``wake`` tells the
+Python side to post a doorbell.
+"""
+from numba import njit
+
+from arbpipe.atomics import (cas, cpu_relax, fence_acquire, fence_release, fence_seq_cst,
+                             fetch_add, load_acquire, load_relaxed, store_release)
+from shm_layouts.ring import (D_ARMED, D_POSTS, D_SLEEPERS, R_ARMED, R_LAPS, R_LOST,
+                              R_OWNER_PID, R_POSITION, R_RECEIVED, READER_SLOT_WORDS,
+                              W_BATCHES, W_CDOOR, W_DROPPED, W_FULL_EVENTS, W_GEOM, W_HEAD,
+                              W_OFFSETS, W_PDOOR, W_POLICY, W_READERS, W_TAIL, FullPolicy)
+
+_DROP = int(FullPolicy.DROP_NEWEST)
+_BLOCK = int(FullPolicy.BLOCK)
+_LOW = 0xFFFFFFFF
+_KW = dict(cache=True, nogil=True, boundscheck=False)
+
+
+@njit(inline="always", **_KW)
+def geometry(w):
+    """(capacity, words per record, data word offset, seq word offset)."""
+    g = w[W_GEOM]
+    o = w[W_OFFSETS]
+    return g >> 32, (g & _LOW) >> 3, (o >> 32) >> 3, (o & _LOW) >> 3
+
+
+@njit(inline="always", **_KW)
+def _policy(w):
+    return w[W_POLICY] >> 32
+
+
+@njit(inline="always", **_KW)
+def _copy_in(w, data_w, cap, rw, pos, src, first, k):
+    """Copy records src[first:first+k] to ring positions pos..pos+k-1 (two chunks at wrap)."""
+    s = pos & (cap - 1)
+    c1 = min(k, cap - s)
+    w[data_w + s * rw: data_w + (s + c1) * rw] = src[first * rw: (first + c1) * rw]
+    if c1 < k:
+        w[data_w: data_w + (k - c1) * rw] = src[(first + c1) * rw: (first + k) * rw]
+
+
+@njit(inline="always", **_KW)
+def _copy_out(w, data_w, cap, rw, pos, dst, first, k):
+    s = pos & (cap - 1)
+    c1 = min(k, cap - s)
+    dst[first * rw: (first + c1) * rw] = w[data_w + s * rw: data_w + (s + c1) * rw]
+    if c1 < k:
+        dst[(first + c1) * rw: (first + k) * rw] = w[data_w: data_w + (k - c1) * rw]
+
+
+@njit(inline="always", **_KW)
+def _sleepers_after_publish(w, door):
+    fence_seq_cst()
+    return 1 if load_relaxed(w, door + D_SLEEPERS) > 0 else 0
+
+
+# ---------------------------------------------------------------- SPSC ---------
+
+@njit(**_KW)
+def spsc_push(w, src, n, st):
+    """Push src records [0, n). st[0] caches the consumer cursor. Returns count|wake<<32."""
+    cap, rw, data_w, _ = geometry(w)
+    head = load_relaxed(w, W_HEAD)
+    tail = st[0]
+    free = cap - (head - tail)
+    if free < n:
+        tail = load_acquire(w, W_TAIL)
+        st[0] = tail
+        free = cap - (head - tail)
+    k = n if n < free else free
+    wake = 0
+    if k > 0:
+        _copy_in(w, data_w, cap, rw, head, src, 0, k)
+        store_release(w, W_HEAD, head + k)
+        w[W_BATCHES] += 1
+        wake = _sleepers_after_publish(w, W_CDOOR)
+    if k < n:
+        w[W_FULL_EVENTS] += 1
+        if _policy(w) == _DROP:
+            w[W_DROPPED] += n - k
+    return k | (wake << 32)
+
+
+@njit(**_KW)
+def spsc_pop(w, dst, m, st, slot_w):
+    """Pop up to m records into dst. st[1] caches the producer cursor."""
+    cap, rw, data_w, _ = geometry(w)
+    tail = load_relaxed(w, W_TAIL)
+    head = st[1]
+    if head - tail < m:
+        head = load_acquire(w, W_HEAD)
+        st[1] = head
+    k = head - tail
+    if k > m:
+        k = m
+    wake = 0
+    if k > 0:
+        _copy_out(w, data_w, cap, rw, tail, dst, 0, k)
+        store_release(w, W_TAIL, tail + k)
+        w[slot_w + R_RECEIVED] += k
+        if _policy(w) == _BLOCK:
+            wake = _sleepers_after_publish(w, W_PDOOR)
+    return k | (wake << 32)
+
+
+@njit(**_KW)
+def spsc_readable(w, spins):
+    """Spin up to ``spins`` times for a record; returns True when one is there."""
+    tail = load_relaxed(w, W_TAIL)
+    for _ in range(spins):
+        if load_acquire(w, W_HEAD) > tail:
+            return True
+        cpu_relax()
+    return load_acquire(w, W_HEAD) > tail
+
+
+@njit(**_KW)
+def spsc_writable(w, spins):
+    cap = w[W_GEOM] >> 32
+    head = load_relaxed(w, W_HEAD)
+    for _ in range(spins):
+        if head - load_acquire(w, W_TAIL) < cap:
+            return True
+        cpu_relax()
+    return head - load_acquire(w, W_TAIL) < cap
+
+
+# ---------------------------------------------------------------- MPMC ---------
+
+@njit(**_KW)
+def mpmc_push(w, src, n):
+    """Vyukov bounded MPMC enqueue of up to n records, claimed as one run by CAS."""
+    cap, rw, data_w, seq_w = geometry(w)
+    mask = cap - 1
+    pos = load_relaxed(w, W_HEAD)
+    while True:
+        k = 0
+        while k < n and load_acquire(w, seq_w + ((pos + k) & mask)) == pos + k:
+            k += 1
+        if k == 0:
+            s = load_acquire(w, seq_w + (pos & mask))
+            if s < pos:  # slot still holds the previous lap's record: full
+                break
+            pos = load_relaxed(w, W_HEAD)
+            continue
+        ok, seen = cas(w, W_HEAD, pos, pos + k)
+        if ok:
+            break
+        pos = seen
+    wake = 0
+    if k > 0:
+        _copy_in(w, data_w, cap, rw, pos, src, 0, k)
+        for i in range(k):
+            store_release(w, seq_w + ((pos + i) & mask), pos + i + 1)
+        fetch_add(w, W_BATCHES, 1)
+        wake = _sleepers_after_publish(w, W_CDOOR)
+    if k < n:
+        fetch_add(w, W_FULL_EVENTS, 1)
+        if _policy(w) == _DROP:
+            fetch_add(w, W_DROPPED, n - k)
+    return k | (wake << 32)
+
+
+@njit(**_KW)
+def mpmc_pop(w, dst, m, slot_w):
+    """Vyukov bounded MPMC dequeue of up to m records (one CAS for the run)."""
+    cap, rw, data_w, seq_w = geometry(w)
+    mask = cap - 1
+    pos = load_relaxed(w, W_TAIL)
+    while True:
+        k = 0
+        while k < m and load_acquire(w, seq_w + ((pos + k) & mask)) == pos + k + 1:
+            k += 1
+        if k == 0:
+            s = load_acquire(w, seq_w + (pos & mask))
+            if s < pos + 1:  # not yet published: empty
+                return 0
+            pos = load_relaxed(w, W_TAIL)
+            continue
+        ok, seen = cas(w, W_TAIL, pos, pos + k)
+        if ok:
+            break
+        pos = seen
+    _copy_out(w, data_w, cap, rw, pos, dst, 0, k)
+    for i in range(k):
+        store_release(w, seq_w + ((pos + i) & mask), pos + i + cap)
+    w[slot_w + R_RECEIVED] += k
+    wake = 0
+    if _policy(w) == _BLOCK:
+        wake = _sleepers_after_publish(w, W_PDOOR)
+    return k | (wake << 32)
+
+
+@njit(**_KW)
+def mpmc_readable(w, spins):
+    cap, _, _, seq_w = geometry(w)
+    for _ in range(spins + 1):
+        pos = load_relaxed(w, W_TAIL)
+        if load_acquire(w, seq_w + (pos & (cap - 1))) == pos + 1:
+            return True
+        cpu_relax()
+    return False
+
+
+@njit(**_KW)
+def mpmc_writable(w, spins):
+    cap, _, _, seq_w = geometry(w)
+    for _ in range(spins + 1):
+        pos = load_relaxed(w, W_HEAD)
+        if load_acquire(w, seq_w + (pos & (cap - 1))) == pos:
+            return True
+        cpu_relax()
+    return False
+
+
+# ------------------------------------------------------------- broadcast -------
+
+@njit(**_KW)
+def bcast_push(w, src, n):
+    """Publish n records; never waits. Each record is committed by its own head store."""
+    cap, rw, data_w, _ = geometry(w)
+    head = load_relaxed(w, W_HEAD)
+    for i in range(n):
+        _copy_in(w, data_w, cap, rw, head + i, src, i, 1)
+        store_release(w, W_HEAD, head + i + 1)
+        fence_release()  # keeps the next record's bytes behind this head store
+    wake = 0
+    if n > 0:
+        w[W_BATCHES] += 1
+        wake = _sleepers_after_publish(w, W_CDOOR)
+    return n | (wake << 32)
+
+
+@njit(**_KW)
+def bcast_pop(w, dst, m, slot_w):
+    """Read up to m records for the reader in slot ``slot_w``.
+
+    A lapped reader skips to the newest record, adding what it skipped to its
+    ``lost`` count (so received + lost == records published since it joined).
+    """
+    cap, rw, data_w, _ = geometry(w)
+    pos = w[slot_w + R_POSITION]
+    while True:
+        head = load_acquire(w, W_HEAD)
+        if head - pos >= cap:  # the oldest unread record is (being) overwritten
+            newest = head - 1
+            w[slot_w + R_LOST] += newest - pos
+            w[slot_w + R_LAPS] += 1
+            pos = newest
+        k = head - pos
+        if k > m:
+            k = m
+        if k <= 0:
+            store_release(w, slot_w + R_POSITION, pos)
+            return 0
+        _copy_out(w, data_w, cap, rw, pos, dst, 0, k)
+        fence_acquire()
+        h2 = load_relaxed(w, W_HEAD)
+        if h2 - pos >= cap:  # lapped while copying: what we copied may be torn
+            continue
+        store_release(w, slot_w + R_POSITION, pos + k)
+        w[slot_w + R_RECEIVED] += k
+        return k
+
+
+@njit(**_KW)
+def bcast_readable(w, slot_w, spins):
+    pos = w[slot_w + R_POSITION]
+    for _ in range(spins):
+        if load_acquire(w, W_HEAD) > pos:
+            return True
+        cpu_relax()
+    return load_acquire(w, W_HEAD) > pos
+
+
+# --------------------------------------------------- doorbells and slots -------
+
+@njit(**_KW)
+def announce_sleep(w, door, armed_w):
+    """Become a sleeper: count, arm, full fence. The caller re-checks readiness next."""
+    fetch_add(w, door + D_SLEEPERS, 1)
+    store_release(w, armed_w, 1)
+    fence_seq_cst()
+
+
+@njit(**_KW)
+def leave_sleep(w, door, armed_w, sleeps_w, wakes_w, woken):
+    fetch_add(w, door + D_SLEEPERS, -1)
+    store_release(w, armed_w, 0)
+    fetch_add(w, sleeps_w, 1)
+    if woken:
+        fetch_add(w, wakes_w, 1)
+
+
+@njit(**_KW)
+def take_armed(w, armed_w):
+    """Disarm a sleeper's flag; True if this caller must post its semaphore."""
+    if load_acquire(w, armed_w) == 0:
+        return False
+    ok, _ = cas(w, armed_w, 1, 0)
+    return ok
+
+
+@njit(**_KW)
+def armed_readers(w, max_readers, out):
+    """Disarm every armed broadcast reader; their slot indexes go to out. Returns count."""
+    k = 0
+    for i in range(max_readers):
+        a = W_READERS + i * READER_SLOT_WORDS + R_ARMED
+        if load_acquire(w, a) == 1:
+            ok, _ = cas(w, a, 1, 0)
+            if ok:
+                out[k] = i
+                k += 1
+    return k
+
+
+@njit(**_KW)
+def claim_slot(w, max_readers, expected_pid, pid, only):
+    """CAS a reader slot's owner from expected_pid to pid (first free one if only < 0)."""
+    for i in range(max_readers):
+        if only >= 0 and i != only:
+            continue
+        ok, _ = cas(w, W_READERS + i * READER_SLOT_WORDS + R_OWNER_PID, expected_pid, pid)
+        if ok:
+            return i
+    return -1
+
+
+@njit(**_KW)
+def add(w, idx, v):
+    return fetch_add(w, idx, v)
+
+
+@njit(**_KW)
+def count_post(w, door):
+    fetch_add(w, door + D_POSTS, 1)
+
+
+@njit(**_KW)
+def head_of(w):
+    return load_acquire(w, W_HEAD)
+

@@ -1,0 +1,542 @@
+"""Ring buffers in POSIX shared memory: ``SpscRing``, ``MpmcRing``, ``BroadcastRing``.
+
+One segment per ring (layout: ``shm_layouts.ring``), records of a fixed size
+(a multiple of 8 bytes; ``MarketUpdate`` is 64, ``Opportunity`` 128). Hot paths
+are numba kernels (``arbpipe.ring_kernels``); Python makes one call per batch.
+
+Full-ring policy (stated at creation): ``BLOCK`` waits for space up to a timeout
+(what did not fit when the timeout expires is counted as dropped), ``DROP_NEWEST``
+refuses what does not fit and counts it. Broadcast rings never wait: slow
+readers are lapped, notice it, count what they lost and resume at the newest
+record.
+
+Waiting (consumers on an empty ring, BLOCK producers on a full one): spin for
+``spin`` iterations inside numba, then ``os.sched_yield()`` ``yields`` times, then
+block on a doorbell semaphore. The sleeper arms a flag in the segment before
+re-checking, and the other side posts only when the flag is armed, so posts are
+rare and a wake-up is never lost.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import posix_ipc
+
+from arbpipe import ring_kernels as K
+from arbpipe.segments import (HeaderInfo, Segment, SegmentError, default_instance, pid_alive,
+                              process_start_ticks, sem_name, unlink)
+from shm_layouts import RECORD_TYPE_IDS, RECORD_TYPES
+from shm_layouts import ring as L
+from shm_layouts.ring import FullPolicy, RingKind
+
+_LOW = 0xFFFFFFFF
+DEFAULT_SPIN = 20_000      # pause iterations (~tens of µs) before yielding
+DEFAULT_YIELDS = 50        # sched_yield calls before blocking on the doorbell
+MAX_BLOCK_S = 1.0          # a sleeper re-checks at least this often
+
+
+def _record_spec(record):
+    """-> (record_type id, record_size, numpy dtype or None) for a record name, dtype or size."""
+    if isinstance(record, str):
+        if record not in RECORD_TYPE_IDS:
+            raise ValueError(f"unknown record type {record!r}; known: {sorted(RECORD_TYPE_IDS)}")
+        rt = RECORD_TYPE_IDS[record]
+        dt = RECORD_TYPES[rt]
+        if dt is None:
+            raise ValueError("record='raw' needs a size: pass record=<bytes>")
+        return rt, dt.itemsize, dt
+    if isinstance(record, np.dtype):
+        for rt, dt in RECORD_TYPES.items():
+            if dt is not None and dt == record:
+                return rt, dt.itemsize, dt
+        return 0, record.itemsize, record
+    size = int(record)
+    return 0, size, None
+
+
+def _policy(policy) -> FullPolicy:
+    if isinstance(policy, FullPolicy):
+        return policy
+    names = {"block": FullPolicy.BLOCK, "drop": FullPolicy.DROP_NEWEST,
+             "drop_newest": FullPolicy.DROP_NEWEST, "drop-newest": FullPolicy.DROP_NEWEST,
+             "overwrite": FullPolicy.OVERWRITE}
+    try:
+        return names[str(policy).lower()]
+    except KeyError:
+        raise ValueError(f"unknown full policy {policy!r}; use one of {sorted(names)}") from None
+
+
+class Doorbell:
+    """The sleeping side of a ring: a semaphore plus counters/armed flag in the segment."""
+
+    def __init__(self, ring: "Ring", door_w: int, sem: posix_ipc.Semaphore, armed_w: int,
+                 sleeps_w: int, wakes_w: int):
+        self.ring, self.door_w, self.sem = ring, door_w, sem
+        self.armed_w, self.sleeps_w, self.wakes_w = armed_w, sleeps_w, wakes_w
+
+    def wait(self, ready, timeout: float | None) -> bool:
+        """Wait until ``ready(spins)`` is true or ``timeout`` s pass (None: forever)."""
+        r = self.ring
+        if ready(r.spin):
+            return True
+        for _ in range(r.yields):
+            os.sched_yield()
+            if ready(0):
+                return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        w = r.w
+        while True:
+            remaining = MAX_BLOCK_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            K.announce_sleep(w, self.door_w, self.armed_w)
+            if ready(0):
+                K.leave_sleep(w, self.door_w, self.armed_w, self.sleeps_w, self.wakes_w, False)
+                return True
+            try:
+                self.sem.acquire(min(remaining, MAX_BLOCK_S))
+                woken = True
+            except posix_ipc.BusyError:
+                woken = False
+            K.leave_sleep(w, self.door_w, self.armed_w, self.sleeps_w, self.wakes_w, woken)
+            if ready(0):
+                return True
+
+    def post_if_armed(self) -> None:
+        if K.take_armed(self.ring.w, self.armed_w):
+            self.sem.release()
+            K.count_post(self.ring.w, self.door_w)
+
+
+class Ring:
+    """Common part of the three ring kinds: segment, geometry, reader slots, stats."""
+
+    KIND: RingKind
+
+    def __init__(self, seg: Segment):
+        self.seg = seg
+        self.w = seg.words
+        h = seg.header
+        self.name = seg.name
+        self.instance = seg.instance
+        self.capacity = h.capacity
+        self.record_size = h.record_size
+        self.rw = h.record_size // 8
+        self.record_type = h.record_type
+        self.dtype = RECORD_TYPES.get(h.record_type) or np.dtype((np.void, h.record_size))
+        self.policy = FullPolicy(h.policy)
+        self.max_readers = h.max_readers
+        self.spin = DEFAULT_SPIN
+        self.yields = DEFAULT_YIELDS
+        self.slot = -1
+        self.slot_w = 0
+        self._st = np.zeros(4, np.int64)
+        self._sems: dict[str, posix_ipc.Semaphore] = {}
+        self._one = np.zeros(self.rw, np.int64)
+        self._one_out = np.zeros(self.rw, np.int64)
+        self._closed = False
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, capacity: int, record="MarketUpdate", policy="block",
+               instance: str | None = None, max_readers: int = 16,
+               reclaim_stale: bool = True) -> "Ring":
+        instance = instance or default_instance()
+        rtype, rsize, _ = _record_spec(record)
+        pol = _policy(policy)
+        if cls.KIND == RingKind.BROADCAST:
+            pol = FullPolicy.OVERWRITE
+        elif pol == FullPolicy.OVERWRITE:
+            raise ValueError("policy 'overwrite' is for broadcast rings only")
+        seq_off, data_off, total = L.segment_layout(cls.KIND, capacity, rsize, max_readers)
+        h = HeaderInfo(L.MAGIC, L.LAYOUT_VERSION, int(cls.KIND), rsize, capacity, 0, int(pol), 0,
+                       0, max_readers, rtype, seq_off, data_off, name)
+        seg = Segment.create(instance, name, total, h, reclaim_stale=reclaim_stale)
+        if cls.KIND == RingKind.MPMC:
+            seg.words[seq_off // 8: seq_off // 8 + capacity] = np.arange(capacity, dtype=np.int64)
+        try:
+            for tag in cls._sem_tags(max_readers):
+                posix_ipc.Semaphore(sem_name(instance, name, tag), posix_ipc.O_CREX, 0o600, 0)
+        except posix_ipc.ExistentialError:
+            # left over from a crashed run whose segment was reclaimed
+            unlink(instance, name)
+            raise SegmentError(f"stale semaphores of {name!r} were in the way; they are removed, "
+                               f"retry") from None
+        return cls(seg)
+
+    @classmethod
+    def attach(cls, name: str, instance: str | None = None, record=None) -> "Ring":
+        instance = instance or default_instance()
+        rtype = rsize = None
+        if record is not None:
+            rtype, rsize, _ = _record_spec(record)
+        seg = Segment.attach(instance, name, kind=int(cls.KIND), record_size=rsize,
+                             record_type=rtype)
+        return cls(seg)
+
+    @staticmethod
+    def _sem_tags(max_readers):
+        return ["c", "p"]
+
+    def _sem(self, tag) -> posix_ipc.Semaphore:
+        s = self._sems.get(tag)
+        if s is None:
+            s = self._sems[tag] = posix_ipc.Semaphore(sem_name(self.instance, self.name, tag))
+        return s
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.slot >= 0:
+            self.leave()
+        for s in self._sems.values():
+            try:
+                s.close()
+            except posix_ipc.Error:
+                pass
+        self._sems.clear()
+        self.w = None
+        self.seg.close()
+
+    def unlink(self) -> None:
+        """Remove the segment and its semaphores from the system (mapped users keep working)."""
+        unlink(self.instance, self.name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- reader slots ---------------------------------------------------------
+    def _slot_word(self, i: int) -> int:
+        return L.W_READERS + i * L.READER_SLOT_WORDS
+
+    def join(self, reader: str | None = None) -> int:
+        """Take a reader slot (named ``reader``). A dead reader's slot of the same name is
+        taken over with its position (a restarted consumer resumes where it stopped)."""
+        if self.slot >= 0:
+            return self.slot
+        reader = (reader or f"pid{os.getpid()}")[:L.READER_NAME_LEN]
+        pid = os.getpid()
+        for i in range(self.max_readers):
+            sw = self._slot_word(i)
+            owner = int(self.w[sw + L.R_OWNER_PID])
+            if owner and self._slot_name(i) == reader and not pid_alive(owner):
+                if K.claim_slot(self.w, self.max_readers, owner, pid, i) == i:
+                    return self._took(i, reader, fresh=False)
+        i = K.claim_slot(self.w, self.max_readers, 0, pid, -1)
+        if i < 0:  # reclaim a dead reader's slot
+            for j in range(self.max_readers):
+                owner = int(self.w[self._slot_word(j) + L.R_OWNER_PID])
+                if owner and not pid_alive(owner):
+                    i = K.claim_slot(self.w, self.max_readers, owner, pid, j)
+                    if i >= 0:
+                        break
+        if i < 0:
+            raise SegmentError(f"ring {self.name!r}: all {self.max_readers} reader slots are taken")
+        return self._took(i, reader, fresh=True)
+
+    def _took(self, i, reader, fresh):
+        sw = self._slot_word(i)
+        if fresh:
+            for r in (L.R_RECEIVED, L.R_LOST, L.R_LAPS, L.R_ARMED, L.R_SLEEPS, L.R_WAKES):
+                self.w[sw + r] = 0
+            self.w[sw + L.R_POSITION] = self._join_position()
+        off = (sw * 8) + L.READER_NAME_OFF
+        raw = reader.encode("ascii", "replace")
+        b = self.seg.bytes
+        b[off:off + L.READER_NAME_LEN] = 0
+        b[off:off + len(raw)] = np.frombuffer(raw, np.uint8)
+        self.slot, self.slot_w = i, sw
+        return i
+
+    def _join_position(self) -> int:
+        return 0
+
+    def _slot_name(self, i) -> str:
+        off = self._slot_word(i) * 8 + L.READER_NAME_OFF
+        return bytes(self.seg.bytes[off:off + L.READER_NAME_LEN]).rstrip(b"\0").decode("ascii",
+                                                                                       "replace")
+
+    def leave(self) -> None:
+        if self.slot >= 0 and self.w is not None:
+            self.w[self.slot_w + L.R_OWNER_PID] = 0
+        self.slot = -1
+
+    # -- records ----------------------------------------------------------------
+    def words_of(self, recs) -> np.ndarray:
+        """Flat int64 word view of records (structured array, void scalar or bytes)."""
+        if isinstance(recs, np.ndarray):
+            if recs.dtype == np.int64 and recs.ndim == 1:
+                return recs
+            if recs.dtype.itemsize != self.record_size:
+                raise ValueError(f"ring {self.name!r} holds {self.record_size}-byte records, "
+                                 f"got {recs.dtype.itemsize}-byte items")
+            return np.ascontiguousarray(recs).reshape(-1).view(np.int64)
+        if isinstance(recs, np.void):
+            return np.frombuffer(recs.tobytes(), np.int64)
+        b = memoryview(recs).cast("B")
+        if len(b) % self.record_size:
+            raise ValueError(f"{len(b)} bytes is not a whole number of {self.record_size}-byte "
+                             f"records")
+        return np.frombuffer(b, np.int64)
+
+    def empty(self, n: int) -> np.ndarray:
+        """A zeroed structured array of n records of this ring's type."""
+        return np.zeros(n, self.dtype)
+
+    # -- stats -------------------------------------------------------------------
+    def stats(self) -> dict:
+        return ring_stats(self.seg)
+
+
+class SpscRing(Ring):
+    """One producer, one consumer. Batched and single-record push/pop."""
+
+    KIND = RingKind.SPSC
+
+    def __init__(self, seg):
+        super().__init__(seg)
+        self._cdoor = Doorbell(self, L.W_CDOOR, self._sem("c"), L.W_CDOOR + L.D_ARMED,
+                               L.W_CDOOR + L.D_SLEEPS, L.W_CDOOR + L.D_WAKES)
+        self._pdoor = Doorbell(self, L.W_PDOOR, self._sem("p"), L.W_PDOOR + L.D_ARMED,
+                               L.W_PDOOR + L.D_SLEEPS, L.W_PDOOR + L.D_WAKES)
+
+    # producer
+    def push_words(self, words: np.ndarray, n: int, timeout: float | None = None) -> int:
+        """Push n records given as flat int64 words. Returns how many went in; under
+        BLOCK waits up to ``timeout`` (None = forever) and counts the rest as dropped."""
+        r = K.spsc_push(self.w, words, n, self._st)
+        k = r & _LOW
+        if r >> 32:
+            self._cdoor.post_if_armed()
+        if k == n or self.policy != FullPolicy.BLOCK:
+            return k
+        return self._push_blocking(words, n, k, timeout)
+
+    def _push_blocking(self, words, n, k, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        w = self.w
+        while k < n:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 or not self._pdoor.wait(
+                    lambda s: K.spsc_writable(w, s), left):
+                K.add(w, L.W_DROPPED, n - k)
+                return k
+            r = self._push_kernel(words[k * self.rw:], n - k)
+            k += r & _LOW
+            if r >> 32:
+                self._cdoor.post_if_armed()
+        return k
+
+    def _push_kernel(self, words, n):
+        return K.spsc_push(self.w, words, n, self._st)
+
+    def push(self, rec, timeout: float | None = None) -> bool:
+        return self.push_batch(rec, timeout) == 1
+
+    def push_batch(self, recs, timeout: float | None = None) -> int:
+        words = self.words_of(recs)
+        return self.push_words(words, len(words) // self.rw, timeout)
+
+    # consumer
+    def pop_words(self, out: np.ndarray, m: int | None = None) -> int:
+        """Pop up to m records into flat int64 ``out``; never waits."""
+        if self.slot < 0:
+            self.join()
+        if m is None:
+            m = len(out) // self.rw
+        r = K.spsc_pop(self.w, out, m, self._st, self.slot_w)
+        if r >> 32:
+            self._pdoor.post_if_armed()
+        return r & _LOW
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until a record can be popped (spin, yield, then sleep)."""
+        w = self.w
+        return self._cdoor.wait(lambda s: K.spsc_readable(w, s), timeout)
+
+    def pop_batch(self, out: np.ndarray, timeout: float | None = 0) -> int:
+        """Pop into a structured array (or flat int64 words); wait up to ``timeout`` if empty."""
+        words = out if out.dtype == np.int64 else out.reshape(-1).view(np.int64)
+        n = self.pop_words(words)
+        if n == 0 and timeout != 0 and self.wait(timeout):
+            n = self.pop_words(words)
+        return n
+
+    def pop(self, timeout: float | None = 0):
+        """One record as a numpy structured scalar (a copy), or None."""
+        n = self.pop_batch(self._one_out, timeout)
+        return self._one_out.view(self.dtype)[0].copy() if n else None
+
+
+class MpmcRing(SpscRing):
+    """N producers, M consumers; every record is taken by exactly one consumer."""
+
+    KIND = RingKind.MPMC
+
+    def push_words(self, words, n, timeout=None):
+        r = K.mpmc_push(self.w, words, n)
+        k = r & _LOW
+        if r >> 32:
+            self._cdoor.post_if_armed()
+        if k == n or self.policy != FullPolicy.BLOCK:
+            return k
+        return self._push_blocking(words, n, k, timeout)
+
+    def _push_kernel(self, words, n):
+        return K.mpmc_push(self.w, words, n)
+
+    def _push_blocking(self, words, n, k, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        w = self.w
+        while k < n:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 or not self._pdoor.wait(
+                    lambda s: K.mpmc_writable(w, s), left):
+                K.add(w, L.W_DROPPED, n - k)
+                return k
+            r = K.mpmc_push(w, words[k * self.rw:], n - k)
+            k += r & _LOW
+            if r >> 32:
+                self._cdoor.post_if_armed()
+        return k
+
+    def pop_words(self, out, m=None):
+        if self.slot < 0:
+            self.join()
+        if m is None:
+            m = len(out) // self.rw
+        r = K.mpmc_pop(self.w, out, m, self.slot_w)
+        if r >> 32:
+            self._pdoor.post_if_armed()
+        return r & _LOW
+
+    def wait(self, timeout=None):
+        w = self.w
+        return self._cdoor.wait(lambda s: K.mpmc_readable(w, s), timeout)
+
+
+class BroadcastRing(Ring):
+    """One writer, any number of independent readers; the writer never waits."""
+
+    KIND = RingKind.BROADCAST
+
+    def __init__(self, seg):
+        super().__init__(seg)
+        self._armed = np.zeros(self.max_readers, np.int64)
+        self._rdoor = None
+
+    @staticmethod
+    def _sem_tags(max_readers):
+        return [f"r{i}" for i in range(max_readers)]
+
+    def _join_position(self) -> int:
+        head = int(K.head_of(self.w))
+        return head - 1 if head > 0 else 0  # late joiners start at the newest record
+
+    def join(self, reader=None):
+        i = super().join(reader)
+        sw = self.slot_w
+        self._rdoor = Doorbell(self, L.W_CDOOR, self._sem(f"r{i}"), sw + L.R_ARMED,
+                               sw + L.R_SLEEPS, sw + L.R_WAKES)
+        return i
+
+    # writer
+    def push_words(self, words, n, timeout=None):
+        r = K.bcast_push(self.w, words, n)
+        if r >> 32:
+            k = K.armed_readers(self.w, self.max_readers, self._armed)
+            for j in range(k):
+                self._sem(f"r{int(self._armed[j])}").release()
+                K.count_post(self.w, L.W_CDOOR)
+        return r & _LOW
+
+    def push(self, rec, timeout=None) -> bool:
+        return self.push_batch(rec) == 1
+
+    def push_batch(self, recs, timeout=None) -> int:
+        words = self.words_of(recs)
+        return self.push_words(words, len(words) // self.rw)
+
+    # readers
+    def pop_words(self, out, m=None):
+        if self.slot < 0:
+            self.join()
+        if m is None:
+            m = len(out) // self.rw
+        return K.bcast_pop(self.w, out, m, self.slot_w)
+
+    def wait(self, timeout=None):
+        if self.slot < 0:
+            self.join()
+        w, sw = self.w, self.slot_w
+        return self._rdoor.wait(lambda s: K.bcast_readable(w, sw, s), timeout)
+
+    pop_batch = SpscRing.pop_batch
+    pop = SpscRing.pop
+
+    def reader_stats(self) -> dict:
+        sw = self.slot_w
+        return {k: int(self.w[sw + off]) for k, off in
+                (("position", L.R_POSITION), ("received", L.R_RECEIVED), ("lost", L.R_LOST),
+                 ("laps", L.R_LAPS))}
+
+
+RING_CLASSES = {RingKind.SPSC: SpscRing, RingKind.MPMC: MpmcRing,
+                RingKind.BROADCAST: BroadcastRing}
+
+
+def attach_any(name: str, instance: str | None = None) -> Ring:
+    """Attach to a ring of whatever kind its header says."""
+    instance = instance or default_instance()
+    seg = Segment.attach(instance, name)
+    kind = RingKind(seg.header.kind)
+    return RING_CLASSES[kind](seg)
+
+
+def ring_stats(seg: Segment) -> dict:
+    """Counters of a ring, read without disturbing it (plain aligned loads)."""
+    w = seg.words
+    h = seg.header
+    kind = RingKind(h.kind)
+    head = int(w[L.W_HEAD])
+    tail = int(w[L.W_TAIL])
+    readers = []
+    for i in range(h.max_readers):
+        sw = L.W_READERS + i * L.READER_SLOT_WORDS
+        pid = int(w[sw + L.R_OWNER_PID])
+        if not pid:
+            continue
+        off = sw * 8 + L.READER_NAME_OFF
+        name = bytes(seg.bytes[off:off + L.READER_NAME_LEN]).rstrip(b"\0").decode("ascii",
+                                                                                  "replace")
+        pos = int(w[sw + L.R_POSITION]) if kind == RingKind.BROADCAST else tail
+        readers.append({"name": name, "pid": pid, "alive": pid_alive(pid),
+                        "position": pos, "lag": max(head - pos, 0),
+                        "received": int(w[sw + L.R_RECEIVED]), "lost": int(w[sw + L.R_LOST]),
+                        "lapped": int(w[sw + L.R_LAPS]), "sleeps": int(w[sw + L.R_SLEEPS]),
+                        "wakes": int(w[sw + L.R_WAKES])})
+    fill = 0 if kind == RingKind.BROADCAST else max(head - tail, 0)
+    cd, pd = L.W_CDOOR, L.W_PDOOR
+    return {
+        "name": seg.name, "instance": seg.instance, "kind": kind.name.lower(),
+        "record": {v: k for k, v in RECORD_TYPE_IDS.items()}.get(h.record_type, "raw"),
+        "record_size": h.record_size, "capacity": h.capacity,
+        "policy": FullPolicy(h.policy).name.lower(), "creator_pid": h.creator_pid,
+        "published": head, "consumed": tail if kind != RingKind.BROADCAST else None,
+        "fill": fill, "fill_pct": 100.0 * fill / h.capacity,
+        "dropped": int(w[L.W_DROPPED]), "full_events": int(w[L.W_FULL_EVENTS]),
+        "batches": int(w[L.W_BATCHES]),
+        "sleeps": int(w[cd + L.D_SLEEPS]), "wakes": int(w[cd + L.D_WAKES]),
+        "posts": int(w[cd + L.D_POSTS]), "sleepers": int(w[cd + L.D_SLEEPERS]),
+        "producer_sleeps": int(w[pd + L.D_SLEEPS]), "producer_wakes": int(w[pd + L.D_WAKES]),
+        "readers": readers,
+    }
+
+
+_ = process_start_ticks
