@@ -50,18 +50,26 @@ def _copy_in(w, data_w, cap, rw, pos, src, first, k):
     """Copy records src[first:first+k] to ring positions pos..pos+k-1 (two chunks at wrap)."""
     s = pos & (cap - 1)
     c1 = min(k, cap - s)
-    w[data_w + s * rw: data_w + (s + c1) * rw] = src[first * rw: (first + c1) * rw]
-    if c1 < k:
-        w[data_w: data_w + (k - c1) * rw] = src[(first + c1) * rw: (first + k) * rw]
+    d = data_w + s * rw
+    o = first * rw
+    for j in range(c1 * rw):
+        w[d + j] = src[o + j]
+    o += c1 * rw
+    for j in range((k - c1) * rw):
+        w[data_w + j] = src[o + j]
 
 
 @njit(inline="always", **_KW)
 def _copy_out(w, data_w, cap, rw, pos, dst, first, k):
     s = pos & (cap - 1)
     c1 = min(k, cap - s)
-    dst[first * rw: (first + c1) * rw] = w[data_w + s * rw: data_w + (s + c1) * rw]
-    if c1 < k:
-        dst[(first + c1) * rw: (first + k) * rw] = w[data_w: data_w + (k - c1) * rw]
+    d = data_w + s * rw
+    o = first * rw
+    for j in range(c1 * rw):
+        dst[o + j] = w[d + j]
+    o += c1 * rw
+    for j in range((k - c1) * rw):
+        dst[o + j] = w[data_w + j]
 
 
 @njit(inline="always", **_KW)

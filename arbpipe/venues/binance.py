@@ -57,7 +57,7 @@ def split_concatenated(native: str, quotes=QUOTE_SUFFIXES) -> str | None:
 class _Msg(msgspec.Struct, gc=False):
     """Every Binance frame shape in one struct; absent fields keep their default.
     bookTicker: u s b B a A (+ e E T on USD-M); markPriceUpdate: e E s p r T;
-    ack: result id; error: error id; combined wrapper: stream data; serverShutdown: e E."""
+    ack: result id; error: error id (or a bare code msg); combined wrapper: stream data; serverShutdown: e E."""
     e: str = ""
     E: int = 0
     T: int = 0
@@ -72,6 +72,8 @@ class _Msg(msgspec.Struct, gc=False):
     result: Any = msgspec.UNSET
     id: Any = msgspec.UNSET
     error: Any = msgspec.UNSET
+    code: Any = None
+    msg: Any = None
     stream: str | None = None
     data: msgspec.Raw = msgspec.Raw()
 
@@ -128,7 +130,7 @@ class _BinanceBase(VenueAdapter):
             if outer and m.stream is not None and len(m.data):
                 return self._parse(m.data, sink, False)   # combined-stream wrapper
             return self._other(m, sink)
-        except (ValueError, TypeError, OverflowError):   # float('x'), odd Any payloads
+        except (ValueError, TypeError, OverflowError, RecursionError):  # float("x"), odd Any
             sink.reject("bad_shape")
             return None
 
@@ -201,6 +203,8 @@ class _BinanceBase(VenueAdapter):
             if m.id is not msgspec.UNSET:
                 detail += f" (id={m.id})"
             return Control(kind="error", detail=detail)
+        if m.code is not None and m.msg is not None:   # error object without the wrapper
+            return Control(kind="error", detail=f"code {m.code}: {m.msg}")
         if m.id is not msgspec.UNSET and m.result is not msgspec.UNSET:
             if m.result is None:
                 return Control(kind="ack", detail=f"id={m.id}")

@@ -32,6 +32,7 @@ _I8_END = 2**63                     # exchange_ts_ns is stored as i8
 
 # -- RFC3339 -> ns ---------------------------------------------------------------
 _minute_cache: dict[str, int] = {}
+_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -49,7 +50,9 @@ def _minute_ns(p: str) -> int:
             or not (p[:4] + p[5:7] + p[8:10] + p[11:13] + p[14:16]).isdigit() or not p.isascii()):
         return -1
     y, mo, d, h, mi = int(p[:4]), int(p[5:7]), int(p[8:10]), int(p[11:13]), int(p[14:16])
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60):
+    if not (1 <= mo <= 12 and 1 <= d <= _MONTH_DAYS[mo] and h < 24 and mi < 60):
+        return -1
+    if mo == 2 and d == 29 and (y % 4 or (y % 100 == 0 and y % 400)):
         return -1
     return ((_days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000_000_000
 

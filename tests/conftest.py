@@ -1,0 +1,21 @@
+import os
+import uuid
+
+import pytest
+
+from arbpipe import segments
+
+
+def _ours(instance):
+    return sorted(e for e in os.listdir("/dev/shm")
+                  if e.startswith(f"arbpipe.{instance}.") or e.startswith(f"sem.arbpipe.{instance}."))
+
+
+@pytest.fixture
+def instance():
+    """A pipeline instance name private to this test; asserts nothing of it is left in /dev/shm."""
+    name = "t" + uuid.uuid4().hex[:10]
+    yield name
+    left = _ours(name)
+    segments.clean(name, everything=True)
+    assert not left, f"test leaked shared-memory objects: {left}"
