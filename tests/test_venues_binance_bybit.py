@@ -353,6 +353,8 @@ def test_bybit_failed_subscribe_names_topic():
 @pytest.mark.parametrize("ret_msg,req_id", [
     ("Params Error", "orderbook.1.FOOUSDT"),                     # topic only in our req_id
     ("error:handler not found,topic:orderbook.1.FOOUSDT", ""),   # topic only in ret_msg
+    ("error:handler not found,topic:orderbook.1.FOOUSDT;error:handler not found,"
+     "topic:orderbook.1.BARUSDT", "sub-1"),                      # several failures joined
 ])
 def test_bybit_failed_subscribe_names_symbol(ret_msg, req_id):
     frame = json.dumps({"success": False, "ret_msg": ret_msg, "conn_id": "x",
@@ -496,14 +498,17 @@ MALFORMED = [
     ("binance", b"\xff\xfe\x00", "not_json"), ("binance", BN_SPOT_RAW[:-7], "not_json"),
     ("binance", "\ud800", "not_json"), ("binance-usdm", BN_USDM_MARK[:40], "not_json"),
     ("bybit-spot", BY_OB1[:-1], "not_json"), ("bybit-spot", b"pong", "not_json"),
-    ("bybit-linear", BY_TICKER_DELTA[:60], "not_json"), ("bybit-linear", "\udcff{}", "not_json"),
+    ("bybit-linear", BY_TICKER_DELTA[:60], "not_json"),
+    ("bybit-linear", "\udcff{}", "not_json"),
     # wrong shape / types
     ("binance", "[1, 2]", "bad_shape"), ("binance", "{}", "bad_shape"),
-    ("binance", bn_book(u="400900217"), "bad_shape"), ("binance", bn_book(b=25.3519), "bad_shape"),
+    ("binance", bn_book(u="400900217"), "bad_shape"),
+    ("binance", bn_book(b=25.3519), "bad_shape"),
     ("binance", bn_book(b="abc"), "bad_shape"), ("binance", bn_book(s=""), "bad_shape"),
     ("binance", '{"u": 5, "s": "BNBUSDT"}', "bad_shape"),
     ("binance", '{"stream": "x", "data": [1]}', "bad_shape"),
-    ("binance-usdm", _usdm_mark(r=0.1), "bad_shape"), ("binance-usdm", _usdm_mark(E=0), "bad_shape"),
+    ("binance-usdm", _usdm_mark(r=0.1), "bad_shape"),
+    ("binance-usdm", _usdm_mark(E=0), "bad_shape"),
     ("bybit-spot", "[]", "bad_shape"), ("bybit-spot", "{}", "bad_shape"),
     ("bybit-spot", '{"topic": "orderbook.1.BTCUSDT", "type": "snapshot"}', "bad_shape"),
     ("bybit-spot", _ob().replace('"u": 18521288', '"u": "x"'), "bad_shape"),
@@ -511,12 +516,14 @@ MALFORMED = [
     ("bybit-spot", _ob().replace('"ts": 1672304484978', '"ts": "1"'), "bad_shape"),
     ("bybit-spot", _ob(kind="partial"), "bad_shape"),
     ("bybit-linear", tick({"bid1Price": 66666.5}, 1, 2), "bad_shape"),
-    ("bybit-linear", tick({"fundingRate": "0.1", "nextFundingTime": "soon"}, 1, 2), "bad_shape"),
+    ("bybit-linear", tick({"fundingRate": "0.1", "nextFundingTime": "soon"}, 1, 2),
+     "bad_shape"),
     # prices and quantities
     ("binance", bn_book(b="NaN"), "bad_price"), ("binance", bn_book(a="inf"), "bad_price"),
     ("binance", bn_book(b="-25.3"), "bad_price"), ("binance", bn_book(b="0"), "bad_price"),
     ("binance", bn_book(B="-1"), "bad_price"), ("binance", bn_book(A="nan"), "bad_price"),
-    ("binance-usdm", _usdm_mark(p="-1"), "bad_price"), ("binance-usdm", _usdm_mark(r="nan"), "bad_price"),
+    ("binance-usdm", _usdm_mark(p="-1"), "bad_price"),
+    ("binance-usdm", _usdm_mark(r="nan"), "bad_price"),
     ("bybit-spot", _ob(bid="NaN"), "bad_price"), ("bybit-spot", _ob(ask="-16611"), "bad_price"),
     ("bybit-spot", _ob(ask_qty="-0.029"), "bad_price"), ("bybit-spot", _ob(bid="0"), "bad_price"),
     ("bybit-linear", _snap(bid1Price="NaN", markPrice="1", fundingRate=""), "bad_price"),

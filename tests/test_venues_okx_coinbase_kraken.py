@@ -491,10 +491,14 @@ def test_coinbase_sequence_gap_duplicate_out_of_order():
     assert a.parse(cb_frame(12, [{"heartbeat_counter": 1}], channel="heartbeats"), RECV, sink).kind == "heartbeat"
     ctl = a.parse(upd(14, "5"), RECV, sink)
     assert ctl == Control("error", detail="sequence gap", reconnect=True)
-    assert len(sink.updates) == 1
+    assert len(sink.updates) == 1 and sink.rejects["no_snapshot"] == 1
     # book dropped until a new snapshot arrives
-    a.parse(upd(15, "6"), RECV, sink)
-    assert sink.rejects["no_snapshot"] == 1 and len(sink.updates) == 1
+    assert a.parse(upd(15, "6"), RECV, sink) is None
+    assert sink.rejects["no_snapshot"] == 2 and len(sink.updates) == 1
+    # a snapshot in a frame after a gap still rebuilds the book (e.g. after a resubscribe)
+    ctl = a.parse(cb_frame(20, [{"type": "snapshot", "product_id": "BTC-USD", "updates": [
+        lvl("bid", "10", "8"), lvl("offer", "11", "1")]}]), RECV, sink)
+    assert ctl.kind == "error" and ctl.reconnect and sink.updates[-1]["bid_qty"] == 8.0
     # reconnect: counter restarts anywhere, fresh snapshot
     a.on_connect(0)
     a.parse(cb_frame(0, [{"type": "snapshot", "product_id": "BTC-USD", "updates": [
@@ -545,6 +549,7 @@ def _cb_with_book():
     (cb_frame(1, [{"type": "update", "product_id": "BTC-USD", "updates": [lvl("offer", "11", "0")]}]), "empty_book"),
     (cb_frame(1, [{"type": "update", "product_id": "BTC-USD", "updates": [lvl("bid", "12", "1")]}]), "crossed"),
     (cb_frame(1, []), "bad_shape"),
+    ('{"channel":"l2_data","sequence_num":1}', "bad_shape"),
     ('{"channel":"l2_data","sequence_num":"1","events":[]}', "bad_shape"),
     ('{"timestamp":"x"}', "bad_shape"),
     ("[]", "bad_shape"),
@@ -887,6 +892,50 @@ def _mutate_json(obj, data):
     return obj
 
 
+def _is_number_text(v):
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _renumber(obj, data):
+    """Give one or two numeric leaves (JSON numbers or numeric strings) a random
+    value of the same representation: reaches the price/size/ts/seq checks."""
+    leaves = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            if (isinstance(node, (int, float)) and not isinstance(node, bool)) or (
+                    isinstance(node, str) and node and _is_number_text(node)):
+                leaves.append(path)
+            return
+        for k, v in items:
+            walk(v, path + (k,))
+    walk(obj, ())
+    for _ in range(data.draw(st.integers(1, 2))):
+        if not leaves:
+            break
+        path = data.draw(st.sampled_from(leaves))
+        parent = obj
+        for p in path[:-1]:
+            parent = parent[p]
+        old = parent[path[-1]]
+        new = data.draw(st.one_of(st.integers(-5, 10**14), st.floats(-1e3, 1e15, allow_nan=False),
+                                  st.sampled_from([0, 1, 740.0, 0.5, 111.07, 10**19])))
+        if isinstance(old, str):
+            new = data.draw(st.sampled_from([str(new), "nan", "inf", "-0"])) if data.draw(st.booleans()) else str(new)
+        elif isinstance(old, int) and not isinstance(new, int):
+            new = int(new)
+        parent[path[-1]] = new
+    return obj
+
+
 def _mutate_bytes(raw: bytes, data) -> bytes:
     b = bytearray(raw)
     for _ in range(data.draw(st.integers(1, 4))):
@@ -908,7 +957,7 @@ def _frame_strategy(name):
 
     @st.composite
     def frames(draw):
-        kind = draw(st.sampled_from(["bytes", "text", "json", "json", "raw", "raw", "valid"]))
+        kind = draw(st.sampled_from(["bytes", "text", "json", "json", "raw", "raw", "num", "num", "valid"]))
         if kind == "bytes":
             return draw(st.binary(max_size=200))
         if kind == "text":
@@ -916,8 +965,9 @@ def _frame_strategy(name):
         base = draw(st.sampled_from(valid))
         if kind == "valid":
             return base
-        if kind == "json" and base[:1] == "{":
-            obj = _mutate_json(json.loads(base), draw(st.data()))
+        if kind in ("json", "num") and base[:1] == "{":
+            mutate = _renumber if kind == "num" else _mutate_json
+            obj = mutate(json.loads(base), draw(st.data()))
             try:
                 return json.dumps(obj)
             except ValueError:

@@ -57,7 +57,8 @@ def split_concatenated(native: str, quotes=QUOTE_SUFFIXES) -> str | None:
 class _Msg(msgspec.Struct, gc=False):
     """Every Binance frame shape in one struct; absent fields keep their default.
     bookTicker: u s b B a A (+ e E T on USD-M); markPriceUpdate: e E s p r T;
-    ack: result id; error: error id (or a bare code msg); combined wrapper: stream data; serverShutdown: e E."""
+    ack: result id; error: error id (or a bare code msg); combined wrapper: stream data;
+    serverShutdown: e E."""
     e: str = ""
     E: int = 0
     T: int = 0

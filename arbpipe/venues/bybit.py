@@ -49,8 +49,7 @@ _MAX_MS = (2**63 - 1) // 1_000_000
 _F4_MAX = 3.0e38
 _SNAP = int(Flag.SNAPSHOT)
 _DEFAULT_INTERVAL_S = 8 * 3600
-_TOPIC_RE = re.compile(r"((?:orderbook\.\d+|tickers)\.([^\s,\]\"']+))")
-_UNSET = msgspec.UNSET
+_TOPIC_RE = re.compile(r"((?:orderbook\.\d+|tickers)\.([^\s,;:\]\"']+))")
 
 
 class _Envelope(msgspec.Struct, gc=False):
@@ -93,8 +92,14 @@ _decode_env = msgspec.json.Decoder(_Envelope).decode
 _decode_book = msgspec.json.Decoder(_Book).decode
 _decode_ticker = msgspec.json.Decoder(_Ticker).decode
 
-_BBO_FIELDS = ("bid1Price", "bid1Size", "ask1Price", "ask1Size")
-_FUNDING_FIELDS = ("markPrice", "fundingRate", "nextFundingTime", "fundingIntervalHour")
+
+class _TickerState:
+    """Merged ``tickers`` fields of one symbol, parsed; None = unknown or cleared."""
+    __slots__ = ("bid", "bid_qty", "ask", "ask_qty", "rate", "next_ms", "hours", "mark")
+
+    def __init__(self):
+        self.bid = self.bid_qty = self.ask = self.ask_qty = None
+        self.rate = self.next_ms = self.hours = self.mark = None
 
 
 class _BybitBase(VenueAdapter):
@@ -108,7 +113,7 @@ class _BybitBase(VenueAdapter):
         super().__init__(instruments, venue_id)
         self._ids = {i.native: i.instrument_id for i in instruments}
         self._last: dict[tuple[str, str], tuple[int, int]] = {}   # (kind, sym) -> (id, ts)
-        self._tickers: dict[str, dict[str, str]] = {}             # merged ticker fields
+        self._tickers: dict[str, _TickerState] = {}               # merged ticker fields
 
     @staticmethod
     def native_to_canonical(native: str) -> str | None:
@@ -205,69 +210,47 @@ class _BybitBase(VenueAdapter):
             pass                           # a new snapshot restarts the symbol's order
         elif not self._in_order(key, seq, sink):
             return
+        old = _TickerState() if snapshot else self._tickers.get(sym) or _TickerState()
+        # absent (None) = unchanged; "" = cleared (empty side, no funding); ValueError on
+        # a non-numeric string rejects the whole frame as bad_shape before anything changes
+        v0, v1, v2, v3 = d.bid1Price, d.bid1Size, d.ask1Price, d.ask1Size
+        f0, f1, f2, f3 = d.fundingRate, d.nextFundingTime, d.fundingIntervalHour, d.markPrice
+        st = _TickerState()
+        st.bid = old.bid if v0 is None else float(v0) if v0 else None
+        st.bid_qty = old.bid_qty if v1 is None else float(v1) if v1 else None
+        st.ask = old.ask if v2 is None else float(v2) if v2 else None
+        st.ask_qty = old.ask_qty if v3 is None else float(v3) if v3 else None
+        st.rate = old.rate if f0 is None else float(f0) if f0 else None
+        st.next_ms = old.next_ms if f1 is None else int(f1) if f1 else None
+        st.hours = old.hours if f2 is None else int(f2) if f2 else None
+        st.mark = old.mark if f3 is None else float(f3) if f3 else None
+        self._tickers[sym] = st
         self._last[key] = seq
-        state = {} if snapshot else self._tickers.setdefault(sym, {})
-        if snapshot:
-            self._tickers[sym] = state
-        has_funding = False
-        for f in _BBO_FIELDS:
-            v = getattr(d, f)
-            if v is not None:
-                state[f] = v
-        for f in _FUNDING_FIELDS:
-            v = getattr(d, f)
-            if v is not None:
-                state[f] = v
-                has_funding = True
         ts_ns = env.ts * 1_000_000
-        flags = _SNAP if snapshot else 0
-        emitted = self._ticker_quote(iid, state, ts_ns, flags, sink)
-        if has_funding:
-            emitted = self._ticker_funding(iid, state, ts_ns, sink) or emitted
+        emitted = False
+        bid, ask, bid_qty, ask_qty = st.bid, st.ask, st.bid_qty, st.ask_qty
+        if bid is not None and ask is not None and bid_qty is not None and ask_qty is not None:
+            emitted = True
+            if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bid_qty < _INF
+                    and 0.0 <= ask_qty < _INF):
+                sink.reject("bad_price")
+            elif bid > ask:
+                sink.reject("crossed")
+            else:
+                sink.quote(iid, bid, ask, bid_qty, ask_qty, ts_ns, _SNAP if snapshot else 0)
+        if (f0 is not None or f1 is not None or f2 is not None or f3 is not None) \
+                and st.rate is not None and st.next_ms is not None:
+            emitted = True
+            rate, mark = st.rate, st.mark or 0.0
+            interval_s = st.hours * 3600 if st.hours is not None else _DEFAULT_INTERVAL_S
+            if not (-_INF < rate < _INF and 0.0 <= mark < _F4_MAX):
+                sink.reject("bad_price")
+            elif not (0 < st.next_ms <= _MAX_MS and 0 < interval_s < 2**32):
+                sink.reject("bad_ts")
+            else:
+                sink.funding(iid, rate, st.next_ms * 1_000_000, interval_s, mark, ts_ns)
         if not emitted:
             sink.reject("no_bbo")          # nothing publishable yet (e.g. spot tickers)
-
-    @staticmethod
-    def _ticker_quote(iid: int, st: dict, ts_ns: int, flags: int, sink) -> bool:
-        """Publish the merged BBO; True if published or rejected (counted)."""
-        b, bq, a, aq = (st.get(f) for f in _BBO_FIELDS)
-        if not (b and bq and a and aq):    # a side never seen, or "" (empty side)
-            return False
-        try:
-            bid, bid_qty, ask, ask_qty = float(b), float(bq), float(a), float(aq)
-        except ValueError:
-            sink.reject("bad_shape")
-            return True
-        if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bid_qty < _INF
-                and 0.0 <= ask_qty < _INF):
-            sink.reject("bad_price")
-        elif bid > ask:
-            sink.reject("crossed")
-        else:
-            sink.quote(iid, bid, ask, bid_qty, ask_qty, ts_ns, flags)
-        return True
-
-    @staticmethod
-    def _ticker_funding(iid: int, st: dict, ts_ns: int, sink) -> bool:
-        """Publish merged funding; True if published or rejected (counted)."""
-        r, nxt = st.get("fundingRate"), st.get("nextFundingTime")
-        if not r or not nxt:               # dated futures: "" (no funding)
-            return False
-        hours, m = st.get("fundingIntervalHour"), st.get("markPrice")
-        try:
-            rate, next_ms = float(r), int(nxt)
-            interval_s = int(hours) * 3600 if hours else _DEFAULT_INTERVAL_S
-            mark = float(m) if m else 0.0
-        except ValueError:
-            sink.reject("bad_shape")
-            return True
-        if not (-_INF < rate < _INF and 0.0 <= mark < _F4_MAX):
-            sink.reject("bad_price")
-        elif not (0 < next_ms <= _MAX_MS and 0 < interval_s < 2**32):
-            sink.reject("bad_ts")
-        else:
-            sink.funding(iid, rate, next_ms * 1_000_000, interval_s, mark, ts_ns)
-        return True
 
     def _reply(self, env: _Envelope, sink) -> Control | None:
         """Op replies: pong (spot and linear shapes), subscribe acks and failures."""

@@ -31,8 +31,9 @@ _I8_END = 2**63                     # exchange_ts_ns is stored as i8
 
 
 # -- RFC3339 -> ns ---------------------------------------------------------------
-_minute_cache: dict[str, int] = {}
+_second_cache: dict[str, int] = {}   # "YYYY-MM-DDTHH:MM:SS" -> ns (-1 when malformed)
 _MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_FRACTION_SCALE = tuple(10 ** (9 - n) for n in range(10))
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -44,52 +45,56 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
-def _minute_ns(p: str) -> int:
-    """``YYYY-MM-DDTHH:MM`` -> ns since the epoch; -1 when malformed."""
-    if (len(p) != 16 or p[4] != "-" or p[7] != "-" or p[10] not in "Tt " or p[13] != ":"
-            or not (p[:4] + p[5:7] + p[8:10] + p[11:13] + p[14:16]).isdigit() or not p.isascii()):
+def _second_ns(p: str) -> int:
+    """``YYYY-MM-DDTHH:MM:SS`` -> ns since the epoch; -1 when malformed."""
+    if (len(p) != 19 or p[4] != "-" or p[7] != "-" or p[10] not in "Tt" or p[13] != ":" or p[16] != ":"
+            or not (p[:4] + p[5:7] + p[8:10] + p[11:13] + p[14:16] + p[17:]).isdigit() or not p.isascii()):
         return -1
-    y, mo, d, h, mi = int(p[:4]), int(p[5:7]), int(p[8:10]), int(p[11:13]), int(p[14:16])
-    if not (1 <= mo <= 12 and 1 <= d <= _MONTH_DAYS[mo] and h < 24 and mi < 60):
+    y, mo, d = int(p[:4]), int(p[5:7]), int(p[8:10])
+    h, mi, sec = int(p[11:13]), int(p[14:16]), int(p[17:])
+    if not (1 <= mo <= 12 and 1 <= d <= _MONTH_DAYS[mo] and h < 24 and mi < 60 and sec < 60):
         return -1
     if mo == 2 and d == 29 and (y % 4 or (y % 100 == 0 and y % 400)):
         return -1
-    return ((_days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000_000_000
+    return (((_days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec) * 1_000_000_000
 
 
 def rfc3339_ns(s: str) -> int:
-    """RFC3339 timestamp (``2023-02-09T20:30:37.167359596Z``, up to 9 fraction digits,
+    """RFC3339 timestamp (``2023-02-09T20:30:37.167359596Z``: up to 9 fraction digits,
     ``Z`` or ``+hh:mm``) -> int ns since the epoch; -1 when malformed or outside
-    [1970, 2262) (the i8 range). Never raises.
-    The date-hour-minute prefix is cached, so the hot path is two small int() calls."""
-    base = _minute_cache.get(s[:16])
+    [1970, 2262) (the i8 range). Never raises. The whole-second prefix is cached,
+    so the usual path is one dict lookup and one small int()."""
+    head = s[:19]
+    base = _second_cache.get(head)
     if base is None:
-        base = _minute_ns(s[:16])
-        if base < 0:
-            return -1
-        if len(_minute_cache) > 4096:
-            _minute_cache.clear()
-        _minute_cache[s[:16]] = base
-    sec = s[17:19]
-    if s[16:17] != ":" or len(sec) != 2 or not sec.isdigit() or not sec.isascii():
+        base = _second_ns(head)
+        if len(_second_cache) >= 4096:
+            _second_cache.clear()
+        _second_cache[head] = base
+    if base < 0:
         return -1
-    ns = base + int(sec) * 1_000_000_000
     rest = s[19:]
-    if rest[:1] == ".":
-        end = 1
-        while end < len(rest) and "0" <= rest[end] <= "9":
-            end += 1
-        digits = rest[1:end]
-        if not 1 <= len(digits) <= 9:
+    tail = rest[-1:]
+    if tail == "Z" or tail == "z":
+        digits = rest[1:-1]
+        if rest[:1] == "." and 0 < len(digits) <= 9 and digits.isdigit() and digits.isascii():
+            ns = base + int(digits) * _FRACTION_SCALE[len(digits)]
+        elif len(rest) == 1:
+            ns = base
+        else:
             return -1
-        ns += int(digits) * 10 ** (9 - len(digits))
-        rest = rest[end:]
-    if rest != "Z" and rest != "z":
-        if not (len(rest) == 6 and rest[0] in "+-" and rest[3] == ":"
-                and (rest[1:3] + rest[4:]).isdigit() and rest.isascii()):
+    else:
+        zone = rest[-6:]
+        if not (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":" and (zone[1:3] + zone[4:]).isdigit()
+                and zone.isascii()):
             return -1
-        off = (int(rest[1:3]) * 60 + int(rest[4:])) * 60_000_000_000
-        ns = ns - off if rest[0] == "+" else ns + off
+        frac = rest[:-6]
+        digits = frac[1:]
+        if frac and not (frac[0] == "." and 0 < len(digits) <= 9 and digits.isdigit() and digits.isascii()):
+            return -1
+        off = (int(zone[1:3]) * 60 + int(zone[4:])) * 60_000_000_000
+        ns = base + (int(digits) * _FRACTION_SCALE[len(digits)] if digits else 0)
+        ns = ns - off if zone[0] == "+" else ns + off
     return ns if 0 <= ns < _I8_END else -1
 
 
@@ -212,32 +217,31 @@ class CoinbaseAdapter(VenueAdapter):
             found = _PRODUCT_IN_TEXT.search(m.reason or m.message)
             return Control("error", detail=text, symbol=found.group(1) if found else "")
         seq = m.sequence_num
+        gap = None
         if seq is not None:
             prev = self._last_seq
             if prev is not None and seq != prev + 1:
                 if seq <= prev:
                     sink.reject("duplicate" if seq == prev else "out_of_order")
                     return None
-                self._last_seq = seq
-                self._books.clear()          # missed a frame: books unusable until a snapshot
-                return Control("error", detail="sequence gap", reconnect=True)
+                # missed a frame: books unusable until a fresh snapshot (this frame's
+                # snapshots still apply; its updates are refused as no_snapshot)
+                self._books.clear()
+                gap = Control("error", detail="sequence gap", reconnect=True)
             self._last_seq = seq
         ch = m.channel
-        if ch == "l2_data" and m.events is not None:
+        if ch == "l2_data":
             self._l2(m, sink)
-            return None
+            return gap
         if ch == "heartbeats":
-            return Control("heartbeat")
+            return gap or Control("heartbeat")
         if ch == "subscriptions":
             subs = {}
             for e in m.events or ():
                 subs.update(e.subscriptions or {})
-            return Control("ack", detail=" ".join(f"{k}:{','.join(v)}" for k, v in subs.items()))
-        if ch:
-            sink.reject("unknown_channel")
-        else:
-            sink.reject("bad_shape")
-        return None
+            return gap or Control("ack", detail=" ".join(f"{k}:{','.join(v)}" for k, v in subs.items()))
+        sink.reject("unknown_channel" if ch else "bad_shape")
+        return gap
 
     def _l2(self, m: _Msg, sink) -> None:
         if not m.events:
