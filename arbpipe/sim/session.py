@@ -165,7 +165,7 @@ class VenueHub:
                 await self._backpressure()
 
     async def _backpressure(self) -> None:
-        high = self.cfg.max_queue // 2
+        high = min(self.cfg.max_queue // 2, self.MAX_BATCH * 8)   # keep the data fresh, not just fast
         while any(len(s.out) > high for s in self.sessions):
             self.drained.clear()
             await self.drained.wait()
@@ -196,6 +196,7 @@ class Session:
         self.opened = time.monotonic()
         self.last_tx = self.opened
         self.last_rx = self.opened
+        self.last_data = self.opened       # last data frame queued (heartbeat rules)
         self.stalled_until = 0.0
         self.closing = False
         self.ever_subscribed = False
@@ -253,6 +254,7 @@ class Session:
         if isinstance(frame, str):
             frame = frame.encode()
         if data:
+            self.last_data = time.monotonic()
             f = self.faults
             if f.malformed_p and self.rng.random() < f.malformed_p:
                 frame = self._malform(frame)
@@ -276,7 +278,7 @@ class Session:
         if r < 0.4:
             return frame[: max(1, len(frame) // 2)]                 # truncated JSON
         if r < 0.6:
-            return b"\x00garbage\xff not json"
+            return b"<html><body><h1>502 Bad Gateway</h1></body></html>"   # not JSON
         if r < 0.8:
             return frame.replace(b'"', b"'", 3)                     # broken quoting
         return b'{"unexpected":' + str(self.rng.randrange(1 << 30)).encode() + b"}"

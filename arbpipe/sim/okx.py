@@ -1,0 +1,202 @@
+"""OKX v5 public (``okx``: SPOT and SWAP instruments on one socket), server side.
+
+Path: ``/ws/v5/public`` (venue-protocols.md section 3).
+
+Protocol: ``{"id":"1","op":"subscribe","args":[{"channel":"bbo-tbt","instId":"BTC-USDT"}]}``
+gets one ack per arg ``{"id":"1","event":"subscribe","arg":{..},"connId":".."}`` (``id``
+echoed only when sent); an unknown instrument or channel gets
+``{"event":"error","code":"60018","msg":"Wrong URL or channel:..,instId:.. doesn't exist. ..."}``;
+a request that does not parse gets ``60012``, an unknown op ``60019``, more than 480
+subscribe/unsubscribe requests per hour ``60014``. Keep-alive is the bare text ``ping``
+answered by the bare text ``pong``; the connection is closed (4004) after
+``idle_timeout_s`` (30 s) without traffic. Planned disconnect: ``64008`` notice.
+
+Data: ``bbo-tbt`` full level-1 snapshot ``[px, sz, "0", orders]`` with string ``ts`` and
+integer ``seqId``, one at subscribe, re-sent with the same ``seqId`` after ``repush_s``
+(60 s) without change; SWAP sizes are contracts (ctVal from the instrument spec).
+``tickers`` (spot and swap) and ``funding-rate`` (SWAP only; at subscribe, then every
+``funding_push_s``).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from arbpipe.sim.market import Quote, decimal_str, trim, wall_ms
+from arbpipe.sim.session import Session, decode_json, encode
+
+SEQ_BASE = 360_000_000
+CHANNELS = ("bbo-tbt", "tickers", "funding-rate")
+HOURLY_LIMIT = 480
+
+
+class OkxSession(Session):
+    venue = "okx"
+    DEFAULTS = {"idle_timeout_s": 30.0, "repush_s": 60.0, "funding_push_s": 60.0}
+    PATHS = ("/ws/v5/public",)
+
+    @classmethod
+    def match(cls, path: str, single_port: bool = False) -> bool:
+        return path.partition("?")[0].rstrip("/") == "/ws/v5/public"
+
+    def on_open(self) -> None:
+        self.conn_id = f"{self.rng.getrandbits(32):08x}"
+        self.subs: dict[tuple[str, str], int] = {}       # (channel, instId) -> inst
+        self.bbo_sent: dict[str, list] = {}              # instId -> [quote, monotonic time sent]
+        self.funding_due: dict[str, float] = {}          # instId -> monotonic due time
+        self.requests: list[float] = []
+        self.spawn(self._timers())
+
+    def on_idle_timeout(self) -> None:
+        self.close(4004, "No data received in 30s.")
+
+    # -- requests ----------------------------------------------------------------------
+    def _error(self, code: str, msg: str, rid=None) -> bytes:
+        body = {}
+        if rid is not None:
+            body["id"] = rid
+        body.update({"event": "error", "code": code, "msg": msg, "connId": self.conn_id})
+        return encode(body)
+
+    def on_message(self, msg) -> None:
+        text = msg.decode(errors="replace") if isinstance(msg, bytes) else msg
+        if text == "ping":
+            self.send("pong")
+            return
+        try:
+            req = decode_json(text)
+        except ValueError:
+            self.send(self._error("60012", f"Invalid request: {text}"))
+            return
+        if not isinstance(req, dict):
+            self.send(self._error("60012", f"Invalid request: {text}"))
+            return
+        rid = req.get("id")
+        op = req.get("op")
+        if op not in ("subscribe", "unsubscribe"):
+            if op in ("login",):
+                self.send(self._error("60012", f"Invalid request: {text}", rid))
+            else:
+                self.send(self._error("60019", f"Invalid OP: {op}", rid))
+            return
+        args = req.get("args")
+        if not isinstance(args, list) or not args or not all(isinstance(a, dict) for a in args):
+            self.send(self._error("60012", f"Invalid request: {text}", rid))
+            return
+        now = time.monotonic()
+        self.requests = [t for t in self.requests if t > now - 3600.0]
+        if len(self.requests) >= HOURLY_LIMIT:
+            self.send(self._error("60014", "Requests too frequent.", rid))
+            return
+        self.requests.append(now)
+        for arg in args:
+            self._one(op, arg, rid)
+
+    def _one(self, op: str, arg: dict, rid) -> None:
+        channel = arg.get("channel")
+        inst_id = arg.get("instId")
+        im = self.hub.by_native.get(inst_id) if isinstance(inst_id, str) else None
+        ok = (channel in CHANNELS and im is not None and not self.refused(inst_id)
+              and (channel != "funding-rate" or im.spec.kind == "perp"))
+        if not ok:
+            self.send(self._error("60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. "
+                                           "Please use the correct URL, channel and parameters referring "
+                                           "to API document.", rid))
+            return
+        ack = {}
+        if rid is not None:
+            ack["id"] = rid
+        ack.update({"event": op, "arg": {"channel": channel, "instId": inst_id}, "connId": self.conn_id})
+        key = (channel, inst_id)
+        if op == "unsubscribe":
+            self.subs.pop(key, None)
+            if channel == "bbo-tbt":
+                self.bbo_sent.pop(inst_id, None)
+            if channel == "funding-rate":
+                self.funding_due.pop(inst_id, None)
+            if not any(i == im.idx for i in self.subs.values()):
+                self.remove_inst(im.idx)
+            self.send(encode(ack))
+            return
+        self.subs[key] = im.idx
+        if channel != "funding-rate":
+            self.add_inst(im.idx)
+        else:
+            self.ever_subscribed = True
+            self.hub.clock.start()
+        self.send(encode(ack))
+        if channel == "bbo-tbt":
+            self._send_bbo(inst_id, self.hub.current(im.idx))
+        elif channel == "tickers":
+            self._send_ticker(inst_id, self.hub.current(im.idx))
+        else:
+            self._send_funding(inst_id, im.idx)
+            self.funding_due[inst_id] = time.monotonic() + self.t.funding_push_s
+
+    # -- data ----------------------------------------------------------------------------
+    def _send_bbo(self, inst_id: str, q: Quote) -> None:
+        im = self.model.instruments[q.inst]
+        orders_b = 1 + (q.bid_lots % 7)
+        orders_a = 1 + (q.ask_lots % 7)
+        self.send(encode({"arg": {"channel": "bbo-tbt", "instId": inst_id},
+                          "data": [{"asks": [[trim(im.px(q.ask)), trim(im.qty(q.ask_lots)), "0", str(orders_a)]],
+                                    "bids": [[trim(im.px(q.bid)), trim(im.qty(q.bid_lots)), "0", str(orders_b)]],
+                                    "ts": str(wall_ms()), "seqId": SEQ_BASE + q.n + 1}]}), data=True)
+        self.bbo_sent[inst_id] = [q, time.monotonic()]
+
+    def _send_ticker(self, inst_id: str, q: Quote) -> None:
+        im = self.model.instruments[q.inst]
+        last = q.ask if q.trade >= 0 else q.bid
+        p0 = im.to_ticks(im.p0)
+        self.send(encode({"arg": {"channel": "tickers", "instId": inst_id}, "data": [{
+            "instType": "SWAP" if im.spec.kind == "perp" else "SPOT", "instId": inst_id,
+            "last": trim(im.px(last)), "lastSz": trim(im.qty(max(1, q.trade_lots))),
+            "askPx": trim(im.px(q.ask)), "askSz": trim(im.qty(q.ask_lots)),
+            "bidPx": trim(im.px(q.bid)), "bidSz": trim(im.qty(q.bid_lots)),
+            "open24h": trim(im.px(int(p0 * 0.99))), "high24h": trim(im.px(int(p0 * 1.02))),
+            "low24h": trim(im.px(int(p0 * 0.97))), "volCcy24h": "2222", "vol24h": "2222",
+            "sodUtc0": trim(im.px(int(p0 * 0.995))), "sodUtc8": trim(im.px(int(p0 * 0.998))),
+            "ts": str(wall_ms())}]}), data=True)
+
+    def _send_funding(self, inst_id: str, inst: int) -> None:
+        t = self.hub.clock.now_ms()
+        rate = self.model.funding_rate(inst, t)
+        nxt = self.model.next_funding_ms()
+        iv = self.model.funding_interval_ms
+        self.send(encode({"arg": {"channel": "funding-rate", "instId": inst_id}, "data": [{
+            "formulaType": "noRate", "fundingRate": trim(decimal_str(rate, 16)) or "0",
+            "fundingTime": str(nxt), "impactValue": "", "instId": inst_id, "instType": "SWAP",
+            "interestRate": "", "method": "current_period", "maxFundingRate": "0.00375",
+            "minFundingRate": "-0.00375", "nextFundingRate": "", "nextFundingTime": str(nxt + iv),
+            "premium": trim(decimal_str(rate * 0.66, 16)) or "0",
+            "settFundingRate": trim(decimal_str(self.model.funding_rate(inst, max(0.0, t - 3_600_000)), 16)) or "0",
+            "settState": "settled", "ts": str(wall_ms())}]}), data=True)
+
+    def on_quote(self, q: Quote) -> None:
+        inst_id = self.model.instruments[q.inst].native
+        if ("bbo-tbt", inst_id) in self.subs:
+            self._send_bbo(inst_id, q)
+        if ("tickers", inst_id) in self.subs:
+            self._send_ticker(inst_id, q)
+
+    async def _timers(self) -> None:
+        """bbo-tbt re-push of an unchanged snapshot, and funding-rate pushes."""
+        repush = self.t.repush_s or 0.0
+        fpush = self.t.funding_push_s or 0.0
+        period = min(p for p in (repush / 3.0, fpush / 3.0, 1.0) if p > 0)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if repush:
+                for inst_id, (q, sent) in list(self.bbo_sent.items()):
+                    if now - sent >= repush and ("bbo-tbt", inst_id) in self.subs:
+                        self._send_bbo(inst_id, q)
+            for inst_id, due in list(self.funding_due.items()):
+                if now >= due and fpush:
+                    self.funding_due[inst_id] = now + fpush
+                    self._send_funding(inst_id, self.subs[("funding-rate", inst_id)])
+
+    def notice_frames(self) -> list[bytes]:
+        return [encode({"event": "notice", "code": "64008",
+                        "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
+                        "connId": self.conn_id})]
