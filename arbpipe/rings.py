@@ -116,6 +116,7 @@ class Ring:
     KIND: RingKind
 
     def __init__(self, seg: Segment):
+        K.warm_up()
         self.seg = seg
         self.w = seg.words
         h = seg.header
