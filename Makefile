@@ -27,7 +27,8 @@ test: venv redis
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: venv redis
-	$(BIN)/arbpipe bench rings $(ARGS)
+	@mkdir -p bench/results
+	$(BIN)/arbpipe bench rings --out bench/results/rings.json $(ARGS)
 
 clean:
 	-@test -x $(BIN)/arbpipe && $(BIN)/arbpipe clean --all || true
