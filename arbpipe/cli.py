@@ -71,6 +71,22 @@ def bench_rings(as_json: bool = typer.Option(False, "--json", help="print JSON o
 
 
 @app.command()
+def tap(ring: str = typer.Argument(..., help="ring name, e.g. feed.binance or opportunities"),
+        count: Optional[int] = typer.Option(None, "--count", "-n", help="stop after N records"),
+        as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+        instance: Optional[str] = InstanceOpt):
+    """Print records flowing through a ring without consuming them or slowing its producer."""
+    from arbpipe import tap as T
+    try:
+        res = T.tap(ring, instance=instance, count=count, as_json=as_json,
+                    emit=lambda line: typer.echo(line))
+    except KeyboardInterrupt:
+        return
+    if res["missed"]:
+        typer.echo(f"(tap skipped {res['missed']} records it could not print in time)", err=True)
+
+
+@app.command()
 def up(config: Optional[str] = typer.Option(None, "--config"), live: bool = False,
        detach: bool = False, instance: Optional[str] = InstanceOpt):
     """Start the whole tree (supervisor)."""

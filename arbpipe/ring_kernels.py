@@ -23,7 +23,7 @@ from arbpipe.atomics import (cas, cpu_relax, fence_acquire, fence_release, fence
                              fetch_add, load_acquire, load_relaxed, store_release)
 from shm_layouts.ring import (D_ARMED, D_POSTS, D_SLEEPERS, R_ARMED, R_LAPS, R_LOST,
                               R_OWNER_PID, R_POSITION, R_RECEIVED, READER_SLOT_WORDS,
-                              W_BATCHES, W_CDOOR, W_DROPPED, W_FULL_EVENTS, W_GEOM, W_HEAD,
+                              W_BATCHES, W_CDOOR, W_CLAIM, W_DROPPED, W_FULL_EVENTS, W_GEOM, W_HEAD,
                               W_OFFSETS, W_PDOOR, W_POLICY, W_READERS, W_TAIL, FullPolicy)
 
 _DROP = int(FullPolicy.DROP_NEWEST)
@@ -94,6 +94,8 @@ def spsc_push(w, src, n, st):
     k = n if n < free else free
     wake = 0
     if k > 0:
+        store_release(w, W_CLAIM, head + k)  # lets a tap tell which slots may change
+        fence_release()
         _copy_in(w, data_w, cap, rw, head, src, 0, k)
         store_release(w, W_HEAD, head + k)
         w[W_BATCHES] += 1
@@ -297,6 +299,48 @@ def bcast_readable(w, slot_w, spins):
     return load_acquire(w, W_HEAD) > pos
 
 
+# ------------------------------------------------------------------ tap --------
+
+@njit(**_KW)
+def peek(w, kind, pos, dst, m, out):
+    """Copy up to m committed records from position ``pos`` on without consuming them.
+
+    out[0] = first position copied (pos, or later if the ring moved past it),
+    out[1] = records copied, out[2] = the position to peek from next. Records the
+    producer may have been overwriting during the copy are discarded (seqlock
+    check against the claim (SPSC) / head (MPMC, broadcast) cursor).
+    """
+    cap, rw, data_w, seq_w = geometry(w)
+    head = load_acquire(w, W_HEAD)
+    if kind == 2:  # MPMC: only the committed prefix from pos
+        start = max(pos, head - cap)
+        k = 0
+        while k < m and start + k < head:
+            p = start + k
+            s = load_acquire(w, seq_w + (p & (cap - 1)))
+            if s != p + 1 and s != p + cap:
+                break
+            k += 1
+    else:  # SPSC: slot head-cap stays intact until claim passes head; broadcast: it may not
+        start = max(pos, head - cap + (1 if kind == 3 else 0))
+        k = min(m, head - start)
+    if k < 0:
+        k = 0
+    _copy_out(w, data_w, cap, rw, start, dst, 0, k)
+    fence_acquire()
+    limit = load_relaxed(w, W_CLAIM) if kind == 1 else load_relaxed(w, W_HEAD)
+    bad = (limit - cap + (1 if kind == 3 else 0)) - start  # first safe position - start
+    if bad > 0:
+        bad = min(bad, k)
+        for i in range((k - bad) * rw):
+            dst[i] = dst[bad * rw + i]
+        start += bad
+        k -= bad
+    out[0] = start
+    out[1] = k
+    out[2] = start + k
+
+
 # --------------------------------------------------- doorbells and slots -------
 
 @njit(**_KW)
@@ -410,6 +454,7 @@ def warm_up() -> None:
         take_armed(w, W_CDOOR + D_ARMED)
         armed_readers(w, 2, st)
         claim_slot(w, 2, 0, 1, -1)
+        peek(w, int(kind), 0, src, 2, st)
         add(w, W_DROPPED, 1)
         count_post(w, W_CDOOR)
         head_of(w)

@@ -24,6 +24,8 @@ never couples a writer's line with a reader's).
      64                    64  name (ASCII, NUL padded)   creator, once
     PRODUCER_CURSOR (128)   8  head: records published (SPSC/broadcast) or
                                enqueue position (MPMC)
+      +8                    8  claim (SPSC): positions below it may be being written; a
+                               tap reading slot p is safe while p >= claim - capacity
     CONSUMER_CURSOR (256)   8  tail: records consumed (SPSC) or dequeue position (MPMC)
     PRODUCER_STATS (384)       producer-owned counters
       +0                    8  dropped (records refused by drop-newest / timeout)
@@ -91,6 +93,7 @@ READER_NAME_LEN = 32
 # ---- the same positions as 64-bit word indices (offset // 8), for numba kernels --
 W_HEAD = OFF_HEAD // 8
 W_TAIL = OFF_TAIL // 8
+W_CLAIM = OFF_HEAD // 8 + 1
 W_DROPPED = OFF_PSTATS // 8 + 0
 W_FULL_EVENTS = OFF_PSTATS // 8 + 1
 W_BATCHES = OFF_PSTATS // 8 + 2

@@ -1,0 +1,268 @@
+"""The supervisor: creates the segments, spawns, pins, watches, restarts and stops the tree.
+
+    simulator (unless --live) -> feed.<venue> x N -> detector -> (strategy, dashboard, persister)
+
+* Start: refuses to start over a live pipeline of the same instance (the ``supervisor``
+  segment's creator is alive); reclaims the stale segments of a dead one; creates every ring
+  so that producers and consumers only attach (the supervisor is the creator, so the rings
+  outlive any one child and become stale only if the supervisor itself dies).
+* CPU plan: explicit per-role core lists from the config, or automatic: with few cores the
+  detector gets a core of its own where possible and everything else shares the rest.
+* Watch: a child that exits is restarted with exponential backoff (0.1 s doubling to 5 s,
+  reset after 30 s of uptime); restarts are counted. A restarted consumer resumes from its
+  cursor (SPSC tail / its broadcast reader slot), so nothing committed is lost.
+* Stop (Ctrl-C, SIGTERM, ``arbpipe down``): producers first (simulator, feeds), then the
+  detector once its input rings are drained (bounded wait), then the rest; every segment of
+  the instance is unlinked.
+* Files: ``<run dir>/<role>.log`` (each child's stdout/stderr), ``supervisor.jsonl`` (one
+  JSON object per event), ``status.json`` (what ``arbpipe status`` prints).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from arbpipe import segments
+from shm_layouts import ring as L
+
+SUPERVISOR_KIND = 11  # header kind of the liveness segment (not a ring)
+BACKOFF_MIN_S, BACKOFF_MAX_S, STABLE_S = 0.1, 5.0, 30.0
+
+
+def run_dir(instance: str) -> str:
+    base = os.environ.get("ARBPIPE_RUN_DIR") or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/arbpipe-{os.geteuid()}", "arbpipe")
+    d = os.path.join(base, instance)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return d
+
+
+@dataclasses.dataclass
+class ProcessSpec:
+    name: str                   # unique, e.g. "feed.binance"
+    role: str                   # simulator | feed | detector | strategy | dashboard | persister
+    argv: list[str]
+    stage: int                  # stop order: lower stops first (producers)
+    cpus: list[int] | None = None
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started: float = 0.0
+    next_start: float = 0.0
+    backoff: float = BACKOFF_MIN_S
+    log: object = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def cpu_plan(specs: list[ProcessSpec], explicit: dict[str, list[int]] | None = None) -> dict:
+    """Cores per process: explicit per-role lists win; otherwise the detector gets the last
+    available core to itself (when there are 2+) and everything else shares the others."""
+    try:
+        avail = sorted(psutil.Process().cpu_affinity())
+    except AttributeError:
+        avail = list(range(os.cpu_count() or 1))
+    plan = {}
+    explicit = explicit or {}
+    if len(avail) >= 2:
+        hot, rest = [avail[-1]], avail[:-1]
+    else:
+        hot = rest = avail
+    for s in specs:
+        if s.role in explicit and explicit[s.role]:
+            plan[s.name] = list(explicit[s.role])
+        else:
+            plan[s.name] = hot if s.role == "detector" else rest
+        s.cpus = plan[s.name]
+    return plan
+
+
+class Supervisor:
+    def __init__(self, instance: str, specs: list[ProcessSpec], rings: list[tuple],
+                 console=print, drain_s: float = 2.0):
+        self.instance = instance
+        self.specs = specs
+        self.rings = rings            # (RingClass, name, capacity, record, policy)
+        self.console = console
+        self.drain_s = drain_s
+        self.dir = run_dir(instance)
+        self.events = open(os.path.join(self.dir, "supervisor.jsonl"), "a", buffering=1)
+        self.stopping = False
+        self.t0 = time.time()
+        self.created: list = []
+        self.marker = None
+
+    # -- events ---------------------------------------------------------------
+    def event(self, what: str, **kw) -> None:
+        rec = {"ts": time.time(), "event": what, **kw}
+        self.events.write(json.dumps(rec) + "\n")
+        detail = " ".join(f"{k}={v}" for k, v in kw.items())
+        self.console(f"[arbpipe] {time.strftime('%H:%M:%S')} {what} {detail}".rstrip())
+
+    # -- lifecycle --------------------------------------------------------------
+    def claim(self) -> None:
+        """Become the one live supervisor of this instance."""
+        segments.clean(self.instance)  # stale segments of a crashed run
+        h = segments.HeaderInfo(L.MAGIC, L.LAYOUT_VERSION, SUPERVISOR_KIND, 8, 1, 0, 0, 0, 0, 0,
+                                0, 0, L.BLOCK, "supervisor")
+        try:
+            self.marker = segments.Segment.create(self.instance, "supervisor", 4096, h,
+                                                  reclaim_stale=True)
+        except segments.SegmentExists:
+            other = segments.probe(self.instance, "supervisor")
+            raise segments.SegmentExists(
+                f"pipeline {self.instance!r} is already running (supervisor pid "
+                f"{other.creator_pid if other else '?'}); `arbpipe down` stops it") from None
+
+    def create_rings(self) -> None:
+        for cls, name, cap, record, policy in self.rings:
+            r = cls.create(name, cap, record, policy=policy, instance=self.instance)
+            self.created.append(r)
+            self.event("ring", name=name, kind=cls.KIND.name.lower(), capacity=cap,
+                       policy=policy)
+
+    def start(self, s: ProcessSpec) -> None:
+        if s.log is None:
+            s.log = open(os.path.join(self.dir, f"{s.name}.log"), "ab", buffering=0)
+        env = dict(os.environ, ARBPIPE_INSTANCE=self.instance, PYTHONUNBUFFERED="1")
+        s.proc = subprocess.Popen(s.argv, stdout=s.log, stderr=subprocess.STDOUT, env=env,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        if s.cpus:
+            try:
+                psutil.Process(s.proc.pid).cpu_affinity(s.cpus)
+            except (psutil.Error, OSError):
+                pass
+        s.started = time.monotonic()
+        self.event("start", process=s.name, pid=s.proc.pid, cpus=s.cpus)
+
+    def write_status(self) -> None:
+        rows = []
+        for s in self.specs:
+            pid = s.proc.pid if s.proc else None
+            rows.append({"name": s.name, "role": s.role, "pid": pid,
+                         "state": "running" if s.alive() else "restarting",
+                         "cpus": s.cpus, "restarts": s.restarts,
+                         "uptime_s": round(time.monotonic() - s.started, 1) if s.alive() else 0})
+        st = {"instance": self.instance, "supervisor_pid": os.getpid(), "started": self.t0,
+              "uptime_s": round(time.time() - self.t0, 1), "processes": rows,
+              "run_dir": self.dir}
+        tmp = os.path.join(self.dir, "status.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(st, f, indent=1)
+        os.replace(tmp, os.path.join(self.dir, "status.json"))
+
+    def watch_once(self) -> None:
+        now = time.monotonic()
+        for s in self.specs:
+            if s.proc is not None and s.proc.poll() is not None:
+                code = s.proc.returncode
+                lived = now - s.started
+                s.backoff = BACKOFF_MIN_S if lived > STABLE_S else min(s.backoff * 2,
+                                                                       BACKOFF_MAX_S)
+                s.next_start = now + (0 if lived > STABLE_S else s.backoff)
+                s.proc = None
+                s.restarts += 1
+                self.event("exit", process=s.name, code=code, restart_in_s=round(
+                    s.next_start - now, 2))
+            if s.proc is None and now >= s.next_start and not self.stopping:
+                self.start(s)
+
+    def run(self, until=None) -> int:
+        """Run until a signal (or ``until()`` is true). Returns the exit code."""
+        self.claim()
+        try:
+            self.create_rings()
+            for s in sorted(self.specs, key=lambda s: -s.stage):  # consumers first
+                self.start(s)
+            self.event("up", instance=self.instance, processes=len(self.specs),
+                       run_dir=self.dir)
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+            last = 0.0
+            while not self.stopping and not (until and until()):
+                self.watch_once()
+                if time.monotonic() - last > 1.0:
+                    self.write_status()
+                    last = time.monotonic()
+                time.sleep(0.05)
+        finally:
+            self.shutdown()
+        return 0
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        self.event("stopping", instance=self.instance)
+        for stage in sorted({s.stage for s in self.specs}):
+            group = [s for s in self.specs if s.stage == stage and s.alive()]
+            if stage > 0:
+                self._drain(self.drain_s)
+            for s in group:
+                s.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5.0
+            for s in group:
+                try:
+                    s.proc.wait(max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    s.proc.kill()
+                    s.proc.wait(5)
+                self.event("stopped", process=s.name, code=s.proc.returncode)
+        for r in self.created:
+            r.close()
+        removed = segments.clean(self.instance, everything=True)
+        if self.marker is not None:
+            self.marker.close()
+        self.event("down", instance=self.instance, segments_removed=len(removed))
+        try:
+            os.unlink(os.path.join(self.dir, "status.json"))
+        except OSError:
+            pass
+        self.events.close()
+
+    def _drain(self, limit_s: float) -> None:
+        """Wait (bounded) until every SPSC/MPMC ring has been consumed."""
+        from arbpipe.stat import snapshot
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if all(r["fill"] == 0 for r in snapshot(self.instance) if r["kind"] != "broadcast"):
+                return
+            time.sleep(0.05)
+
+
+def read_status(instance: str) -> dict | None:
+    try:
+        with open(os.path.join(run_dir(instance), "status.json")) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not segments.pid_alive(st.get("supervisor_pid", 0)):
+        return None
+    return st
+
+
+def down(instance: str, timeout: float = 30.0) -> bool:
+    """Ask the live supervisor of ``instance`` to stop; wait until it is gone."""
+    h = segments.probe(instance, "supervisor")
+    if h is None or h.stale:
+        segments.clean(instance)
+        return False
+    os.kill(h.creator_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not segments.pid_alive(h.creator_pid, h.creator_start):
+            return True
+        time.sleep(0.05)
+    raise TimeoutError(f"supervisor pid {h.creator_pid} did not stop within {timeout} s")
+
+
+def python_module(mod: str, *args) -> list[str]:
+    return [sys.executable, "-m", mod, *map(str, args)]
