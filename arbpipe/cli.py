@@ -70,6 +70,63 @@ def bench_rings(as_json: bool = typer.Option(False, "--json", help="print JSON o
     typer.echo(text if as_json else B.render(result))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sim(ctx: typer.Context):
+    """The venue simulator alone (all venues' protocols on local websockets). Options are
+    those of `python -m procs.simulator --help` (--port, --seed, --rate, --venues, --fault ...)."""
+    from procs import simulator
+    raise SystemExit(simulator.main(list(ctx.args)))
+
+
+@app.command()
+def feed(venue: str = typer.Argument(..., help="binance, binance-usdm, bybit-spot, bybit-linear, "
+                                     "okx, coinbase, kraken, gate"),
+         url: Optional[str] = typer.Option(None, "--url", help="replaces scheme, host and port "
+                                           "only; the adapter appends the venue's own paths"),
+         symbol: Optional[List[str]] = typer.Option(None, "--symbol", "-s",
+                                                    help="BASE/QUOTE or the venue's native symbol"),
+         print_: bool = typer.Option(False, "--print", help="one JSON line per normalized "
+                                     "update on stdout; no ring needed"),
+         ring: Optional[str] = typer.Option(None, "--ring", help="ring name (feed.<venue>)"),
+         config: Optional[str] = typer.Option(None, "--config", help="pipeline config (ids, url)"),
+         verbose: bool = typer.Option(False, "--verbose", "-v"),
+         instance: Optional[str] = InstanceOpt):
+    """Run one feed handler alone."""
+    from procs.feed import feed_command
+    raise SystemExit(feed_command(venue, url=url, symbol=symbol, print_=print_, ring=ring,
+                                  instance=instance, config=config, verbose=verbose))
+
+
+@stat_app.command("feeds")
+def stat_feeds(instance: Optional[str] = InstanceOpt,
+               as_json: bool = typer.Option(False, "--json")):
+    """Per-venue feed counters: frames, updates, rejects by reason, reconnects, last message age."""
+    from arbpipe.feed import read_feed_stats, render_feed_stats
+    rows = read_feed_stats(instance=instance)
+    typer.echo(json.dumps(rows, indent=1, default=str) if as_json else render_feed_stats(rows))
+
+
+@bench_app.command("feeds")
+def bench_feeds(as_json: bool = typer.Option(False, "--json"),
+                seconds: float = typer.Option(5.0, help="seconds of the simulator throughput run")):
+    """Frame -> record cost (msgspec adapters vs json.loads + dicts) and feed throughput."""
+    from bench import feeds as B
+    res = B.run(as_json=as_json, seconds=seconds)
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
+
+
+@app.command()
+def down(instance: Optional[str] = InstanceOpt,
+         timeout: float = typer.Option(30.0, help="seconds to wait for a clean stop")):
+    """Stop a running pipeline gracefully; its segments are unlinked."""
+    from arbpipe import supervisor
+    name = instance or segments.default_instance()
+    if supervisor.down(name, timeout):
+        typer.echo(f"pipeline {name!r} stopped")
+    else:
+        typer.echo(f"pipeline {name!r} is not running (stale segments, if any, removed)")
+
+
 @app.command()
 def tap(ring: str = typer.Argument(..., help="ring name, e.g. feed.binance or opportunities"),
         count: Optional[int] = typer.Option(None, "--count", "-n", help="stop after N records"),
@@ -105,7 +162,15 @@ def up(config: Optional[str] = typer.Option(None, "--config"), live: bool = Fals
 
 @app.command()
 def status(instance: Optional[str] = InstanceOpt):
-    """Segments of running pipelines and whether their creator is alive."""
+    """Processes (pids, cpus, restarts, uptime) and segments of a running pipeline."""
+    from arbpipe import supervisor
+    st = supervisor.read_status(instance or segments.default_instance())
+    if st:
+        typer.echo(f"pipeline {st['instance']!r}: supervisor pid {st['supervisor_pid']}, up "
+                   f"{st['uptime_s']:.0f} s, logs in {st['run_dir']}")
+        for p in st["processes"]:
+            typer.echo(f"  {p['name']:<20} {p['state']:<10} pid {str(p['pid']):<8} cpus "
+                       f"{str(p['cpus']):<8} restarts {p['restarts']:<3} up {p['uptime_s']:.0f} s")
     rows = segments.list_segments(instance)
     if not rows:
         typer.echo("no arbpipe segments")

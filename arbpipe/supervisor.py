@@ -266,3 +266,164 @@ def down(instance: str, timeout: float = 30.0) -> bool:
 
 def python_module(mod: str, *args) -> list[str]:
     return [sys.executable, "-m", mod, *map(str, args)]
+
+
+# ------------------------------------------------------------------ the tree --
+
+def free_port_block(n: int, host: str = "127.0.0.1") -> int:
+    """A base port P with P..P+n-1 free now (the simulator keeps its ports across restarts,
+    so feeds never need new urls)."""
+    import random
+    import socket
+    for _ in range(200):
+        base = random.randint(20_000, 60_000 - n)
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.bind((host, base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free local ports for the simulator")
+
+
+def plan(cfg, config_path: str, instance: str, live: bool = False):
+    """(process specs, rings) of the tree for a config."""
+    from arbpipe.rings import BroadcastRing, SpscRing
+    venues = list(cfg.enabled_venues())
+    specs: list[ProcessSpec] = []
+    urls: dict[str, str | None] = {v: (cfg.venues[v].url or None) for v in venues}
+    if not live and cfg.simulator.enabled:
+        sim = cfg.simulator
+        base = sim.port or free_port_block(len(venues), sim.host)
+        specs.append(ProcessSpec("simulator", "simulator", python_module(
+            "procs.simulator", "--host", sim.host, "--port", base, "--seed", sim.seed,
+            "--rate", sim.rate_hz, "--venues", *venues, "--instruments", *cfg.instruments,
+            "--dislocation-rate", sim.dislocation_rate_hz, "--dislocation-bps",
+            sim.dislocation_bps, "--dislocation-ms", sim.dislocation_ms), stage=0))
+        urls = {v: f"ws://{sim.host}:{base + i}" for i, v in enumerate(venues)}
+    for v in venues:
+        argv = python_module("procs.feed", v, "--config", config_path, "--instance", instance)
+        if urls.get(v):
+            argv += ["--url", urls[v]]
+        specs.append(ProcessSpec(f"feed.{v}", "feed", argv, stage=1))
+    specs.append(ProcessSpec("detector", "detector", python_module(
+        "procs.detector", "--config", config_path, "--instance", instance), stage=2))
+    fr, op = cfg.rings.feed, cfg.rings.opportunities
+    rings = [(SpscRing, f"feed.{v}", fr.capacity, "MarketUpdate", fr.policy) for v in venues]
+    rings.append((BroadcastRing, "opportunities", op.capacity, "Opportunity", "overwrite"))
+    return specs, rings
+
+
+class Console:
+    """The foreground view of `make up`: supervisor events plus a periodic one-line summary
+    of feed rates and the newest opportunity (read with a tap: consumes nothing)."""
+
+    def __init__(self, instance: str):
+        self.instance = instance
+        self.prev = None
+        self.pos = None
+        self.opens = 0
+
+    def summary(self) -> str | None:
+        import numpy as np
+
+        from arbpipe import ring_kernels as K
+        from arbpipe import stat
+        from arbpipe.rings import attach_any
+        from arbpipe.tap import decode, fmt
+        rows = stat.snapshot(self.instance)
+        if not rows:
+            return None
+        prev = {r["name"]: r for r in (self.prev or [])}
+        self.prev = rows
+        feeds = sum(r["published"] - prev.get(r["name"], r)["published"]
+                    for r in rows if r["name"].startswith("feed."))
+        newest = ""
+        try:
+            ring = attach_any("opportunities", instance=self.instance)
+        except segments.SegmentError:
+            return None
+        try:
+            buf = np.zeros(64 * ring.rw, np.int64)
+            out = np.zeros(3, np.int64)
+            head = int(K.head_of(ring.w))
+            pos = head if self.pos is None else self.pos
+            while True:
+                K.peek(ring.w, int(ring.KIND), pos, buf, 64, out)
+                k = int(out[1])
+                if k == 0:
+                    break
+                for rec in buf[:k * ring.rw].view(ring.dtype):
+                    d = decode(rec, "Opportunity")
+                    if d["state"] == "open":
+                        self.opens += 1
+                        newest = fmt(d, "Opportunity")
+                pos = int(out[2])
+            self.pos = pos
+            published = head
+        finally:
+            ring.close()
+        line = (f"feeds {feeds / 2:,.0f} updates/s | opportunities published {published:,} "
+                f"(opened since start {self.opens})")
+        return line + (f"\n    newest: {newest}" if newest else "")
+
+
+def main(config: str | None = None, live: bool = False, detach: bool = False,
+         instance: str | None = None) -> int:
+    from arbpipe.config import DEFAULT_PATH, ConfigError, load_config
+    instance = instance or segments.default_instance()
+    path = os.path.abspath(config or DEFAULT_PATH)
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        print(f"arbpipe: bad config {path}: {e}", file=sys.stderr)
+        return 2
+    if detach:
+        argv = python_module("arbpipe.cli", "up", "--config", path, "--instance", instance,
+                             *(["--live"] if live else []))
+        d = run_dir(instance)
+        with open(os.path.join(d, "supervisor.out"), "ab") as log:
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if read_status(instance):
+                print(f"arbpipe: pipeline {instance!r} running (supervisor pid {p.pid}); "
+                      f"`arbpipe status`, `arbpipe stat rings`, `arbpipe down`")
+                return 0
+            if p.poll() is not None:
+                print(f"arbpipe: supervisor exited with {p.returncode}; see "
+                      f"{os.path.join(d, 'supervisor.out')}", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        return 1
+    specs, rings = plan(cfg, path, instance, live)
+    explicit = {k: v for k, v in cfg.cpu.items() if v != "auto"}
+    cplan = cpu_plan(specs, explicit)
+    print("[arbpipe] CPU plan: " + ", ".join(f"{k}={v}" for k, v in cplan.items()), flush=True)
+    sup = Supervisor(instance, specs, rings, console=lambda s: print(s, flush=True))
+    console = Console(instance)
+    last = [time.monotonic()]
+
+    def tick():
+        if sys.stdout.isatty() or os.environ.get("ARBPIPE_CONSOLE", "1") == "1":
+            if time.monotonic() - last[0] >= 2.0:
+                last[0] = time.monotonic()
+                try:
+                    line = console.summary()
+                except Exception as e:  # the view must never take the tree down
+                    line = f"(summary unavailable: {e})"
+                if line:
+                    print(f"[arbpipe] {line}", flush=True)
+        return False
+    try:
+        return sup.run(until=tick)
+    except segments.SegmentExists as e:
+        print(f"arbpipe: {e}", file=sys.stderr)
+        return 1
