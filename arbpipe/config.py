@@ -1,0 +1,551 @@
+"""The pipeline configuration: one TOML file decoded into msgspec Structs.
+
+``load_config(path) -> Config`` (or ``parse_config(text)`` / ``config_from_dict(d)``).
+Every problem raises ``ConfigError`` whose message starts with the offending key path,
+e.g. ``venues.okx.taker_fee_bps: expected float, got str``; unknown keys are refused
+(``venues.okx.takerfee: unknown key``), malformed TOML names the line. Semantic rules
+(fees >= 0, capacities powers of two, instruments known, ...) name their key too.
+
+Units: fees, spreads and thresholds in bps (1 bp = 0.0001); ages and periods in ms
+unless the name says ``_s``; notionals in quote currency (USDT); quantities in base units.
+
+Instruments and ids
+-------------------
+``instruments`` is the canonical list (``BASE/QUOTE``); the canonical instrument id of
+``instruments[k]`` is ``k + 1`` (0 means "none"; ``arbpipe.symbols.REGISTERED`` starts with
+the default list in the same order, so default ids agree everywhere). A *perp* market's
+instrument id carries ``PERP_ID_BIT`` on top of the canonical id: ``BTC-USDT-SWAP`` on OKX
+(canonical 1) is published as ``1 | PERP_ID_BIT``. ``Config.symbol_map(venue)`` lists, per
+venue, every (native symbol, published instrument id, canonical id, canonical name,
+market) the feed must use; ``symbols.SymbolMap.from_config(cfg)`` builds the feeds' map
+from it.
+
+Legs (how spot and perp markets of one venue are told apart)
+------------------------------------------------------------
+The detector keeps a top of book per (instrument, *leg*), where a leg is one market of
+one venue: ``(venue_id, market)`` with market 0 = spot, 1 = perp. Most venues have one
+market (``market = "spot"`` or ``"perp"``); a venue with a ``[venues.X.perp]`` table
+(OKX: spot and SWAP on venue id 5) has two legs. ``LegTable.leg_of(venue_id,
+instrument_id)`` resolves an update: the market is ``instrument_id & PERP_ID_BIT``; on a
+single-market perp venue both values map to its one leg (a perp-only feed that forgets
+the bit still lands right), on a two-market venue the bit decides, a spot-only venue
+refuses perp ids. The feed therefore sets ``PERP_ID_BIT`` on the instrument id of every
+perp-market update (quote, funding, per-instrument status) — mandatory for OKX SWAP.
+``shm_layouts.records`` is unchanged.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+import typing
+from typing import Literal
+
+import msgspec
+
+from arbpipe import symbols as _sym
+
+VENUE_IDS = _sym.VENUE_IDS       # fixed venue ids (binance=1 ... gate=8)
+VENUE_NAMES = _sym.VENUE_NAMES
+SPOT, PERP = 0, 1                # market codes (leg table columns)
+PERP_ID_BIT = 1 << 24            # set on the instrument id of perp-market updates
+CANONICAL_MASK = PERP_ID_BIT - 1
+MAX_INSTRUMENTS = (1 << 23) - 1  # canonical ids stay below symbols.HASHED_ID_BASE
+
+ROLES = ("simulator", "feed", "detector", "strategy", "dashboard", "persister", "supervisor")
+DEFAULT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "config", "arbpipe.toml")
+
+_INSTRUMENT_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message starts with the offending key path."""
+
+
+class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+# ------------------------------------------------------------------ structs ------
+
+class PerpMarket(_Base, kw_only=True):
+    """The second (perp) market of a venue that serves spot and perp on one venue id."""
+    taker_fee_bps: float
+    maker_fee_bps: float
+    funding_interval_s: int = 28800     # used when a funding update carries no interval
+    instruments: list[str] | None = None  # pair subset (None: the venue's list)
+    symbols: dict[str, str] = {}         # pair -> native symbol override
+
+
+class VenueConfig(_Base, kw_only=True):
+    """One venue (one feed process, one ``feed.<name>`` ring)."""
+    enabled: bool = True
+    market: Literal["spot", "perp"] = "spot"
+    taker_fee_bps: float
+    maker_fee_bps: float
+    funding_interval_s: int = 0          # perp venues: default interval (s) when updates carry none
+    url: str = ""                        # override of the websocket base url ("" = simulator / venue default)
+    watchdog_s: float = 30.0             # silent-symbol watchdog
+    instruments: list[str] | None = None  # pair subset this venue quotes (None = all)
+    symbols: dict[str, str] = {}         # pair -> native symbol override
+    perp: PerpMarket | None = None       # second market on the same venue id (OKX SWAP)
+
+
+class DetectorConfig(_Base, kw_only=True):
+    """Detection rules (see arbpipe.detector for the formulas)."""
+    min_net_bps: float = 1.0             # publish when net spread >= this
+    max_quote_age_ms: float = 1000.0     # a leg quote older than this (vs the trigger) is stale
+    max_plausible_spread_bps: float = 300.0  # gross above this is treated as bad data
+    confidence_floor: float = 20.0       # 0..100
+    max_notional: float = 50_000.0       # executable size cap: qty <= max_notional / buy_ask
+    max_exec_qty: dict[str, float] = {}  # optional per-instrument cap, base units
+    slippage_base_bps: float = 0.0       # fixed slippage cost, bps
+    slippage_depth_bps: float = 2.0      # + this x exec_qty / top-of-book qty
+    update_threshold_bps: float = 0.5    # re-publish (UPDATE) when net moves more than this
+    persist_updates: int = 1             # qualifying evaluations needed before OPEN (<= 1: at once)
+    persist_ms: float = 0.0              # and qualifying for at least this long (0: no wait)
+    confidence_spread_bps: float = 10.0  # net spread giving the full spread component
+    confidence_notional: float = 10_000.0  # executable notional giving the full depth component
+    confidence_funding_bps: float = 5.0  # funding delta giving the full (or zero) funding component
+    sweep_ms: float = 100.0              # staleness sweep period of open opportunities
+    batch: int = 256                     # records popped per ring per kernel step
+    max_records_per_call: int = 65_536   # bound on records between Python housekeeping
+    idle_poll_ms: float = 250.0          # idle: doorbell watcher threads re-arm this often
+
+
+class StrategyLimits(_Base, kw_only=True):
+    """Paper-trading limits (shape only; the strategy enforces them)."""
+    max_order_notional: float = 10_000.0
+    max_position_notional: float = 50_000.0
+    max_gross_notional: float = 200_000.0
+    daily_loss_limit: float = 1_000.0
+    max_open_orders: int = 8
+    min_net_bps: float = 2.0
+    min_confidence: float = 40.0
+    cooldown_ms: float = 500.0
+    starting_balance: float = 100_000.0
+    kill_switch: bool = False
+
+
+class RingSpec(_Base, kw_only=True):
+    capacity: int
+    policy: Literal["block", "drop", "overwrite"] = "drop"
+
+
+def _ring(cap, policy):
+    return msgspec.field(default_factory=lambda: RingSpec(capacity=cap, policy=policy))
+
+
+class RingsConfig(_Base, kw_only=True):
+    """Capacity (records, power of two) and full policy per ring kind."""
+    feed: RingSpec = _ring(65_536, "drop")           # SPSC feed.<venue> -> detector
+    opportunities: RingSpec = _ring(65_536, "overwrite")  # broadcast detector -> readers
+    trades: RingSpec = _ring(16_384, "drop")         # strategy -> persister
+    events: RingSpec = _ring(16_384, "drop")         # MPMC any -> persister
+
+
+class RedisConfig(_Base, kw_only=True):
+    url: str = "redis://127.0.0.1:6379/0"
+    stream_prefix: str = "arbpipe"
+    stream_maxlen: int = 100_000
+
+
+class SimulatorConfig(_Base, kw_only=True):
+    enabled: bool = True                 # default run: venues served by the local simulator
+    host: str = "127.0.0.1"
+    port: int = 0                        # 0 = free ports
+    seed: int = 1
+    rate_hz: float = 20.0                # quote updates/s per venue
+    dislocation_rate_hz: float = 0.005   # per (venue, instrument)
+    dislocation_bps: float = 40.0
+    dislocation_ms: float = 1500.0
+
+
+class Config(_Base, kw_only=True):
+    instruments: list[str] = []
+    venues: dict[str, VenueConfig] = {}
+    detector: DetectorConfig = msgspec.field(default_factory=DetectorConfig)
+    strategy: StrategyLimits = msgspec.field(default_factory=StrategyLimits)
+    rings: RingsConfig = msgspec.field(default_factory=RingsConfig)
+    cpu: dict[str, list[int] | Literal["auto"]] = {}   # role -> cores ("auto" = supervisor decides)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
+
+    # -- derived views ---------------------------------------------------------
+    def instrument_ids(self) -> dict[str, int]:
+        """canonical name -> canonical id (1-based position in ``instruments``)."""
+        return {name: k + 1 for k, name in enumerate(self.instruments)}
+
+    def instrument_name(self, instrument_id: int) -> str | None:
+        """Canonical name of a (canonical or perp-bit) instrument id."""
+        k = (int(instrument_id) & CANONICAL_MASK) - 1
+        return self.instruments[k] if 0 <= k < len(self.instruments) else None
+
+    def enabled_venues(self) -> dict[str, VenueConfig]:
+        return {n: v for n, v in self.venues.items() if v.enabled}
+
+    @staticmethod
+    def venue_id(name: str) -> int:
+        return VENUE_IDS[name]
+
+    @staticmethod
+    def venue_name(venue_id: int) -> str | None:
+        return VENUE_NAMES.get(int(venue_id))
+
+    def symbol_map(self, venue: str) -> list["VenueInstrument"]:
+        """Every instrument the feed of ``venue`` subscribes: native symbol, the id it must
+        publish (canonical id, | PERP_ID_BIT on the perp market) and the market."""
+        v = self.venues[venue]
+        ids = self.instrument_ids()
+        out = []
+        markets = [(v.market == "perp", v.instruments, v.symbols)]
+        if v.perp is not None:
+            markets.append((True, v.perp.instruments if v.perp.instruments is not None
+                            else v.instruments, v.perp.symbols))
+        for perp, subset, overrides in markets:
+            for name in (subset if subset is not None else self.instruments):
+                native = overrides.get(name) or _sym.native_symbol(venue, name, perp)
+                cid = ids[name]
+                out.append(VenueInstrument(native, cid | (PERP_ID_BIT if perp else 0), cid,
+                                           name, "perp" if perp else "spot"))
+        return out
+
+    def symbols(self) -> "_sym.SymbolMap":
+        """The feeds' SymbolMap of every enabled venue (``SymbolMap.from_config``)."""
+        return _sym.SymbolMap.from_config(self)
+
+    def legs(self) -> "LegTable":
+        return LegTable.from_config(self)
+
+
+class VenueInstrument(typing.NamedTuple):
+    native: str          # venue's native symbol
+    instrument_id: int   # what the feed publishes in MarketUpdate.instrument_id
+    canonical_id: int    # canonical id (1-based)
+    canonical: str       # "BTC/USDT"
+    market: str          # "spot" | "perp"
+
+
+# ------------------------------------------------------------------ legs ---------
+
+class LegTable:
+    """Detector legs: one per (enabled venue, market). Leg order: by venue id, spot first.
+
+    ``tab[venue_id, market]`` is the leg index or -1; ``venue[leg]``, ``is_perp[leg]``,
+    ``taker_fee_bps[leg]``, ``funding_interval_s[leg]``, ``names[leg]`` describe each leg.
+    """
+
+    def __init__(self, legs: list[tuple[str, int, int, float, int]]):
+        import numpy as np
+        self.names = [x[0] for x in legs]
+        self.venue = np.array([x[1] for x in legs], np.int64)
+        self.is_perp = np.array([x[2] for x in legs], np.int64)
+        self.taker_fee_bps = np.array([x[3] for x in legs], np.float64)
+        self.funding_interval_s = np.array([x[4] for x in legs], np.int64)
+        max_vid = int(self.venue.max()) if len(legs) else 0
+        self.tab = np.full((max_vid + 1, 2), -1, np.int64)
+        for i, (_, vid, perp, _, _) in enumerate(legs):
+            self.tab[vid, perp] = i
+        for vid in range(max_vid + 1):
+            # a perp-only venue takes ids with or without the perp bit;
+            # a spot-only venue refuses perp-bit ids (column 1 stays -1)
+            if self.tab[vid, 0] < 0 and self.tab[vid, 1] >= 0:
+                self.tab[vid, 0] = self.tab[vid, 1]
+
+    def __len__(self):
+        return len(self.names)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "LegTable":
+        legs = []
+        for name, v in sorted(cfg.enabled_venues().items(), key=lambda kv: VENUE_IDS[kv[0]]):
+            vid = VENUE_IDS[name]
+            perp = 1 if v.market == "perp" else 0
+            legs.append((name, vid, perp, v.taker_fee_bps, v.funding_interval_s if perp else 0))
+            if v.perp is not None:
+                legs.append((name + "-perp", vid, 1, v.perp.taker_fee_bps,
+                             v.perp.funding_interval_s))
+        return cls(legs)
+
+    def leg_of(self, venue_id: int, instrument_id: int) -> int:
+        """Leg of an update from ``venue_id`` about ``instrument_id`` (-1: no such leg)."""
+        if not 0 <= venue_id < self.tab.shape[0]:
+            return -1
+        return int(self.tab[venue_id, 1 if int(instrument_id) & PERP_ID_BIT else 0])
+
+    def describe(self) -> list[dict]:
+        return [{"leg": i, "name": self.names[i], "venue_id": int(self.venue[i]),
+                 "market": "perp" if self.is_perp[i] else "spot",
+                 "taker_fee_bps": float(self.taker_fee_bps[i]),
+                 "funding_interval_s": int(self.funding_interval_s[i])}
+                for i in range(len(self))]
+
+
+# ------------------------------------------------------------------ decoding -----
+
+def _has_dict(tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        return True
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_has_dict(a) for a in typing.get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        hints = typing.get_type_hints(tp)
+        return any(_has_dict(hints[f]) for f in tp.__struct_fields__)
+    return False
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(x) -> str:
+    return {dict: "table", list: "array", str: "str", int: "int", float: "float",
+            bool: "bool"}.get(type(x), type(x).__name__)
+
+
+_MSG_RES = [
+    (re.compile(r"^Object contains unknown field `(?P<k>[^`]*)`$"), "{path}: unknown key", True),
+    (re.compile(r"^Object missing required field `(?P<k>[^`]*)`$"), "{path}: required key missing",
+     True),
+]
+
+
+def _from_validation(e: msgspec.ValidationError, path: str) -> ConfigError:
+    text = str(e)
+    msg, _, loc = text.partition(" - at `")
+    loc = loc.rstrip("`")
+    sub = loc[1:] if loc.startswith("$") else loc    # ".x[2].y" or ""
+    if sub.startswith("."):
+        sub = sub[1:]
+    full = path
+    if sub:
+        full = f"{path}.{sub}" if path and not sub.startswith("[") else f"{path}{sub}"
+    for rx, fmt, with_key in _MSG_RES:
+        m = rx.match(msg)
+        if m:
+            return ConfigError(fmt.format(path=_join(full, m["k"]) if with_key else full))
+    msg = msg.replace("`", "")
+    if msg[:1].isupper():
+        msg = msg[0].lower() + msg[1:]
+    return ConfigError(f"{full or '(top level)'}: {msg}")
+
+
+def _convert(data, tp, path: str):
+    """msgspec.convert with errors that name the full key path (dict keys included)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        structs = [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
+        if structs and isinstance(data, dict):
+            return _convert(data, structs[0], path)
+    if origin is dict:
+        _kt, vt = typing.get_args(tp)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected table, got {_type_name(data)}")
+        return {k: _convert(v, vt, _join(path, k)) for k, v in data.items()}
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or '(top level)'}: expected table, got {_type_name(data)}")
+        hints = typing.get_type_hints(tp)
+        rest, later = dict(data), {}
+        for f in tp.__struct_fields__:
+            if f in rest and _has_dict(hints[f]):
+                later[f] = _convert(rest.pop(f), hints[f], _join(path, f))
+        try:
+            obj = msgspec.convert(rest, tp)
+        except msgspec.ValidationError as e:
+            raise _from_validation(e, path) from None
+        return msgspec.structs.replace(obj, **later) if later else obj
+    try:
+        return msgspec.convert(data, tp)
+    except msgspec.ValidationError as e:
+        raise _from_validation(e, path) from None
+
+
+# ------------------------------------------------------------------ semantics ----
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _finite(check, value, key, lo=None, hi=None, lo_open=False):
+    check(math.isfinite(value), key, f"must be a finite number, got {value!r}")
+    if lo is not None:
+        if lo_open:
+            check(value > lo, key, f"must be > {lo}, got {value!r}")
+        else:
+            check(value >= lo, key, f"must be >= {lo}, got {value!r}")
+    if hi is not None:
+        check(value <= hi, key, f"must be <= {hi}, got {value!r}")
+
+
+def _validate(cfg: Config) -> None:
+    c = _check
+    c(len(cfg.instruments) > 0, "instruments", "at least one instrument is needed")
+    seen = set()
+    for k, name in enumerate(cfg.instruments):
+        key = f"instruments[{k}]"
+        c(bool(_INSTRUMENT_RE.match(name)), key,
+          f"expected canonical 'BASE/QUOTE' in upper case, got {name!r}")
+        c(name not in seen, key, f"duplicate instrument {name!r}")
+        seen.add(name)
+
+    def known(lst, key):
+        for j, name in enumerate(lst):
+            c(name in seen, f"{key}[{j}]", f"unknown instrument {name!r} (not in instruments)")
+
+    c(any(v.enabled for v in cfg.venues.values()), "venues", "no venue is enabled")
+    for name, v in cfg.venues.items():
+        key = f"venues.{name}"
+        c(name in VENUE_IDS, key, f"unknown venue; known: {', '.join(VENUE_IDS)}")
+        _finite(c, v.taker_fee_bps, f"{key}.taker_fee_bps", 0.0, 1000.0)
+        _finite(c, v.maker_fee_bps, f"{key}.maker_fee_bps", -1000.0, 1000.0)
+        c(v.funding_interval_s >= 0, f"{key}.funding_interval_s", "must be >= 0")
+        if v.market == "perp":
+            c(v.funding_interval_s > 0, f"{key}.funding_interval_s",
+              "must be > 0 for a perp venue")
+            c(v.perp is None, f"{key}.perp", "a perp venue has no second perp market")
+        _finite(c, v.watchdog_s, f"{key}.watchdog_s", 0.0, lo_open=True)
+        c(v.url == "" or bool(re.match(r"^wss?://", v.url)), f"{key}.url",
+          f"expected ws:// or wss:// url, got {v.url!r}")
+        if v.instruments is not None:
+            known(v.instruments, f"{key}.instruments")
+        for canon, native in v.symbols.items():
+            c(canon in seen, f"{key}.symbols.{canon}", "unknown instrument (not in instruments)")
+            c(bool(native.strip()), f"{key}.symbols.{canon}", "empty native symbol")
+        if v.perp is not None:
+            p, pk = v.perp, f"{key}.perp"
+            _finite(c, p.taker_fee_bps, f"{pk}.taker_fee_bps", 0.0, 1000.0)
+            _finite(c, p.maker_fee_bps, f"{pk}.maker_fee_bps", -1000.0, 1000.0)
+            c(p.funding_interval_s > 0, f"{pk}.funding_interval_s", "must be > 0")
+            if p.instruments is not None:
+                known(p.instruments, f"{pk}.instruments")
+            for canon, native in p.symbols.items():
+                c(canon in seen, f"{pk}.symbols.{canon}", "unknown instrument (not in instruments)")
+                c(bool(native.strip()), f"{pk}.symbols.{canon}", "empty native symbol")
+        try:
+            cfg.symbol_map(name)
+        except _sym.SymbolError as e:
+            key2 = f"{key}.perp" if v.perp is not None and "spot only" in str(e) else \
+                f"{key}.market"
+            c(False, key2, str(e))
+    d, k = cfg.detector, "detector"
+    _finite(c, d.min_net_bps, f"{k}.min_net_bps", -1000.0, 10_000.0)
+    _finite(c, d.max_quote_age_ms, f"{k}.max_quote_age_ms", 0.0, lo_open=True)
+    _finite(c, d.max_plausible_spread_bps, f"{k}.max_plausible_spread_bps", 0.0, lo_open=True)
+    _finite(c, d.confidence_floor, f"{k}.confidence_floor", 0.0, 100.0)
+    _finite(c, d.max_notional, f"{k}.max_notional", 0.0, lo_open=True)
+    for canon, q in d.max_exec_qty.items():
+        c(canon in seen, f"{k}.max_exec_qty.{canon}", "unknown instrument (not in instruments)")
+        _finite(c, q, f"{k}.max_exec_qty.{canon}", 0.0, lo_open=True)
+    _finite(c, d.slippage_base_bps, f"{k}.slippage_base_bps", 0.0)
+    _finite(c, d.slippage_depth_bps, f"{k}.slippage_depth_bps", 0.0)
+    _finite(c, d.update_threshold_bps, f"{k}.update_threshold_bps", 0.0)
+    c(d.persist_updates >= 0, f"{k}.persist_updates", "must be >= 0")
+    _finite(c, d.persist_ms, f"{k}.persist_ms", 0.0)
+    _finite(c, d.confidence_spread_bps, f"{k}.confidence_spread_bps", 0.0, lo_open=True)
+    _finite(c, d.confidence_notional, f"{k}.confidence_notional", 0.0, lo_open=True)
+    _finite(c, d.confidence_funding_bps, f"{k}.confidence_funding_bps", 0.0, lo_open=True)
+    _finite(c, d.sweep_ms, f"{k}.sweep_ms", 0.0, lo_open=True)
+    c(1 <= d.batch <= 65536, f"{k}.batch", f"must be in 1..65536, got {d.batch}")
+    c(d.max_records_per_call >= d.batch, f"{k}.max_records_per_call",
+      f"must be >= detector.batch ({d.batch})")
+    _finite(c, d.idle_poll_ms, f"{k}.idle_poll_ms", 0.0, 10_000.0, lo_open=True)
+    s, k = cfg.strategy, "strategy"
+    for f in ("max_order_notional", "max_position_notional", "max_gross_notional",
+              "daily_loss_limit", "cooldown_ms", "starting_balance"):
+        _finite(c, getattr(s, f), f"{k}.{f}", 0.0)
+    _finite(c, s.min_net_bps, f"{k}.min_net_bps", -1000.0, 10_000.0)
+    _finite(c, s.min_confidence, f"{k}.min_confidence", 0.0, 100.0)
+    c(s.max_open_orders >= 0, f"{k}.max_open_orders", "must be >= 0")
+    c(s.max_order_notional <= s.max_position_notional or s.max_position_notional == 0,
+      f"{k}.max_order_notional", "must be <= strategy.max_position_notional")
+    for rname in RingsConfig.__struct_fields__:
+        r, rk = getattr(cfg.rings, rname), f"rings.{rname}"
+        c(r.capacity >= 2 and r.capacity & (r.capacity - 1) == 0, f"{rk}.capacity",
+          f"must be a power of two >= 2, got {r.capacity}")
+        c(r.capacity <= 1 << 24, f"{rk}.capacity", f"must be <= {1 << 24}, got {r.capacity}")
+        if rname == "opportunities":
+            c(r.policy == "overwrite", f"{rk}.policy",
+              "a broadcast ring never blocks: policy must be 'overwrite'")
+        else:
+            c(r.policy != "overwrite", f"{rk}.policy", "'overwrite' is for broadcast rings only")
+    for role, cores in cfg.cpu.items():
+        c(role in ROLES, f"cpu.{role}", f"unknown role; known: {', '.join(ROLES)}")
+        if cores != "auto":
+            c(len(cores) > 0, f"cpu.{role}", "empty core list (use \"auto\")")
+            for j, core in enumerate(cores):
+                c(core >= 0, f"cpu.{role}[{j}]", f"must be >= 0, got {core}")
+    c(bool(re.match(r"^(redis|rediss|unix)://", cfg.redis.url)), "redis.url",
+      f"expected redis://, rediss:// or unix:// url, got {cfg.redis.url!r}")
+    c(cfg.redis.stream_maxlen > 0, "redis.stream_maxlen", "must be > 0")
+    sim, k = cfg.simulator, "simulator"
+    c(0 <= sim.port < 65536, f"{k}.port", f"must be in 0..65535, got {sim.port}")
+    for f in ("rate_hz", "dislocation_rate_hz", "dislocation_bps", "dislocation_ms"):
+        _finite(c, getattr(sim, f), f"{k}.{f}", 0.0)
+
+
+# ------------------------------------------------------------------ entry points -
+
+def config_from_dict(data: dict) -> Config:
+    """Decode and validate a plain dict (as TOML gives it)."""
+    cfg = _convert(data, Config, "")
+    _validate(cfg)
+    return cfg
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    return config_from_dict(data)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load ``path`` (default ``config/arbpipe.toml``); raises ConfigError naming the key."""
+    path = os.fspath(path) if path is not None else DEFAULT_PATH
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 (byte {e.start})") from None
+    return parse_config(text, path)
+
+
+def cpu_plan(cfg: Config) -> dict[str, list[int]]:
+    """Explicit per-role core lists (roles set to "auto" or absent are left out)."""
+    return {r: list(c) for r, c in cfg.cpu.items() if c != "auto"}
+
+
+def to_sim_config(cfg: Config):
+    """The simulator's config (``arbpipe.sim.config.SimConfig``) serving exactly the native
+    symbols of ``cfg``'s enabled built-in venues, with ``cfg.simulator``'s settings."""
+    from arbpipe.sim import config as S
+    venues = {}
+    for name in cfg.enabled_venues():
+        if name not in S.VENUES:
+            continue
+        specs = []
+        for vi in cfg.symbol_map(name):
+            base, quote = vi.canonical.split("/")
+            _p0, pdp, qdp, _ctv = S.ASSET_TABLE.get(base, S._FALLBACK_ASSET)
+            perp = vi.market == "perp"
+            ct = _sym.OKX_SWAP_CT_VAL.get(base, 1.0) if perp and name == "okx" else 0.0
+            specs.append(S.InstrumentSpec(native=vi.native, base=base, quote=quote,
+                                          kind="perp" if perp else "spot", ct_val=ct,
+                                          price_dp=pdp, qty_dp=qdp))
+        venues[name] = S.VenueSimConfig(rate_hz=cfg.simulator.rate_hz, instruments=specs)
+    sc = cfg.simulator
+    return S.SimConfig(seed=sc.seed, host=sc.host, port=sc.port, venues=venues,
+                       bases=sorted({i.split("/")[0] for i in cfg.instruments}),
+                       dislocation_rate_hz=sc.dislocation_rate_hz,
+                       dislocation_bps=sc.dislocation_bps, dislocation_ms=sc.dislocation_ms)

@@ -1,0 +1,250 @@
+"""``arbpipe bench detect``: detection cost per MarketUpdate, 8 venues x 1000 instruments.
+
+Workload: the default config's 8 venues (9 legs: OKX spot and SWAP are two) with 1000
+synthetic instruments; a deterministic stream of quotes (uniform over instrument x leg,
+mid = a random-walk fair value + noise, half spread 0.5..2 bp, 0.2 % of quotes
+dislocated by 20..60 bp so opportunities open, update and close) plus 1 % funding
+updates. Each (instrument, leg) is re-quoted every ~9 ms of stream time (recv ts advance
+1 us per update), so quotes are fresh and every quote is checked against 8 other legs in
+both directions (16 pair evaluations).
+
+Modes (both after one untimed pass that fills the book and loads the kernels):
+  * ``kernel``: ``arbpipe.detector.process_words`` over the stream in batches of
+    ``batch`` updates (what the process does per ring batch), output collected in memory.
+  * ``kernel-stress``: as ``kernel`` with 5 % of quotes dislocated (many more candidate
+    pairs, opens, updates and closes per update).
+  * ``rings``: the process's real path: 8 real SPSC rings (one per venue, POSIX shared
+    memory, in this process) pre-filled with the venue's updates, drained by
+    ``arbpipe.detector.pump`` (spsc_pop per ring in batches, detect, bcast_push into a
+    real ``opportunities`` BroadcastRing). Filling is not timed; draining is.
+ns/update = wall time / updates applied, best and median of ``repeats`` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import tomllib
+import uuid
+
+import numpy as np
+
+from arbpipe.config import DEFAULT_PATH, PERP_ID_BIT, config_from_dict
+from shm_layouts import MARKET_UPDATE, Kind
+
+TARGET_NS = 150.0
+
+
+def bench_config(n_instruments: int = 1000):
+    with open(DEFAULT_PATH, "rb") as f:
+        data = tomllib.load(f)
+    data["instruments"] = [f"I{k:04d}/USDT" for k in range(n_instruments)]
+    data["detector"].pop("max_exec_qty", None)
+    return config_from_dict(data)
+
+
+def make_stream(cfg, n: int, seed: int = 20261123, dislocation_p: float = 0.002) -> np.ndarray:
+    """n MarketUpdates (structured array), deterministic."""
+    rng = np.random.default_rng(seed)
+    legs = cfg.legs()
+    nl, ni = len(legs), len(cfg.instruments)
+    fair = 10.0 ** rng.uniform(-1, 4, ni)
+    inst = rng.integers(1, ni + 1, n)
+    leg = rng.integers(0, nl, n)
+    steps = rng.normal(0, 0.2e-4, n)
+    mid = fair[inst - 1] * (1 + steps + rng.normal(0, 0.3e-4, n))
+    disl = rng.random(n) < dislocation_p
+    mid[disl] *= 1 + rng.choice([-1, 1], disl.sum()) * rng.uniform(20, 60, disl.sum()) * 1e-4
+    hs = rng.uniform(0.5, 2.0, n) * 1e-4
+    rec = np.zeros(n, MARKET_UPDATE)
+    perp = legs.is_perp[leg].astype(bool)
+    rec["instrument_id"] = inst | np.where(perp, PERP_ID_BIT, 0)
+    rec["venue_id"] = legs.venue[leg]
+    rec["kind"] = int(Kind.QUOTE)
+    rec["bid"] = mid * (1 - hs)
+    rec["ask"] = mid * (1 + hs)
+    notional = rng.uniform(2_000, 80_000, n)
+    rec["bid_qty"] = notional / mid
+    rec["ask_qty"] = notional * rng.uniform(0.5, 1.5, n) / mid
+    t0 = time.time_ns()
+    rec["recv_ts_ns"] = t0 + np.arange(n, dtype=np.int64) * 1000
+    rec["exchange_ts_ns"] = rec["recv_ts_ns"] - 2_000_000
+    rec["seq"] = np.arange(1, n + 1)
+    fund = (rng.random(n) < 0.01) & perp
+    w = rec.view(np.int64).reshape(n, 8)
+    w[fund, 0] = (rec["instrument_id"][fund].astype(np.int64)
+                  | (rec["venue_id"][fund].astype(np.int64) << 32) | (int(Kind.FUNDING) << 48))
+    w[fund, 1] = rng.normal(1e-4, 1e-4, fund.sum()).view(np.int64)
+    w[fund, 2] = t0 + 3600 * 10**9
+    w[fund, 3] = 28800
+    return rec
+
+
+def _retime(rec: np.ndarray, base: int) -> None:
+    rec["recv_ts_ns"] = base + np.arange(len(rec), dtype=np.int64) * 1000
+
+
+def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
+    from arbpipe import detector as D
+    det = D.Detector(cfg, out_records=batch * 2 * 9 + 16)
+    words = stream.view(np.int64)
+    n = len(stream)
+    out, ow, io, S = det.out, det.ow, det.io, det.S
+    cap = len(out) // 16
+    times = []
+    for rep in range(repeats + 1):
+        _retime(stream, time.time_ns())
+        t0 = time.perf_counter_ns()
+        for k in range(0, n, batch):
+            m = min(batch, n - k)
+            done = D.process_words(S, words[k * 8:], m, out, ow, io)
+            assert done == m and io[0] <= cap
+            io[0] = 0
+        dt = time.perf_counter_ns() - t0
+        if rep:
+            times.append(dt / n)
+    s = det.stats()
+    return {"mode": label, "batch": batch, "updates": n, "ns_per_update_best": min(times),
+            "ns_per_update_median": statistics.median(times), "runs": times,
+            "published_per_run": s["published"] // (repeats + 1),
+            "evaluations_per_run": s["evaluations"] // (repeats + 1)}
+
+
+def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
+    from numba.typed import List
+
+    from arbpipe import detector as D
+    from arbpipe import segments
+    from arbpipe.rings import BroadcastRing, SpscRing
+    inst = "bench" + uuid.uuid4().hex[:8]
+    venues = list(cfg.enabled_venues())
+    rings = []
+    try:
+        for v in venues:
+            r = SpscRing.create(f"feed.{v}", capacity, "MarketUpdate", policy="drop",
+                                instance=inst)
+            r.join("detector")
+            rings.append(r)
+        opp = BroadcastRing.create("opportunities", 1 << 16, "Opportunity", instance=inst)
+        det = D.Detector(cfg)
+        det.attach_output(opp)
+        lst = List()
+        for r in rings:
+            lst.append(r.w)
+        sts = np.zeros((len(rings), 4), np.int64)
+        slots = np.array([r.slot_w for r in rings], np.int64)
+        buf = np.zeros(batch * 8, np.int64)
+        vid = np.array([cfg.venue_id(v) for v in venues])
+        # per round: as much of the stream as fits every venue's ring
+        per_venue = [stream[stream["venue_id"] == v] for v in vid]
+        rounds = min(len(p) for p in per_venue) // capacity
+        chunk = capacity if rounds else min(len(p) for p in per_venue)
+        rounds = max(rounds, 1)
+        times, total = [], 0
+        for rep in range(repeats + 1):
+            for k in range(rounds):
+                parts = [p[k * chunk:(k + 1) * chunk].copy() for p in per_venue]
+                base = time.time_ns()
+                for j, p in enumerate(parts):
+                    p["recv_ts_ns"] = base + np.arange(len(p), dtype=np.int64) * 1000 * len(parts) + j
+                    assert rings[j].push_batch(p) == len(p)
+                n = sum(len(p) for p in parts)
+                t0 = time.perf_counter_ns()
+                got = 0
+                while got < n:
+                    got += D.pump(det.S, lst, sts, slots, buf, batch, 1 << 20, det.out, det.ow,
+                                  det.io)
+                dt = time.perf_counter_ns() - t0
+                if rep:
+                    times.append(dt / n)
+                    total += n
+        s = det.stats()
+        res = {"mode": "rings", "batch": batch, "updates": total,
+               "ns_per_update_best": min(times), "ns_per_update_median": statistics.median(times),
+               "runs": times, "published_total": s["published"]}
+        det.ow = np.zeros(0, np.int64)
+        det.ring = None
+        del lst
+        opp.close()
+        return res
+    finally:
+        for r in rings:
+            r.close()
+        segments.clean(inst, everything=True)
+
+
+def run(n_instruments: int = 1000, updates: int = 2_000_000, batch: int = 256,
+        repeats: int = 5, modes=("kernel", "rings", "stress")) -> dict:
+    cfg = bench_config(n_instruments)
+    stream = make_stream(cfg, updates)
+    legs = cfg.legs()
+    res = {"host": {"machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+                    "python": platform.python_version()},
+           "venues": len(cfg.enabled_venues()), "legs": len(legs), "instruments": n_instruments,
+           "target_ns_per_update": TARGET_NS, "results": []}
+    if "kernel" in modes:
+        res["results"].append(run_kernel(cfg, stream, batch, repeats))
+    if "rings" in modes:
+        res["results"].append(run_rings(cfg, stream, batch, repeats))
+    if "stress" in modes:
+        hot = make_stream(cfg, updates, seed=7, dislocation_p=0.05)
+        res["results"].append(run_kernel(cfg, hot, batch, repeats, "kernel-stress (5% dislocated)"))
+    return res
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def render(res: dict) -> str:
+    h = res["host"]
+    lines = [f"detect: {res['venues']} venues ({res['legs']} legs) x {res['instruments']} "
+             f"instruments on {h['cpu']} ({h['cores']} cores), target <= "
+             f"{res['target_ns_per_update']:.0f} ns/update",
+             "", "| mode | batch | updates timed | ns/update best | ns/update median | verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in res["results"]:
+        ok = "meets target" if r["ns_per_update_median"] <= res["target_ns_per_update"] \
+            else "ABOVE target"
+        lines.append(f"| {r['mode']} | {r['batch']} | {r['updates']:,} | "
+                     f"{r['ns_per_update_best']:.1f} | {r['ns_per_update_median']:.1f} | {ok} |")
+    lines.append("")
+    for k in res["results"]:
+        if "evaluations_per_run" in k:
+            lines.append(f"{k['mode']}: {k['evaluations_per_run']:,} candidate evaluations and "
+                         f"{k['published_per_run']:,} opportunity records per pass of "
+                         f"{k['updates']:,} updates")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.detect")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--instruments", type=int, default=1000)
+    ap.add_argument("--updates", type=int, default=2_000_000)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None, help="write JSON here too")
+    a = ap.parse_args(argv)
+    res = run(a.instruments, a.updates, a.batch, a.repeats)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    print(text if a.json else render(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
