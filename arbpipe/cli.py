@@ -106,12 +106,31 @@ def stat_feeds(instance: Optional[str] = InstanceOpt,
     typer.echo(json.dumps(rows, indent=1, default=str) if as_json else render_feed_stats(rows))
 
 
+@stat_app.command("detector")
+def stat_detector(instance: Optional[str] = InstanceOpt,
+                  as_json: bool = typer.Option(False, "--json")):
+    """Detector counters: updates in, opportunities opened/updated/closed, filters by reason."""
+    from arbpipe.detector import read_stats, render_stats
+    d = read_stats(instance)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_stats(d))
+
+
 @bench_app.command("feeds")
 def bench_feeds(as_json: bool = typer.Option(False, "--json"),
                 seconds: float = typer.Option(5.0, help="seconds of the simulator throughput run")):
     """Frame -> record cost (msgspec adapters vs json.loads + dicts) and feed throughput."""
     from bench import feeds as B
     res = B.run(as_json=as_json, seconds=seconds)
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
+
+
+@bench_app.command("detect")
+def bench_detect(as_json: bool = typer.Option(False, "--json"),
+                 instruments: int = typer.Option(1000, help="instruments (x 8 venues)"),
+                 updates: int = typer.Option(2_000_000, help="updates in the stream")):
+    """ns per update of the detector kernel, 8 venues x N instruments, batch mode."""
+    from bench import detect as B
+    res = B.run(n_instruments=instruments, updates=updates)
     typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
 
 
