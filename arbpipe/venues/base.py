@@ -83,6 +83,15 @@ class VenueAdapter:
         raise NotImplementedError
 
     def parse(self, frame, recv_ns: int, sink: UpdateSink, socket_index: int = 0) -> Control | None:
+        """Default: ``self._parse(frame, sink)`` behind a last-resort guard, so that a bug
+        shows as a counted ``parse_error`` reject instead of killing the feed."""
+        try:
+            return self._parse(frame, sink)
+        except Exception:
+            sink.reject("parse_error")
+            return None
+
+    def _parse(self, frame, sink: UpdateSink) -> Control | None:
         raise NotImplementedError
 
     def on_connect(self, socket_index: int) -> None:
@@ -92,6 +101,19 @@ class VenueAdapter:
     def native_to_canonical(native: str) -> str | None:
         """Best-effort BASE/QUOTE from a native symbol (None when it cannot tell)."""
         return None
+
+
+def decode_frame(decoder, frame, sink: UpdateSink):
+    """Decode with a msgspec decoder; on failure count ``bad_shape`` (valid JSON, wrong
+    shape) or ``not_json`` and return None."""
+    import msgspec
+    try:
+        return decoder(frame)
+    except msgspec.ValidationError:
+        sink.reject("bad_shape")
+    except (msgspec.DecodeError, UnicodeError):
+        sink.reject("not_json")
+    return None
 
 
 REGISTRY: dict[str, type[VenueAdapter]] = {}

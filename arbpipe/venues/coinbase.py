@@ -21,7 +21,7 @@ import re
 
 import msgspec
 
-from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register
+from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register, decode_frame
 from shm_layouts import Flag
 
 _INF = float("inf")
@@ -196,21 +196,9 @@ class CoinbaseAdapter(VenueAdapter):
         self._books.clear()
         self._last_seq = None
 
-    def parse(self, frame, recv_ns: int, sink, socket_index: int = 0) -> Control | None:
-        try:
-            return self._parse(frame, sink)
-        except Exception:  # last-resort guard: parse never raises
-            sink.reject("parse_error")
-            return None
-
     def _parse(self, frame, sink) -> Control | None:
-        try:
-            m = _decode(frame)
-        except msgspec.ValidationError:
-            sink.reject("bad_shape")
-            return None
-        except (msgspec.DecodeError, UnicodeError):
-            sink.reject("not_json")
+        m = decode_frame(_decode, frame, sink)
+        if m is None:
             return None
         if m.type == "error":
             text = f"{m.message} {m.reason}".strip()

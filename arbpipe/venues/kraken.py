@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from arbpipe.venues.base import Control, SocketSpec, VenueAdapter, register
+from arbpipe.venues.base import Control, SocketSpec, VenueAdapter, register, decode_frame
 from arbpipe.venues.coinbase import rfc3339_ns
 from shm_layouts import Flag
 
@@ -73,21 +73,9 @@ class KrakenAdapter(VenueAdapter):
         return [SocketSpec(self.path, [msgspec.json.encode(sub).decode()],
                            ping_text='{"method":"ping"}', ping_interval_s=20.0)]
 
-    def parse(self, frame, recv_ns: int, sink, socket_index: int = 0) -> Control | None:
-        try:
-            return self._parse(frame, sink)
-        except Exception:  # last-resort guard: parse never raises
-            sink.reject("parse_error")
-            return None
-
     def _parse(self, frame, sink) -> Control | None:
-        try:
-            m = _decode(frame)
-        except msgspec.ValidationError:
-            sink.reject("bad_shape")
-            return None
-        except (msgspec.DecodeError, UnicodeError):
-            sink.reject("not_json")
+        m = decode_frame(_decode, frame, sink)
+        if m is None:
             return None
         ch = m.channel
         if ch == "ticker":

@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register
+from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register, decode_frame
 
 _INF = float("inf")
 _MAX_MS = (2**63 - 1) // 1_000_000   # ns must fit the record's i8
@@ -86,23 +86,11 @@ class OkxAdapter(VenueAdapter):
     def on_connect(self, socket_index: int) -> None:
         self._last_seq.clear()
 
-    def parse(self, frame, recv_ns: int, sink, socket_index: int = 0) -> Control | None:
-        try:
-            return self._parse(frame, sink)
-        except Exception:  # last-resort guard: parse never raises
-            sink.reject("parse_error")
-            return None
-
     def _parse(self, frame, sink) -> Control | None:
         if frame == "pong" or frame == b"pong":
             return Control("pong")
-        try:
-            m = _decode(frame)
-        except msgspec.ValidationError:
-            sink.reject("bad_shape")
-            return None
-        except (msgspec.DecodeError, UnicodeError):
-            sink.reject("not_json")
+        m = decode_frame(_decode, frame, sink)
+        if m is None:
             return None
         arg = m.arg
         if m.data is not None and arg is not None:
