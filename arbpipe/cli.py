@@ -31,6 +31,12 @@ def clean(instance: Optional[str] = InstanceOpt,
     typer.echo(f"{len(removed)} object(s) removed")
 
 
+def _feed_table(instance) -> str:
+    from arbpipe.feed import read_feed_stats, render_feed_stats
+    rows = read_feed_stats(instance=instance)
+    return "\n\nfeeds\n" + render_feed_stats(rows) if rows else ""
+
+
 @stat_app.command("rings")
 def stat_rings(instance: Optional[str] = InstanceOpt,
                as_json: bool = typer.Option(False, "--json", help="one JSON list"),
@@ -43,7 +49,7 @@ def stat_rings(instance: Optional[str] = InstanceOpt,
         typer.echo(json.dumps(rows, indent=1))
         return
     while True:
-        out = json.dumps(rows) if as_json else stat.render(rows)
+        out = json.dumps(rows) if as_json else stat.render(rows) + _feed_table(instance)
         if watch and not as_json:
             sys.stdout.write("\x1b[2J\x1b[H")
         typer.echo(out)

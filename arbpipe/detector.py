@@ -791,25 +791,13 @@ class Detector:
 
 
 def wake_readers(ring) -> None:
-    """Post the doorbell of every sleeping reader of a BroadcastRing (what
-    ``BroadcastRing.push_words`` does after a push that found sleepers)."""
-    fn = getattr(ring, "wake_readers", None)
-    if fn is not None:
-        fn()
-        return
-    k = K.armed_readers(ring.w, ring.max_readers, ring._armed)
-    for j in range(k):
-        ring._sem(f"r{int(ring._armed[j])}").release()
-        K.count_post(ring.w, L.W_CDOOR)
+    """Post the doorbell of every sleeping reader of a BroadcastRing."""
+    ring.wake_readers()
 
 
 def wake_producer(ring) -> None:
     """Post a BLOCK-policy SPSC ring's producer doorbell if the producer sleeps."""
-    fn = getattr(ring, "wake_producer", None)
-    if fn is not None:
-        fn()
-    else:
-        ring._pdoor.post_if_armed()
+    ring.wake_producer()
 
 
 def counters_dict(ctr, leg_status=None, leg_names=None) -> dict:

@@ -356,6 +356,14 @@ class SpscRing(Ring):
             self._pdoor.post_if_armed()
         return r & _LOW
 
+    def wake_consumer(self) -> None:
+        """Post the consumer doorbell if a consumer sleeps (after a push made inside numba)."""
+        self._cdoor.post_if_armed()
+
+    def wake_producer(self) -> None:
+        """Post the producer doorbell if a BLOCK producer sleeps (after a pop inside numba)."""
+        self._pdoor.post_if_armed()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until a record can be popped (spin, yield, then sleep)."""
         w = self.w
@@ -376,7 +384,13 @@ class SpscRing(Ring):
 
 
 class MpmcRing(SpscRing):
-    """N producers, M consumers; every record is taken by exactly one consumer."""
+    """N producers, M consumers; every record is taken by exactly one consumer.
+
+    Limitation (Vyukov's bounded queue): a producer killed between claiming a slot and
+    committing it leaves that slot uncommitted forever. Nothing torn is ever exposed, but
+    consumers stop at that slot, so the ring must be recreated. Use MPMC for cold-path
+    queues whose producers are restarted together with the ring.
+    """
 
     KIND = RingKind.MPMC
 
@@ -451,11 +465,15 @@ class BroadcastRing(Ring):
     def push_words(self, words, n, timeout=None):
         r = K.bcast_push(self.w, words, n)
         if r >> 32:
-            k = K.armed_readers(self.w, self.max_readers, self._armed)
-            for j in range(k):
-                self._sem(f"r{int(self._armed[j])}").release()
-                K.count_post(self.w, L.W_CDOOR)
+            self.wake_readers()
         return r & _LOW
+
+    def wake_readers(self) -> None:
+        """Post the doorbell of every sleeping reader (after a push made inside numba)."""
+        k = K.armed_readers(self.w, self.max_readers, self._armed)
+        for j in range(k):
+            self._sem(f"r{int(self._armed[j])}").release()
+            K.count_post(self.w, L.W_CDOOR)
 
     def push(self, rec, timeout=None) -> bool:
         return self.push_batch(rec) == 1

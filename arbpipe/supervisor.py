@@ -14,7 +14,7 @@
 * Stop (Ctrl-C, SIGTERM, ``arbpipe down``): producers first (simulator, feeds), then the
   detector once its input rings are drained (bounded wait), then the rest; every segment of
   the instance is unlinked.
-* Files: ``<run dir>/<role>.log`` (each child's stdout/stderr), ``supervisor.jsonl`` (one
+* Files: ``<run dir>/<process>.jsonl`` (each child's output as JSON lines), ``supervisor.jsonl`` (one
   JSON object per event), ``status.json`` (what ``arbpipe status`` prints).
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -130,10 +131,11 @@ class Supervisor:
 
     def start(self, s: ProcessSpec) -> None:
         if s.log is None:
-            s.log = open(os.path.join(self.dir, f"{s.name}.log"), "ab", buffering=0)
+            s.log = open(os.path.join(self.dir, f"{s.name}.jsonl"), "a", buffering=1)
         env = dict(os.environ, ARBPIPE_INSTANCE=self.instance, PYTHONUNBUFFERED="1")
-        s.proc = subprocess.Popen(s.argv, stdout=s.log, stderr=subprocess.STDOUT, env=env,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        s.proc = subprocess.Popen(s.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        threading.Thread(target=_log_lines, args=(s.proc, s.name, s.log), daemon=True).start()
         if s.cpus:
             try:
                 psutil.Process(s.proc.pid).cpu_affinity(s.cpus)
@@ -236,6 +238,17 @@ class Supervisor:
             if all(r["fill"] == 0 for r in snapshot(self.instance) if r["kind"] != "broadcast"):
                 return
             time.sleep(0.05)
+
+
+def _log_lines(proc: subprocess.Popen, name: str, log) -> None:
+    """Turn a child's output into its JSON-lines log: {"ts", "process", "pid", "line"}."""
+    for raw in proc.stdout:
+        rec = {"ts": time.time(), "process": name, "pid": proc.pid,
+               "line": raw.decode("utf-8", "replace").rstrip("\n")}
+        try:
+            log.write(json.dumps(rec) + "\n")
+        except ValueError:  # log closed at shutdown
+            return
 
 
 def read_status(instance: str) -> dict | None:

@@ -95,6 +95,11 @@ def test_up_finds_opportunities_and_down_leaves_nothing(tree, instance):
     assert "opportunities" in by and by["opportunities"]["kind"] == "broadcast"
     status = cli("status", env=env).stdout
     assert "detector" in status and "running" in status
+    logs = os.path.join(env["ARBPIPE_RUN_DIR"], instance)
+    for name in ("supervisor", "detector", "feed.binance"):
+        with open(os.path.join(logs, f"{name}.jsonl")) as f:
+            lines = [json.loads(x) for x in f if x.strip()]
+        assert lines, f"{name} logged nothing"
     cli("down", env=env)
     assert not segments.list_segments(instance)
     assert not [e for e in os.listdir("/dev/shm") if f".{instance}." in e]
