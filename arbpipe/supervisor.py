@@ -312,14 +312,20 @@ def plan(cfg, config_path: str, instance: str, live: bool = False):
     specs: list[ProcessSpec] = []
     urls: dict[str, str | None] = {v: (cfg.venues[v].url or None) for v in venues}
     if not live and cfg.simulator.enabled:
+        import msgspec
+
+        from arbpipe.config import to_sim_config
         sim = cfg.simulator
         base = sim.port or free_port_block(len(venues), sim.host)
+        # the simulator serves exactly the config's native symbols (e.g. coinbase BTC-USDT),
+        # venue i on port base + i, fixed so that a restarted simulator keeps its urls
+        sc = msgspec.structs.replace(to_sim_config(cfg), port=base)
+        sim_path = os.path.join(run_dir(instance), "simulator.json")
+        with open(sim_path, "wb") as f:
+            f.write(msgspec.json.encode(sc))
         specs.append(ProcessSpec("simulator", "simulator", python_module(
-            "procs.simulator", "--host", sim.host, "--port", base, "--seed", sim.seed,
-            "--rate", sim.rate_hz, "--venues", *venues, "--instruments", *cfg.instruments,
-            "--dislocation-rate", sim.dislocation_rate_hz, "--dislocation-bps",
-            sim.dislocation_bps, "--dislocation-ms", sim.dislocation_ms), stage=0))
-        urls = {v: f"ws://{sim.host}:{base + i}" for i, v in enumerate(venues)}
+            "procs.simulator", "--config", sim_path), stage=0))
+        urls = {v: f"ws://{sim.host}:{base + i}" for i, v in enumerate(sc.venues)}
     for v in venues:
         argv = python_module("procs.feed", v, "--config", config_path, "--instance", instance)
         if urls.get(v):

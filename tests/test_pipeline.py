@@ -91,7 +91,12 @@ def test_up_finds_opportunities_and_down_leaves_nothing(tree, instance):
         assert o["trigger_recv_ns"] <= o["detect_ns"]
     rings = json.loads(cli("stat", "rings", "--json", "--instance", instance, env=env).stdout)
     by = {r["name"]: r for r in rings}
-    assert by["feed.binance"]["published"] > 0 and by["feed.binance"]["readers"]
+    feeds = [r for r in rings if r["name"].startswith("feed.")]
+    assert len(feeds) == 8
+    wait_for(lambda: all(r["published"] > 0 for r in json.loads(cli(
+        "stat", "rings", "--json", "--instance", instance, env=env).stdout)
+        if r["name"].startswith("feed.")), what="every venue's feed publishing")
+    assert by["feed.binance"]["readers"]
     assert "opportunities" in by and by["opportunities"]["kind"] == "broadcast"
     status = cli("status", env=env).stdout
     assert "detector" in status and "running" in status
