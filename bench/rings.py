@@ -649,7 +649,7 @@ def _python_push_and_idle(env):
     pr.join(10)
     idle.unlink()
     idle.close()
-    return {"python_push_ns": push_ns, "idle_consumer_cpu_pct": 100.0 * frac}
+    return {"python_push_ns": push_ns, "idle_consumer_cpu_pct": max(0.0, 100.0 * frac)}
 
 
 def _fmt_ns(v):
