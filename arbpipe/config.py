@@ -49,7 +49,7 @@ from arbpipe import symbols as _sym
 VENUE_IDS = _sym.VENUE_IDS       # fixed venue ids (binance=1 ... gate=8)
 VENUE_NAMES = _sym.VENUE_NAMES
 SPOT, PERP = 0, 1                # market codes (leg table columns)
-PERP_ID_BIT = 1 << 24            # set on the instrument id of perp-market updates
+PERP_ID_BIT = _sym.PERP_ID_BIT   # set on the instrument id of perp-market updates
 CANONICAL_MASK = PERP_ID_BIT - 1
 MAX_INSTRUMENTS = (1 << 23) - 1  # canonical ids stay below symbols.HASHED_ID_BASE
 

@@ -47,7 +47,7 @@ PERP_VENUES = ("binance-usdm", "bybit-linear")     # perpetuals only
 BOTH_VENUES = ("okx",)                             # spot and SWAP on one venue id
 # the rest list spot only
 
-PERP_ID_BIT = 1 << 24            # on the instrument id of perp-market updates (= arbpipe.config)
+PERP_ID_BIT = 1 << 24            # on the instrument id of perp-market updates (one definition)
 CANONICAL_MASK = PERP_ID_BIT - 1
 HASHED_ID_BASE = 1 << 23         # unregistered names: [2**23, 2**24)
 

@@ -37,7 +37,9 @@ Opportunity -- 128 bytes, two cache lines
          6    2 u2    sell_venue         venue where we sell (hit the bid)
          8    1 u1    state              OppState.OPEN / UPDATE / CLOSED
          9    1 u1    close_reason       CloseReason (NONE unless state == CLOSED)
-        10    2 u2    flags              reserved, 0
+        10    2 u2    flags              OPP_BUY_PERP (1): buy leg is the venue's perp market;
+                                         OPP_SELL_PERP (2): sell leg is (OKX spot and SWAP
+                                         share venue id 5)
         12    4 f4    confidence         0..100
         16    8 f8    buy_ask            ask price on buy venue
         24    8 f8    sell_bid           bid price on sell venue
@@ -55,6 +57,10 @@ Opportunity -- 128 bytes, two cache lines
 import enum
 
 import numpy as np
+
+
+OPP_BUY_PERP = 1
+OPP_SELL_PERP = 2
 
 
 class Kind(enum.IntEnum):
