@@ -320,12 +320,13 @@ class SpscRing(Ring):
         return self._push_blocking(words, n, k, timeout)
 
     def _push_blocking(self, words, n, k, timeout):
+        """BLOCK policy: wait for space (doorbell) and push the rest, up to ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         w = self.w
         while k < n:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0 or not self._pdoor.wait(
-                    lambda s: K.spsc_writable(w, s), left):
+                    lambda s: self._writable(w, s), left):
                 K.add(w, L.W_DROPPED, n - k)
                 return k
             r = self._push_kernel(words[k * self.rw:], n - k)
@@ -336,6 +337,10 @@ class SpscRing(Ring):
 
     def _push_kernel(self, words, n):
         return K.spsc_push(self.w, words, n, self._st)
+
+    @staticmethod
+    def _writable(w, spins):
+        return K.spsc_writable(w, spins)
 
     def push(self, rec, timeout: float | None = None) -> bool:
         return self.push_batch(rec, timeout) == 1
@@ -406,20 +411,9 @@ class MpmcRing(SpscRing):
     def _push_kernel(self, words, n):
         return K.mpmc_push(self.w, words, n)
 
-    def _push_blocking(self, words, n, k, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        w = self.w
-        while k < n:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0 or not self._pdoor.wait(
-                    lambda s: K.mpmc_writable(w, s), left):
-                K.add(w, L.W_DROPPED, n - k)
-                return k
-            r = K.mpmc_push(w, words[k * self.rw:], n - k)
-            k += r & _LOW
-            if r >> 32:
-                self._cdoor.post_if_armed()
-        return k
+    @staticmethod
+    def _writable(w, spins):
+        return K.mpmc_writable(w, spins)
 
     def pop_words(self, out, m=None):
         if self.slot < 0:
