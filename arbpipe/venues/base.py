@@ -111,7 +111,7 @@ def decode_frame(decoder, frame, sink: UpdateSink):
         return decoder(frame)
     except msgspec.ValidationError:
         sink.reject("bad_shape")
-    except (msgspec.DecodeError, UnicodeError):
+    except Exception:  # DecodeError, bad unicode in a str frame, a non-text frame, ...
         sink.reject("not_json")
     return None
 

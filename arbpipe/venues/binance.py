@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register
+from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register, decode_frame
 from shm_layouts import Flag
 
 _INF = math.inf
@@ -116,13 +116,8 @@ class _BinanceBase(VenueAdapter):
         return self._parse(frame, sink, True)
 
     def _parse(self, frame, sink, outer: bool) -> Control | None:
-        try:
-            m = _decode(frame)
-        except msgspec.ValidationError:
-            sink.reject("bad_shape")
-            return None
-        except Exception:                  # DecodeError, bad unicode in a str frame, ...
-            sink.reject("not_json")
+        m = decode_frame(_decode, frame, sink)
+        if m is None:
             return None
         try:
             if m.u is not None:

@@ -40,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register
+from arbpipe.venues.base import Control, Instrument, SocketSpec, VenueAdapter, register, decode_frame
 from arbpipe.venues.binance import split_concatenated
 from shm_layouts import Flag
 
@@ -131,13 +131,8 @@ class _BybitBase(VenueAdapter):
 
     # -- parse -----------------------------------------------------------------
     def parse(self, frame, recv_ns: int, sink, socket_index: int = 0) -> Control | None:
-        try:
-            env = _decode_env(frame)
-        except msgspec.ValidationError:
-            sink.reject("bad_shape")
-            return None
-        except Exception:                  # DecodeError, bad unicode in a str frame, ...
-            sink.reject("not_json")
+        env = decode_frame(_decode_env, frame, sink)
+        if env is None:
             return None
         topic = env.topic
         try:
