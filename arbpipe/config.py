@@ -116,17 +116,43 @@ class DetectorConfig(_Base, kw_only=True):
 
 
 class StrategyLimits(_Base, kw_only=True):
-    """Paper-trading limits (shape only; the strategy enforces them)."""
-    max_order_notional: float = 10_000.0
-    max_position_notional: float = 50_000.0
-    max_gross_notional: float = 200_000.0
-    daily_loss_limit: float = 1_000.0
-    max_open_orders: int = 8
-    min_net_bps: float = 2.0
-    min_confidence: float = 40.0
-    cooldown_ms: float = 500.0
-    starting_balance: float = 100_000.0
-    kill_switch: bool = False
+    """Paper-trading strategy: mode, pre-trade risk limits, simulated execution, balances.
+
+    Money in quote currency (USDT), prices in quote per base unit, quantities in base
+    units, times in ms. A limit of 0 disables that check (except the rate limits: 0
+    orders allowed means no orders). Runtime changes: ``RISK_KEYS`` may be changed while
+    running (Redis hash / ``arbpipe risk set``); the others need a restart.
+    """
+    mode: Literal["trade", "observe"] = "trade"  # observe: journal what it would trade, no fills
+    kill_switch: bool = False            # start halted (``arbpipe kill-switch on|off`` flips it)
+    min_net_bps: float = 2.0             # re-priced net spread needed to trade
+    min_confidence: float = 40.0         # detector confidence needed to trade
+    max_quote_age_ms: float = 2000.0     # live top of book older than this: STALE_QUOTE
+    cooldown_ms: float = 500.0           # same (instrument, buy, sell) pair at most this often
+    max_order_notional: float = 10_000.0     # per leg order, price x qty
+    max_position_notional: float = 50_000.0  # |position| of one (instrument, venue market),
+                                             # in-flight orders included (worst case)
+    max_venue_notional: float = 150_000.0    # sum of |positions| on one venue, in-flight included
+    max_gross_notional: float = 200_000.0    # sum of |positions| everywhere, in-flight included
+    max_orders_per_s: int = 20           # orders sent in any rolling 1 s (both legs count)
+    max_orders_per_min: int = 600        # and in any rolling 60 s
+    fat_finger_bps: float = 100.0        # order price further than this from the venue mid
+    daily_loss_limit: float = 1_000.0    # net PnL (realized + unrealized - fees) since 00:00 UTC
+    max_drawdown: float = 2_000.0        # net PnL below its running peak by more than this
+    max_open_orders: int = 8             # pairs in flight at once
+    latency_ms: float = 2.0              # simulated order-to-fill latency
+    slippage_bps: float = 1.0            # fills this much worse than the quote
+    partial_fills: bool = True           # fill at most the top-of-book quantity at fill time
+    leverage: float = 5.0                # perp legs reserve notional / leverage of quote
+    starting_balance: float = 100_000.0  # quote currency held on every venue at start
+    base_balances: dict[str, float] = {}  # base asset -> units held on every spot venue at start
+
+
+RISK_KEYS = ("min_net_bps", "min_confidence", "max_quote_age_ms", "cooldown_ms",
+             "max_order_notional", "max_position_notional", "max_venue_notional",
+             "max_gross_notional", "max_orders_per_s", "max_orders_per_min", "fat_finger_bps",
+             "daily_loss_limit", "max_drawdown", "max_open_orders", "slippage_bps",
+             "latency_ms")
 
 
 class RingSpec(_Base, kw_only=True):
@@ -456,9 +482,18 @@ def _validate(cfg: Config) -> None:
       f"must be >= detector.batch ({d.batch})")
     _finite(c, d.idle_poll_ms, f"{k}.idle_poll_ms", 0.0, 10_000.0, lo_open=True)
     s, k = cfg.strategy, "strategy"
-    for f in ("max_order_notional", "max_position_notional", "max_gross_notional",
-              "daily_loss_limit", "cooldown_ms", "starting_balance"):
+    for f in ("max_order_notional", "max_position_notional", "max_venue_notional",
+              "max_gross_notional", "daily_loss_limit", "max_drawdown", "cooldown_ms",
+              "starting_balance", "max_quote_age_ms", "fat_finger_bps", "latency_ms",
+              "slippage_bps"):
         _finite(c, getattr(s, f), f"{k}.{f}", 0.0)
+    _finite(c, s.leverage, f"{k}.leverage", 0.0, 1000.0, lo_open=True)
+    c(s.max_orders_per_s >= 0, f"{k}.max_orders_per_s", "must be >= 0")
+    c(s.max_orders_per_min >= 0, f"{k}.max_orders_per_min", "must be >= 0")
+    for asset, q in s.base_balances.items():
+        c(bool(re.match(r"^[A-Z0-9]{1,20}$", asset)), f"{k}.base_balances.{asset}",
+          "expected an upper-case asset name")
+        _finite(c, q, f"{k}.base_balances.{asset}", 0.0)
     _finite(c, s.min_net_bps, f"{k}.min_net_bps", -1000.0, 10_000.0)
     _finite(c, s.min_confidence, f"{k}.min_confidence", 0.0, 100.0)
     c(s.max_open_orders >= 0, f"{k}.max_open_orders", "must be >= 0")

@@ -333,9 +333,13 @@ def plan(cfg, config_path: str, instance: str, live: bool = False):
         specs.append(ProcessSpec(f"feed.{v}", "feed", argv, stage=1))
     specs.append(ProcessSpec("detector", "detector", python_module(
         "procs.detector", "--config", config_path, "--instance", instance), stage=2))
-    fr, op = cfg.rings.feed, cfg.rings.opportunities
+    # -- readers of the opportunities ring (stage 3: stopped after the detector) --------
+    # each role appends its ProcessSpec here (strategy, dashboard, persister)
+    fr, op, jr = cfg.rings.feed, cfg.rings.opportunities, cfg.rings.trades
     rings = [(SpscRing, f"feed.{v}", fr.capacity, "MarketUpdate", fr.policy) for v in venues]
     rings.append((BroadcastRing, "opportunities", op.capacity, "Opportunity", "overwrite"))
+    # strategy -> persister: the trade journal (JournalEntry records)
+    rings.append((SpscRing, "journal", jr.capacity, "JournalEntry", jr.policy))
     return specs, rings
 
 

@@ -14,4 +14,5 @@ from shm_layouts.records import (  # noqa: F401
     OppState,
     CloseReason,
 )
+from shm_layouts.journal import JOURNAL, JournalKind, Side, RejectReason, BreakerReason, JournalFlag  # noqa: F401
 from shm_layouts.ring import *  # noqa: F401,F403

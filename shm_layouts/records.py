@@ -176,10 +176,13 @@ assert OPPORTUNITY.itemsize == 128, OPPORTUNITY.itemsize
 
 # Record type ids stored in a ring header so `stat` / `tap` can decode any ring.
 # 0 means raw words (benchmarks, tests); the id is part of the attach check.
+from shm_layouts.journal import JOURNAL  # noqa: E402
+
 RECORD_TYPES = {
     0: None,
     1: MARKET_UPDATE,
     2: OPPORTUNITY,
+    3: JOURNAL,
 }
-RECORD_TYPE_IDS = {"raw": 0, "MarketUpdate": 1, "Opportunity": 2}
+RECORD_TYPE_IDS = {"raw": 0, "MarketUpdate": 1, "Opportunity": 2, "JournalEntry": 3}
 RECORD_TYPE_NAMES = {v: k for k, v in RECORD_TYPE_IDS.items()}

@@ -1,0 +1,107 @@
+"""The strategy's trade journal record: every order, fill, reject and breaker event.
+
+JournalEntry -- 128 bytes, two cache lines, little-endian
+==========================================================
+
+    offset size type  field            meaning
+    ------ ---- ----  ---------------  ------------------------------------------------------
+         0    8 u8    seq              journal sequence, 1, 2, 3, ... (continues across restarts)
+         8    8 i8    ts_ns            CLOCK_REALTIME ns the entry was made
+        16    1 u1    kind             JournalKind
+        17    1 u1    side             Side (NONE for breaker / kill-switch entries)
+        18    1 u1    reason           RejectReason (REJECT), BreakerReason (BREAKER), else 0
+        19    1 u1    flags            JournalFlag bits
+        20    2 u2    venue_id         venue of the order / fill (0: not venue specific)
+        22    2 u2    (reserved, zero)
+        24    4 u4    instrument_id    canonical id, | PERP_ID_BIT for a perp market leg
+        28    4 u4    (reserved, zero)
+        32    8 u8    order_id         strategy order id (both legs of a pair share the pair's
+                                       id: leg 1 is 2n+1, leg 2 is 2n+2; 0 for non-orders)
+        40    8 u8    opp_id           Opportunity.opp_id that caused it (0: none)
+        48    8 f8    price            order limit / fill price, quote currency
+        56    8 f8    qty              base-asset units (fills: the filled quantity)
+        64    8 f8    notional         price x qty, quote currency
+        72    8 f8    fee              fee charged on this fill, quote currency (>= 0)
+        80    8 f8    realized_pnl     realized PnL this fill closed, quote currency, before fees
+        88    8 f8    limit            REJECT: the limit that was hit; BREAKER: the threshold
+        96    8 f8    value            REJECT: the value that broke it; FILL: slippage bps;
+                                       BREAKER: the observed value
+       104    8 i8    trigger_recv_ns  Opportunity.trigger_recv_ns (feed receive time)
+       112    8 i8    detect_ns        Opportunity.detect_ns (published by the detector)
+       120    8 i8    read_ns          when the strategy read the opportunity
+
+Units: prices and money in the instrument's quote currency (USDT in the default config).
+"""
+import enum
+
+import numpy as np
+
+
+class JournalKind(enum.IntEnum):
+    ORDER = 1           # an order passed every risk check and was sent (simulated)
+    FILL = 2            # (part of) an order filled
+    REJECT = 3          # an order failed a check; ``reason`` says which
+    UNWIND = 4          # a one-leg fill was flattened at the next quote (an order entry)
+    BREAKER = 5         # the circuit breaker tripped; ``reason`` says why
+    RESET = 6           # the breaker was reset by an operator
+    KILL_SWITCH = 7     # the kill switch was flipped; ``flags`` has KILL_ON when now on
+    MISSED = 8          # an order that got no fill (quote moved, nothing left)
+
+
+class Side(enum.IntEnum):
+    NONE = 0
+    BUY = 1
+    SELL = 2
+
+
+class RejectReason(enum.IntEnum):
+    NONE = 0
+    KILL_SWITCH = 1
+    BREAKER = 2
+    STALE_QUOTE = 3         # live top of book older than max_quote_age_ms
+    IN_FLIGHT = 4           # the same instrument already has an order in flight
+    BELOW_THRESHOLD = 5     # re-priced net spread below strategy.min_net_bps
+    LOW_CONFIDENCE = 6
+    MAX_ORDER_NOTIONAL = 7
+    MAX_POSITION_INSTRUMENT = 8
+    MAX_POSITION_VENUE = 9
+    RATE_LIMIT_SECOND = 10
+    RATE_LIMIT_MINUTE = 11
+    FAT_FINGER = 12         # price too far from the venue's mid
+    DAILY_LOSS = 13
+    DRAWDOWN = 14
+    BALANCE = 15            # not enough quote (buy) or base (sell) on the venue
+    SIZE_TOO_SMALL = 16     # nothing left after sizing
+    NO_QUOTE = 17           # no live top of book for a leg
+    COOLDOWN = 18           # the same pair traded less than cooldown_ms ago
+    OBSERVE_ONLY = 19       # mode = observe: would trade, nothing simulated
+
+
+class BreakerReason(enum.IntEnum):
+    NONE = 0
+    DAILY_LOSS = 1
+    DRAWDOWN = 2
+    KILL_SWITCH = 3
+    MANUAL = 4
+
+
+class JournalFlag(enum.IntFlag):
+    NONE = 0
+    PARTIAL = 1         # FILL: less than the order quantity
+    UNWIND_LEG = 2      # ORDER / FILL of an unwind
+    PERP = 4            # the order's market is the venue's perp
+    KILL_ON = 8         # KILL_SWITCH: the switch is now on
+    RESTORED = 16       # written while rebuilding state (never on the ring)
+
+
+JOURNAL = np.dtype({
+    "names": ["seq", "ts_ns", "kind", "side", "reason", "flags", "venue_id", "instrument_id",
+              "order_id", "opp_id", "price", "qty", "notional", "fee", "realized_pnl", "limit",
+              "value", "trigger_recv_ns", "detect_ns", "read_ns"],
+    "formats": ["<u8", "<i8", "u1", "u1", "u1", "u1", "<u2", "<u4",
+                "<u8", "<u8", "<f8", "<f8", "<f8", "<f8", "<f8", "<f8",
+                "<f8", "<i8", "<i8", "<i8"],
+    "offsets": [0, 8, 16, 17, 18, 19, 20, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120],
+    "itemsize": 128,
+})
+assert JOURNAL.itemsize == 128
