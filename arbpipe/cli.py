@@ -121,6 +121,60 @@ def stat_detector(instance: Optional[str] = InstanceOpt,
     typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_stats(d))
 
 
+@stat_app.command("strategy")
+def stat_strategy(instance: Optional[str] = InstanceOpt,
+                  as_json: bool = typer.Option(False, "--json")):
+    """Strategy state: mode, kill switch, breaker, orders/fills/rejects by reason, positions, PnL."""
+    from arbpipe.strategy import read_state, render_state
+    d = read_state(instance)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_state(d))
+
+
+@app.command("kill-switch")
+def kill_switch(state: str = typer.Argument(..., help="on | off"),
+                instance: Optional[str] = InstanceOpt):
+    """Halt (on) or resume (off) new paper orders; takes effect on the strategy's next order."""
+    from arbpipe.strategy import Control
+    if state not in ("on", "off"):
+        typer.echo(f"arbpipe: kill-switch takes 'on' or 'off', got {state!r}", err=True)
+        raise SystemExit(2)
+    inst = instance or segments.default_instance()
+    try:
+        ctl = Control.attach(inst)
+    except segments.SegmentNotFound:
+        typer.echo(f"arbpipe: no strategy control segment: is pipeline {inst!r} running?", err=True)
+        raise SystemExit(1)
+    try:
+        prev = ctl.set_kill(state == "on")
+    finally:
+        ctl.close()
+    typer.echo(f"kill switch {state.upper()} (was {'ON' if prev else 'OFF'}) for pipeline {inst!r}")
+
+
+@app.command("breaker")
+def breaker(action: str = typer.Argument(..., help="reset"),
+            instance: Optional[str] = InstanceOpt):
+    """Reset a tripped circuit breaker (daily loss / drawdown); the kill switch resets its own."""
+    from arbpipe.strategy import Control
+    if action != "reset":
+        typer.echo(f"arbpipe: breaker takes 'reset', got {action!r}", err=True)
+        raise SystemExit(2)
+    inst = instance or segments.default_instance()
+    try:
+        ctl = Control.attach(inst)
+    except segments.SegmentNotFound:
+        typer.echo(f"arbpipe: no strategy control segment: is pipeline {inst!r} running?", err=True)
+        raise SystemExit(1)
+    try:
+        if ctl.kill:
+            typer.echo("arbpipe: the kill switch is on; `arbpipe kill-switch off` first", err=True)
+            raise SystemExit(1)
+        ctl.request_reset()
+    finally:
+        ctl.close()
+    typer.echo(f"breaker reset requested for pipeline {inst!r}")
+
+
 @bench_app.command("feeds")
 def bench_feeds(as_json: bool = typer.Option(False, "--json"),
                 seconds: float = typer.Option(5.0, help="seconds of the simulator throughput run")):
@@ -138,6 +192,25 @@ def bench_detect(as_json: bool = typer.Option(False, "--json"),
     from bench import detect as B
     res = B.run(n_instruments=instruments, updates=updates)
     typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
+
+
+attach_app = typer.Typer(no_args_is_help=True, help="Live views of a running pipeline.")
+app.add_typer(attach_app, name="attach")
+
+
+@attach_app.command("dashboard")
+def attach_dashboard(instance: Optional[str] = InstanceOpt,
+                     once: bool = typer.Option(False, "--once", help="print one frame as "
+                                               "plain text and exit (scripts, tests)"),
+                     width: Optional[int] = typer.Option(None, "--width", help="columns "
+                                                         "(--once default 160)"),
+                     wait: float = typer.Option(5.0, "--wait", help="seconds to wait for a "
+                                                "starting dashboard")):
+    """Live terminal view: opportunities, venues, rings, latency, strategy. q quits (the
+    tree keeps running); any number of attaches; state accumulated since start."""
+    from arbpipe.dashboard_view import attach
+    raise SystemExit(attach(instance or segments.default_instance(), once=once, width=width,
+                            wait_s=wait))
 
 
 @app.command()
@@ -196,6 +269,8 @@ def status(instance: Optional[str] = InstanceOpt):
         for p in st["processes"]:
             typer.echo(f"  {p['name']:<20} {p['state']:<10} pid {str(p['pid']):<8} cpus "
                        f"{str(p['cpus']):<8} restarts {p['restarts']:<3} up {p['uptime_s']:.0f} s")
+        from arbpipe.persister import status_line
+        typer.echo(status_line(st["instance"]))
     rows = segments.list_segments(instance)
     if not rows:
         typer.echo("no arbpipe segments")
@@ -204,6 +279,79 @@ def status(instance: Optional[str] = InstanceOpt):
         h = s.header
         who = f"creator pid {h.creator_pid}" if h else "unreadable header"
         typer.echo(f"{s.instance:<12} {s.name:<28} {who:<22} {'STALE' if s.stale else 'live'}")
+
+
+risk_app = typer.Typer(no_args_is_help=True, help="Strategy risk limits changed at runtime "
+                       "(Redis hash <prefix>:<instance>:risk).")
+app.add_typer(risk_app, name="risk")
+ConfigOpt = typer.Option(None, "--config", help="pipeline config (default config/arbpipe.toml)")
+
+
+def _risk_cfg(config):
+    from arbpipe.config import ConfigError, load_config
+    try:
+        return load_config(config)
+    except ConfigError as e:
+        typer.echo(f"arbpipe: bad config: {e}", err=True)
+        raise SystemExit(2)
+
+
+@risk_app.command("set")
+def risk_set(key: str = typer.Argument(..., help="a key of arbpipe.config.RISK_KEYS"),
+             value: str = typer.Argument(..., help="number (int keys: an integer)"),
+             config: Optional[str] = ConfigOpt, instance: Optional[str] = InstanceOpt):
+    """Validate (the config's rules) and write one limit; the strategy applies it within
+    redis.risk_poll_ms. Exit 2 naming the key when invalid, 1 when Redis is unreachable."""
+    from arbpipe import risk_params as R
+    cfg = _risk_cfg(config)
+    inst = instance or segments.default_instance()
+    try:
+        v = R.set_risk(cfg, inst, key, value)
+    except (R.RiskError, R.RedisUnavailable) as e:
+        typer.echo(f"arbpipe: risk {e}", err=True)
+        raise SystemExit(e.code)
+    typer.echo(f"{key} = {v!r} (config {getattr(cfg.strategy, key)!r}) written for pipeline "
+               f"{inst!r}")
+
+
+@risk_app.command("unset")
+def risk_unset(key: str = typer.Argument(...), config: Optional[str] = ConfigOpt,
+               instance: Optional[str] = InstanceOpt):
+    """Remove a runtime override: the strategy goes back to the config value."""
+    from arbpipe import risk_params as R
+    cfg = _risk_cfg(config)
+    inst = instance or segments.default_instance()
+    try:
+        had = R.unset_risk(cfg, inst, key)
+    except (R.RiskError, R.RedisUnavailable) as e:
+        typer.echo(f"arbpipe: risk {e}", err=True)
+        raise SystemExit(e.code)
+    typer.echo(f"{key}: {'override removed' if had else 'no override'}; config value "
+               f"{getattr(cfg.strategy, key)!r}")
+
+
+@risk_app.command("show")
+def risk_show(config: Optional[str] = ConfigOpt, instance: Optional[str] = InstanceOpt,
+              as_json: bool = typer.Option(False, "--json")):
+    """Each risk key: config value, Redis override, the running strategy's value."""
+    from arbpipe import risk_params as R
+    cfg = _risk_cfg(config)
+    try:
+        d = R.show_risk(cfg, instance or segments.default_instance())
+    except R.RedisUnavailable as e:
+        typer.echo(f"arbpipe: risk {e}", err=True)
+        raise SystemExit(1)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else R.render_risk(d))
+
+
+@stat_app.command("persister")
+def stat_persister(instance: Optional[str] = InstanceOpt,
+                   as_json: bool = typer.Option(False, "--json")):
+    """Persister: Redis connection (URL redacted), backlog, written/dropped per stream."""
+    from arbpipe.persister import BLOB_NAME, render_stats
+    from arbpipe.stateblob import read_blob
+    d = read_blob(instance, BLOB_NAME)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_stats(d))
 
 
 def main():  # console script

@@ -173,9 +173,18 @@ class RingsConfig(_Base, kw_only=True):
 
 
 class RedisConfig(_Base, kw_only=True):
-    url: str = "redis://127.0.0.1:6379/0"
+    """Redis (cold path: persister streams, top-of-book hash, runtime risk parameters).
+
+    ``url`` "" = an embedded private redis-server when one is installed, else no Redis;
+    ``$ARBPIPE_REDIS_URL`` overrides it. Keys are ``<stream_prefix>:<instance>:...``.
+    """
+    url: str = ""                        # redis://, rediss:// (TLS) or unix:// url
     stream_prefix: str = "arbpipe"
-    stream_maxlen: int = 100_000
+    stream_maxlen: int = 100_000         # XADD MAXLEN ~ per stream
+    snapshot_interval_ms: float = 1000.0  # top-of-book hash refresh period
+    buffer_records: int = 100_000        # persister backlog bound per stream (beyond: dropped, counted)
+    batch: int = 512                     # XADDs per pipelined round trip
+    risk_poll_ms: float = 1000.0         # strategy polls the risk hash this often
 
 
 class SimulatorConfig(_Base, kw_only=True):
@@ -189,6 +198,15 @@ class SimulatorConfig(_Base, kw_only=True):
     dislocation_ms: float = 1500.0
 
 
+class DashboardConfig(_Base, kw_only=True):
+    """The dashboard process (``procs.dashboard``) and its Prometheus endpoint."""
+    metrics_enabled: bool = True
+    metrics_host: str = "127.0.0.1"      # bind address of GET /metrics (local only by default)
+    metrics_port: int = 9464             # 0 = a free port (written into the dashboard.state blob)
+    refresh_hz: float = 10.0             # view publications per second
+    closed_keep: int = 200               # recently closed opportunities kept in the view
+
+
 class Config(_Base, kw_only=True):
     instruments: list[str] = []
     venues: dict[str, VenueConfig] = {}
@@ -198,6 +216,7 @@ class Config(_Base, kw_only=True):
     cpu: dict[str, list[int] | Literal["auto"]] = {}   # role -> cores ("auto" = supervisor decides)
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
+    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
 
     # -- derived views ---------------------------------------------------------
     def instrument_ids(self) -> dict[str, int]:
@@ -515,13 +534,30 @@ def _validate(cfg: Config) -> None:
             c(len(cores) > 0, f"cpu.{role}", "empty core list (use \"auto\")")
             for j, core in enumerate(cores):
                 c(core >= 0, f"cpu.{role}[{j}]", f"must be >= 0, got {core}")
-    c(bool(re.match(r"^(redis|rediss|unix)://", cfg.redis.url)), "redis.url",
-      f"expected redis://, rediss:// or unix:// url, got {cfg.redis.url!r}")
-    c(cfg.redis.stream_maxlen > 0, "redis.stream_maxlen", "must be > 0")
+    rd = cfg.redis
+    if rd.url:
+        from arbpipe.redact import redact_url
+        c(bool(re.match(r"^(redis|rediss|unix)://", rd.url)), "redis.url",
+          f"expected redis://, rediss:// or unix:// url, got {redact_url(rd.url)!r}")
+    c(bool(re.match(r"^[A-Za-z0-9_.-]{1,64}$", rd.stream_prefix)), "redis.stream_prefix",
+      "expected 1-64 characters of A-Z a-z 0-9 _ . -")
+    c(rd.stream_maxlen > 0, "redis.stream_maxlen", "must be > 0")
+    _finite(c, rd.snapshot_interval_ms, "redis.snapshot_interval_ms", 0.0, lo_open=True)
+    c(1 <= rd.buffer_records <= 1 << 24, "redis.buffer_records", "must be in 1..16777216")
+    c(1 <= rd.batch <= 65536, "redis.batch", "must be in 1..65536")
+    _finite(c, rd.risk_poll_ms, "redis.risk_poll_ms", 0.0, lo_open=True)
     sim, k = cfg.simulator, "simulator"
     c(0 <= sim.port < 65536, f"{k}.port", f"must be in 0..65535, got {sim.port}")
     for f in ("rate_hz", "dislocation_rate_hz", "dislocation_bps", "dislocation_ms"):
         _finite(c, getattr(sim, f), f"{k}.{f}", 0.0)
+    db, k = cfg.dashboard, "dashboard"
+    c(0 <= db.metrics_port < 65536, f"{k}.metrics_port",
+      f"must be in 0..65535 (0 = a free port), got {db.metrics_port}")
+    c(bool(re.match(r"^[A-Za-z0-9.:_-]+$", db.metrics_host)), f"{k}.metrics_host",
+      f"expected an address or host name, got {db.metrics_host!r}")
+    _finite(c, db.refresh_hz, f"{k}.refresh_hz", 1.0, 100.0)
+    c(1 <= db.closed_keep <= 100_000, f"{k}.closed_keep",
+      f"must be in 1..100000, got {db.closed_keep}")
 
 
 # ------------------------------------------------------------------ entry points -

@@ -69,6 +69,15 @@ OPP_FLAG_SELL_PERP (2) so readers can tell OKX spot from OKX SWAP (same venue id
 Counters ``latency_sum_ns`` / ``latency_max_ns``: detect_ns - trigger_recv_ns of OPEN and
 UPDATE records (feed receive -> opportunity published, both CLOCK_REALTIME).
 
+Hop histograms (``arbpipe.histogram`` layout; S[17], S[18]; the service's are the shared
+segments ``hist.feed_to_detector`` and ``hist.detect``, a bare ``Detector`` keeps private ones)
+---------------------------------------------------------------------------------------------
+  feed_to_detector: read_ns - recv_ts_ns of every update ``pump`` pops from a feed ring, with
+                    one CLOCK_REALTIME read (read_ns) per popped batch.
+  detect:           detect_ns - read_ns of every OPEN / UPDATE record (``process_words``: read_ns
+                    is its entry time). The hops add up: (read - recv) + (detect - read) +
+                    (strategy read - detect) = strategy read - recv.
+
 Stats segment ``detector.stats``
 --------------------------------
 A 4096-byte segment with the standard header (kind ``STATS_KIND``, record_size 8,
@@ -85,8 +94,10 @@ import time
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.cpython.unsafe.numbers import leading_zeros
 from numba.extending import intrinsic
 
+from arbpipe import histogram as H
 from arbpipe import ring_kernels as K
 from arbpipe.clock import realtime_ns
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, Config, LegTable
@@ -142,8 +153,8 @@ MAX_LEGS_IN_STATS = (4096 - L.BLOCK) // 8 - N_COUNTERS
  P_CONF_SPREAD, P_CONF_NOTIONAL, P_CONF_FUND) = range(10)
 # int params
 I_MAX_AGE, I_PERSIST_N, I_PERSIST_NS, I_OPP_BASE = range(4)
-# io words
-IO_N, IO_RWAKE, IO_PWAKE = range(3)
+# io words (IO_READ_NS: CLOCK_REALTIME ns at which the batch being applied was read)
+IO_N, IO_RWAKE, IO_PWAKE, IO_READ_NS = range(4)
 
 
 # ---------------------------------------------------------------- bit casts ------
@@ -168,6 +179,41 @@ def _f32_bits(typingctx, x):
         f = builder.fptrunc(args[0], ir.FloatType())
         return builder.zext(builder.bitcast(f, ir.IntType(32)), ir.IntType(64))
     return types.int64(types.float64), codegen
+
+
+# ---------------------------------------------------------------- histograms -----
+
+@njit(inline="always", **_KW)
+def _hist_bucket(v):
+    """``histogram.bucket_index`` (same buckets) with the leading one found by one ctlz
+    instead of a shift loop: ~2 ns per value instead of ~30, which keeps a per-update record
+    out of the detector's cost (tests/test_bench_pipeline.py checks both agree)."""
+    if v < 64:
+        return v
+    m = 63 - leading_zeros(v)
+    b = 64 + (m - 6) * 32 + ((v >> (m - 5)) & 31)
+    return b if b < H.NB else H.NB - 1
+
+
+@njit(inline="always", **_KW)
+def hist_record(h, v):
+    """``histogram.record(h, v)`` with ``_hist_bucket``: one value (ns) into histogram words."""
+    if v < 0:
+        h[H.W_UNDER] += 1
+        return
+    h[H.W_DATA + _hist_bucket(v)] += 1
+    h[H.W_COUNT] += 1
+    h[H.W_SUM] += v
+    if v > h[H.W_MAX]:
+        h[H.W_MAX] = v
+    if h[H.W_MIN] == 0 or v < h[H.W_MIN]:
+        h[H.W_MIN] = v
+
+
+@njit(**_KW)
+def hist_bucket_of(v):
+    """Test hook: ``_hist_bucket`` callable from Python."""
+    return _hist_bucket(v)
 
 
 # ---------------------------------------------------------------- kernel ---------
@@ -221,7 +267,7 @@ def _flush(out, ow, io, ctr):
 def _emit(S, out, ow, io, i, b, s, state, reason, trig):
     """Write one Opportunity from the pair's published values (pf) and ids (po)."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act) = S
+     act, hf, hd) = S
     cap = out.shape[0] // 16
     if io[IO_N] >= cap:
         if ow.shape[0] > 0:
@@ -259,11 +305,13 @@ def _emit(S, out, ow, io, i, b, s, state, reason, trig):
     io[IO_N] += 1
     ctr[C_PUBLISHED] += 1
     ctr[C_LAST_DETECT] = now
-    lat = now - trig
-    if state != _CLOSED and lat >= 0:
-        ctr[C_LAT_SUM] += lat
-        if lat > ctr[C_LAT_MAX]:
-            ctr[C_LAT_MAX] = lat
+    if state != _CLOSED:
+        hist_record(hd, now - io[IO_READ_NS])
+        lat = now - trig
+        if lat >= 0:
+            ctr[C_LAT_SUM] += lat
+            if lat > ctr[C_LAT_MAX]:
+                ctr[C_LAT_MAX] = lat
 
 
 @njit(**_KW)
@@ -314,7 +362,7 @@ def _funding_bps(S, i, leg):
 def _evaluate(S, out, ow, io, i, b, s, t):
     """Evaluate buying on leg b (its ask) and selling on leg s (its bid) at trigger time t."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act) = S
+     act, hf, hd) = S
     buy_ask = bkf[i, b, 1]
     sell_bid = bkf[i, s, 0]
     if buy_ask <= 0.0 or sell_bid <= 0.0:
@@ -416,7 +464,7 @@ def _invalid_quote(S, out, ow, io, i, k, t):
 def _on_status(S, out, ow, io, vid, iid, status, t):
     """Venue status (iid == 0: every leg of the venue) or one instrument's (iid != 0)."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act) = S
+     act, hf, hd) = S
     ctr[C_STATUS] += 1
     if vid < 0 or vid >= tab.shape[0] or status < _UP or status > _DISC:
         ctr[F_UNKNOWN] += 1
@@ -491,7 +539,7 @@ def _process(S, bi, n, out, ow, io):
     rare paths (invalid quote, evaluation of a candidate pair, status, funding) are calls.
     """
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act) = S
+     act, hf, hd) = S
     ni = bkf.shape[0]
     nl = lven.shape[0]
     ntab = tab.shape[0]
@@ -566,6 +614,7 @@ def _process(S, bi, n, out, ow, io):
 def process_words(S, bi, n, out, ow, io):
     """Kernel entry: apply n updates; in ring mode publish everything to ``ow``."""
     S[13][C_CALLS] += 1
+    io[IO_READ_NS] = realtime_ns()
     k = _process(S, bi, n, out, ow, io)
     _flush(out, ow, io, S[13])
     return k
@@ -575,7 +624,7 @@ def process_words(S, bi, n, out, ow, io):
 def sweep(S, out, ow, io, now):
     """Close open opportunities with a leg quote older than max_quote_age at ``now``."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act) = S
+     act, hf, hd) = S
     ctr[C_SWEEPS] += 1
     if ctr[C_OPEN_NOW] == 0:
         return
@@ -624,6 +673,7 @@ def pump(S, rings, sts, slots, buf, batch, max_records, out, ow, io):
     bit r set when ring r's blocked producer must be woken, io[IO_RWAKE] = 1 when readers
     of ``ow`` must be woken."""
     ctr = S[13]
+    hf = S[17]
     ctr[C_CALLS] += 1
     total = 0
     nr = len(rings)
@@ -636,6 +686,10 @@ def pump(S, rings, sts, slots, buf, batch, max_records, out, ow, io):
                 io[IO_PWAKE] |= 1 << r
             if k > 0:
                 got += k
+                now = realtime_ns()
+                io[IO_READ_NS] = now
+                for j in range(k):
+                    hist_record(hf, now - buf[j * 8 + 6])
                 _process(S, buf, k, out, ow, io)
                 _flush(out, ow, io, ctr)
         total += got
@@ -660,11 +714,14 @@ def any_readable(rings, spins):
 class Detector:
     """Detection state for one config. ``process`` (collect mode) returns the Opportunity
     records an array of MarketUpdates produced; ``attach_output(ring)`` switches to ring
-    mode (records go straight into a BroadcastRing's words inside the kernel)."""
+    mode (records go straight into a BroadcastRing's words inside the kernel).
+    ``hist_feed`` / ``hist_detect``: histogram words (``arbpipe.histogram``) of the
+    feed_to_detector and detect hops; private zeroed ones when None."""
 
     def __init__(self, cfg: Config, counters: np.ndarray | None = None,
                  leg_status: np.ndarray | None = None, opp_id_base: int = 0,
-                 out_records: int | None = None):
+                 out_records: int | None = None, hist_feed: np.ndarray | None = None,
+                 hist_detect: np.ndarray | None = None):
         self.cfg = cfg
         self.legs: LegTable = cfg.legs()
         d = cfg.detector
@@ -709,9 +766,11 @@ class Detector:
         istat = np.full((ni, nl), _UP, np.int64)
         px = np.zeros((ni, nl, 2), np.float64)
         act = np.zeros((ni, nl), np.int64)
+        self.hist_feed = H.empty() if hist_feed is None else hist_feed
+        self.hist_detect = H.empty() if hist_detect is None else hist_detect
         self.S = (bkf, bki, po, pf, self.legs.tab, self.legs.venue, self.legs.is_perp,
                   self.legs.taker_fee_bps, lstat, self.legs.funding_interval_s, imaxq, fp, ip,
-                  ctr, istat, px, act)
+                  ctr, istat, px, act, self.hist_feed, self.hist_detect)
         # collect mode: out must hold any single update's worst case (a status closing
         # every open opportunity) plus one quote's
         worst = (ni - 1) * nl * nl + 2 * nl
@@ -889,6 +948,7 @@ def render_stats(d: dict | None) -> str:
 
 FEED_RING = "feed.{venue}"
 OPP_RING = "opportunities"
+HIST_HOPS = ("feed_to_detector", "detect")   # hist.<hop> segments of the service
 SPIN_ROUNDS = 64     # idle: rounds over every input ring in numba (~10 us) before yielding
 IDLE_YIELDS = 4      # then sched_yield this many times, re-checking
 
@@ -949,7 +1009,9 @@ class RingWatchers:
 
 
 class DetectorService:
-    """The detector process's body: feed rings in, ``opportunities`` out, stats segment.
+    """The detector process's body: feed rings in, ``opportunities`` out, stats segment,
+    hop histograms ``hist.feed_to_detector`` and ``hist.detect`` (created here, unlinked at
+    close).
 
     Loop: ``pump`` (numba) polls every input ring round robin in batches, applies the
     updates and publishes into the broadcast ring, returning to Python when all inputs
@@ -972,12 +1034,21 @@ class DetectorService:
         self.watchers = None
         self._loop_state = None
         self.stats_seg = DetectorStats.create(self.instance)
+        self.hists = []
+        try:
+            for hop in HIST_HOPS:
+                self.hists.append(H.Histogram.create(self.instance, hop))
+        except Exception:
+            self._close_hists()
+            self.stats_seg.close(unlink=True)
+            raise
         legs = cfg.legs()
         if len(legs) > MAX_LEGS_IN_STATS:
             raise ValueError(f"{len(legs)} legs: the stats segment holds {MAX_LEGS_IN_STATS}")
         self.det = Detector(cfg, counters=self.stats_seg.counters,
                             leg_status=self.stats_seg.legs_view(len(legs)),
-                            opp_id_base=opp_id_base_now())
+                            opp_id_base=opp_id_base_now(), hist_feed=self.hists[0].h,
+                            hist_detect=self.hists[1].h)
         self._closed = False
 
     # -- rings ----------------------------------------------------------------------
@@ -1158,7 +1229,14 @@ class DetectorService:
                     self.opp.unlink()
                 self.opp = None
             self.det.S = self.det.counters = self.det.leg_status = None
+            self.det.hist_feed = self.det.hist_detect = None
             self.stats_seg.close(unlink=True)
+            self._close_hists()
+
+    def _close_hists(self) -> None:
+        for h in self.hists:
+            h.close(unlink=True)
+        self.hists = []
 
 
 def decode(words: np.ndarray) -> np.ndarray:

@@ -21,14 +21,17 @@ from numba import njit
 
 from arbpipe.atomics import (cas, cpu_relax, fence_acquire, fence_release, fence_seq_cst,
                              fetch_add, load_acquire, load_relaxed, store_release)
-from shm_layouts.ring import (D_ARMED, D_POSTS, D_SLEEPERS, R_ARMED, R_LAPS, R_LOST,
-                              R_OWNER_PID, R_POSITION, R_RECEIVED, READER_SLOT_WORDS,
-                              W_BATCHES, W_CDOOR, W_CLAIM, W_DROPPED, W_FULL_EVENTS, W_GEOM, W_HEAD,
-                              W_OFFSETS, W_PDOOR, W_POLICY, W_READERS, W_TAIL, FullPolicy)
+from shm_layouts.ring import (D_ARMED, D_POSTS, D_SLEEPERS, P_CLAIM_N, P_CLAIM_POS, P_PID,
+                              PRODUCER_SLOT_WORDS, R_ARMED, R_CLAIM_N, R_CLAIM_POS, R_LAPS,
+                              R_LOST, R_OWNER_PID, R_POSITION, R_RECEIVED, READER_SLOT_WORDS,
+                              SEQ_POISON, W_ABANDONED, W_BATCHES, W_CDOOR, W_CLAIM, W_DROPPED,
+                              W_FULL_EVENTS, W_GEOM, W_HEAD, W_OFFSETS, W_ORPHANED, W_PDOOR,
+                              W_POLICY, W_READERS, W_TAIL, FullPolicy)
 
 _DROP = int(FullPolicy.DROP_NEWEST)
 _BLOCK = int(FullPolicy.BLOCK)
 _LOW = 0xFFFFFFFF
+_SEQ = SEQ_POISON - 1      # the position part of an MPMC sequence word
 _KW = dict(cache=True, nogil=True, boundscheck=False)
 
 
@@ -152,32 +155,57 @@ def spsc_writable(w, spins):
 
 
 # ---------------------------------------------------------------- MPMC ---------
+#
+# Crash recovery (see shm_layouts.ring, "MPMC crash recovery"). Before the CAS that
+# claims positions [pos, pos + k), a producer stores (claim_pos, claim_n) in its slot of
+# the producer table (``pslot_w``) and a consumer in its reader slot; the CAS (acq_rel)
+# orders those stores before the claim. A producer clears claim_n after its commits; a
+# consumer sets claim_n = -k once ``received`` counts the batch and 0 after its releases.
+# A slot that stays claimed-but-uncommitted (seq == p, p < head) while every claim that
+# covers p belongs to a dead process is poisoned: seq = (p + 1) | SEQ_POISON; consumers
+# skip it like a record and release it. A slot dequeued-but-unreleased (seq == p + 1,
+# p < tail) with only dead claimants is released (seq = p + capacity) for the producers.
 
-@njit(**_KW)
-def mpmc_push(w, src, n):
-    """Vyukov bounded MPMC enqueue of up to n records, claimed as one run by CAS."""
-    cap, rw, data_w, seq_w = geometry(w)
-    mask = cap - 1
+@njit(inline="always", **_KW)
+def _mpmc_claim(w, seq_w, mask, n, pslot_w):
+    """CAS-claim up to n free positions from head; (pos, k), k == 0 when full."""
     pos = load_relaxed(w, W_HEAD)
+    if n <= 0:
+        return pos, 0
     while True:
         k = 0
         while k < n and load_acquire(w, seq_w + ((pos + k) & mask)) == pos + k:
             k += 1
         if k == 0:
-            s = load_acquire(w, seq_w + (pos & mask))
+            s = load_acquire(w, seq_w + (pos & mask)) & _SEQ
             if s < pos:  # slot still holds the previous lap's record: full
-                break
+                return pos, 0
             pos = load_relaxed(w, W_HEAD)
             continue
+        if pslot_w > 0:
+            w[pslot_w + P_CLAIM_POS] = pos
+            store_release(w, pslot_w + P_CLAIM_N, k)
         ok, seen = cas(w, W_HEAD, pos, pos + k)
         if ok:
-            break
+            return pos, k
         pos = seen
+
+
+@njit(**_KW)
+def mpmc_push(w, src, n, pslot_w=0):
+    """Vyukov bounded MPMC enqueue of up to n records, claimed as one run by CAS.
+    ``pslot_w``: word index of this producer's slot in the producer table (0: none, the
+    claim is then not recoverable if this process dies mid-push)."""
+    cap, rw, data_w, seq_w = geometry(w)
+    mask = cap - 1
+    pos, k = _mpmc_claim(w, seq_w, mask, n, pslot_w)
     wake = 0
     if k > 0:
         _copy_in(w, data_w, cap, rw, pos, src, 0, k)
         for i in range(k):
             store_release(w, seq_w + ((pos + i) & mask), pos + i + 1)
+        if pslot_w > 0:
+            store_release(w, pslot_w + P_CLAIM_N, 0)
         fetch_add(w, W_BATCHES, 1)
         wake = _sleepers_after_publish(w, W_CDOOR)
     if k < n:
@@ -188,29 +216,64 @@ def mpmc_push(w, src, n):
 
 
 @njit(**_KW)
-def mpmc_pop(w, dst, m, slot_w):
-    """Vyukov bounded MPMC dequeue of up to m records (one CAS for the run)."""
+def mpmc_claim_only(w, n, pslot_w):
+    """Claim up to n positions and return without committing them: what a producer
+    SIGKILLed between its CAS and its commit leaves behind (recovery tests)."""
+    cap, _, _, seq_w = geometry(w)
+    pos, k = _mpmc_claim(w, seq_w, cap - 1, n, pslot_w)
+    return pos if k > 0 else -1
+
+
+@njit(**_KW)
+def mpmc_pop(w, dst, m, slot_w, hold=0):
+    """Vyukov bounded MPMC dequeue of up to m records (one CAS for the run).
+
+    Poisoned slots at the front are skipped (and released). Returns count | wake << 32 |
+    stalled << 33, where ``stalled`` says the next position is claimed by a producer but
+    not committed (the Python side then checks whether that producer is alive).
+    ``hold`` != 0 (recovery tests only) returns right after the dequeue CAS, leaving the
+    slots unreleased as a consumer SIGKILLed there would."""
     cap, rw, data_w, seq_w = geometry(w)
     mask = cap - 1
     pos = load_relaxed(w, W_TAIL)
+    if m <= 0:
+        return 0
     while True:
         k = 0
         while k < m and load_acquire(w, seq_w + ((pos + k) & mask)) == pos + k + 1:
             k += 1
         if k == 0:
             s = load_acquire(w, seq_w + (pos & mask))
-            if s < pos + 1:  # not yet published: empty
-                return 0
+            if s == (pos + 1) | SEQ_POISON:  # abandoned by a dead producer: skip it
+                w[slot_w + R_CLAIM_POS] = pos
+                store_release(w, slot_w + R_CLAIM_N, -1)
+                ok, seen = cas(w, W_TAIL, pos, pos + 1)
+                if ok:
+                    store_release(w, seq_w + (pos & mask), pos + cap)
+                    pos += 1
+                else:
+                    pos = seen
+                store_release(w, slot_w + R_CLAIM_N, 0)
+                continue
+            if s < pos + 1:  # not yet published: empty (or a producer is mid-commit)
+                stalled = 1 if (s == pos and load_acquire(w, W_HEAD) > pos) else 0
+                return stalled << 33
             pos = load_relaxed(w, W_TAIL)
             continue
+        w[slot_w + R_CLAIM_POS] = pos
+        store_release(w, slot_w + R_CLAIM_N, k)
         ok, seen = cas(w, W_TAIL, pos, pos + k)
         if ok:
             break
         pos = seen
+    if hold:
+        return k
     _copy_out(w, data_w, cap, rw, pos, dst, 0, k)
+    w[slot_w + R_RECEIVED] += k
+    store_release(w, slot_w + R_CLAIM_N, -k)
     for i in range(k):
         store_release(w, seq_w + ((pos + i) & mask), pos + i + cap)
-    w[slot_w + R_RECEIVED] += k
+    store_release(w, slot_w + R_CLAIM_N, 0)
     wake = 0
     if _policy(w) == _BLOCK:
         wake = _sleepers_after_publish(w, W_PDOOR)
@@ -218,11 +281,119 @@ def mpmc_pop(w, dst, m, slot_w):
 
 
 @njit(**_KW)
+def mpmc_stall(w, out):
+    """Where MPMC traffic is stuck, if anywhere: out[0] = position claimed by a producer
+    but not committed (-1: none), out[1] = position dequeued but not released that keeps
+    producers out (-1: none)."""
+    cap, _, _, seq_w = geometry(w)
+    mask = cap - 1
+    out[0] = -1
+    out[1] = -1
+    tail = load_acquire(w, W_TAIL)
+    head = load_acquire(w, W_HEAD)
+    if head > tail and load_acquire(w, seq_w + (tail & mask)) == tail:
+        out[0] = tail
+    # producers' next position: its slot must have been released by the previous lap
+    q = head - cap
+    if q >= 0 and q < tail and load_acquire(w, seq_w + (q & mask)) & _SEQ == q + 1:
+        out[1] = q
+
+
+@njit(**_KW)
+def _mpmc_dead_cover(w, p, producers, table_w, nslots, dead):
+    """True if at least one announced claim covers p and every such claimant is dead
+    (``dead[i]`` != 0 for slot i, as the caller found it)."""
+    k = 0
+    for i in range(nslots):
+        if producers:
+            sw = table_w + i * PRODUCER_SLOT_WORDS
+            pid = load_acquire(w, sw + P_PID)
+            n = load_acquire(w, sw + P_CLAIM_N)
+            c0 = load_acquire(w, sw + P_CLAIM_POS)
+        else:
+            sw = W_READERS + i * READER_SLOT_WORDS
+            pid = load_acquire(w, sw + R_OWNER_PID)
+            n = load_acquire(w, sw + R_CLAIM_N)
+            c0 = load_acquire(w, sw + R_CLAIM_POS)
+        if n < 0:
+            n = -n
+        if pid != 0 and n > 0 and c0 <= p < c0 + n:
+            if dead[i] == 0:
+                return False
+            k += 1
+    return k > 0
+
+
+@njit(**_KW)
+def mpmc_settle(w, producers, table_w, nslots, dead, out):
+    """Settle what dead processes left stuck: for every slot i with ``dead[i]`` and an
+    announced claim, each position of the claim that is still claimed-but-uncommitted
+    (producers) is poisoned, or dequeued-but-unreleased (consumers) is released, provided
+    every claimant covering it is dead. out[0] += poisoned, out[1] += released and
+    counted as orphaned, out[2] += released without counting (the dead consumer had
+    counted them as received, or the slot was a poisoned one being skipped)."""
+    cap, _, _, seq_w = geometry(w)
+    mask = cap - 1
+    for i in range(nslots):
+        if dead[i] == 0:
+            continue
+        if producers:
+            sw = table_w + i * PRODUCER_SLOT_WORDS
+            n = load_acquire(w, sw + P_CLAIM_N)
+            c0 = load_acquire(w, sw + P_CLAIM_POS)
+        else:
+            sw = W_READERS + i * READER_SLOT_WORDS
+            n = load_acquire(w, sw + R_CLAIM_N)
+            c0 = load_acquire(w, sw + R_CLAIM_POS)
+        counted = n < 0
+        if n < 0:
+            n = -n
+        for p in range(c0, c0 + n):
+            slot = seq_w + (p & mask)
+            if producers:
+                if p < load_acquire(w, W_HEAD) and load_acquire(w, slot) == p and \
+                        _mpmc_dead_cover(w, p, True, table_w, nslots, dead):
+                    ok, _ = cas(w, slot, p, (p + 1) | SEQ_POISON)
+                    if ok:
+                        fetch_add(w, W_ABANDONED, 1)
+                        out[0] += 1
+            else:
+                s = load_acquire(w, slot)
+                if p < load_acquire(w, W_TAIL) and s & _SEQ == p + 1 and \
+                        _mpmc_dead_cover(w, p, False, table_w, nslots, dead):
+                    ok, _ = cas(w, slot, s, p + cap)
+                    if ok:
+                        if counted or s != p + 1:
+                            out[2] += 1
+                        else:
+                            fetch_add(w, W_ORPHANED, 1)
+                            out[1] += 1
+
+
+@njit(**_KW)
+def mpmc_unresolved(w, c0, n):
+    """True if a position of the claim [c0, c0 + |n|) is still claimed and uncommitted
+    or dequeued and unreleased (a dead process's slot must not be reused before)."""
+    if n < 0:
+        n = -n
+    cap, _, _, seq_w = geometry(w)
+    head = load_acquire(w, W_HEAD)
+    tail = load_acquire(w, W_TAIL)
+    for p in range(c0, c0 + n):
+        s = load_acquire(w, seq_w + (p & (cap - 1)))
+        if p < head and s == p:
+            return True
+        if p < tail and s & _SEQ == p + 1:
+            return True
+    return False
+
+
+@njit(**_KW)
 def mpmc_readable(w, spins):
     cap, _, _, seq_w = geometry(w)
     for _ in range(spins + 1):
         pos = load_relaxed(w, W_TAIL)
-        if load_acquire(w, seq_w + (pos & (cap - 1))) == pos + 1:
+        if load_acquire(w, seq_w + (pos & (cap - 1))) & _SEQ == pos + 1:
             return True
         cpu_relax()
     return False
@@ -396,6 +567,13 @@ def claim_slot(w, max_readers, expected_pid, pid, only):
 
 
 @njit(**_KW)
+def claim_slot_at(w, idx, expected_pid, pid):
+    """CAS one owner word from expected_pid to pid; True if this call took it."""
+    ok, _ = cas(w, idx, expected_pid, pid)
+    return ok
+
+
+@njit(**_KW)
 def add(w, idx, v):
     return fetch_add(w, idx, v)
 
@@ -441,10 +619,20 @@ def warm_up() -> None:
             spsc_readable(w, 1)
             spsc_writable(w, 1)
         elif kind == RingKind.MPMC:
+            from shm_layouts.ring import producers_offset
+            pw = producers_offset(2) // 8
             mpmc_push(w, src, 2)
+            mpmc_push(w, src, 2, pw)
             mpmc_pop(w, src, 2, sw)
+            mpmc_pop(w, src, 2, sw, 0)
             mpmc_readable(w, 1)
             mpmc_writable(w, 1)
+            mpmc_stall(w, st)
+            dead = np.zeros(2, np.int64)
+            mpmc_settle(w, True, pw, 2, dead, st)
+            mpmc_settle(w, False, pw, 2, dead, st)
+            mpmc_unresolved(w, 0, 2)
+            mpmc_claim_only(w, 1, pw)
         else:
             bcast_push(w, src, 2)
             bcast_pop(w, src, 2, sw)
@@ -454,6 +642,7 @@ def warm_up() -> None:
         take_armed(w, W_CDOOR + D_ARMED)
         armed_readers(w, 2, st)
         claim_slot(w, 2, 0, 1, -1)
+        claim_slot_at(w, W_DROPPED, 0, 0)
         peek(w, int(kind), 0, src, 2, st)
         add(w, W_DROPPED, 1)
         count_post(w, W_CDOOR)

@@ -391,29 +391,91 @@ class SpscRing(Ring):
 class MpmcRing(SpscRing):
     """N producers, M consumers; every record is taken by exactly one consumer.
 
-    Limitation (Vyukov's bounded queue): a producer killed between claiming a slot and
-    committing it leaves that slot uncommitted forever. Nothing torn is ever exposed, but
-    consumers stop at that slot, so the ring must be recreated. Use MPMC for cold-path
-    queues whose producers are restarted together with the ring.
+    Crash recovery (Vyukov's bounded queue alone wedges when a producer dies between
+    claiming a slot and committing it, or a consumer between dequeuing and releasing):
+    producers take a slot in the segment's producer table (pid + start ticks) and every
+    producer and consumer announces its claim there before making it. A consumer that
+    finds the next position claimed but uncommitted for ``STALL_S``, or a producer that
+    finds the ring full because of an unreleased slot, runs ``recover()``: a stuck
+    position whose every announced claimant is dead is poisoned (consumers skip it;
+    counted as ``abandoned``; it never held a committed record) or released (counted as
+    ``orphaned``: the dead consumer had taken the record). A live but slow claimant is
+    always waited for, so nothing committed is lost and nothing is delivered twice.
     """
 
     KIND = RingKind.MPMC
+    STALL_S = 0.1       # a stuck position is checked for dead claimants after this long
 
+    def __init__(self, seg):
+        super().__init__(seg)
+        self.pslot = -1
+        self.pslot_w = 0
+        self._table_w = L.producers_offset(self.max_readers) // 8
+        self._stall = np.zeros(2, np.int64)
+        self._owners = np.zeros(max(L.PRODUCER_SLOTS, self.max_readers), np.int64)
+        self._stuck: dict[int, float] = {}   # side -> monotonic time a stall was first seen
+
+    # -- producer slot ------------------------------------------------------------------
+    def join_producer(self) -> int:
+        """Take a slot in the producer table (done by the first push)."""
+        if self.pslot >= 0:
+            return self.pslot
+        pid, ticks = os.getpid(), process_start_ticks(os.getpid())
+        w, tw = self.w, self._table_w
+        for attempt in (0, 1):
+            for i in range(L.PRODUCER_SLOTS):
+                sw = tw + i * L.PRODUCER_SLOT_WORDS
+                owner = int(w[sw + L.P_PID])
+                if attempt == 0 and owner != 0:
+                    continue
+                if attempt == 1:
+                    if owner == 0 or pid_alive(owner, int(w[sw + L.P_START])):
+                        continue
+                    # a dead producer's slot: only once nothing it claimed is unresolved
+                    if int(w[sw + L.P_CLAIM_N]) and K.mpmc_unresolved(
+                            w, int(w[sw + L.P_CLAIM_POS]), int(w[sw + L.P_CLAIM_N])):
+                        self.recover()
+                        if K.mpmc_unresolved(w, int(w[sw + L.P_CLAIM_POS]),
+                                             int(w[sw + L.P_CLAIM_N])):
+                            continue
+                if K.claim_slot_at(w, sw + L.P_PID, owner, pid):
+                    w[sw + L.P_START] = ticks
+                    w[sw + L.P_CLAIM_N] = 0
+                    self.pslot, self.pslot_w = i, sw
+                    return i
+        raise SegmentError(f"ring {self.name!r}: all {L.PRODUCER_SLOTS} producer slots are taken")
+
+    def leave(self) -> None:
+        if self.pslot >= 0 and self.w is not None:
+            self.w[self.pslot_w + L.P_PID] = 0
+            self.pslot, self.pslot_w = -1, 0
+        super().leave()
+
+    def join(self, reader=None):
+        if self.slot < 0:
+            self.recover()  # a dead consumer's slot may be taken over: settle its claim first
+        return super().join(reader)
+
+    # -- records ------------------------------------------------------------------------
     def push_words(self, words, n, timeout=None):
-        r = K.mpmc_push(self.w, words, n)
+        if self.pslot < 0:
+            self.join_producer()
+        r = K.mpmc_push(self.w, words, n, self.pslot_w)
         k = r & _LOW
         if r >> 32:
             self._cdoor.post_if_armed()
-        if k == n or self.policy != FullPolicy.BLOCK:
+        if k == n:
+            return k
+        self._check_stall(1)
+        if self.policy != FullPolicy.BLOCK:
             return k
         return self._push_blocking(words, n, k, timeout)
 
     def _push_kernel(self, words, n):
-        return K.mpmc_push(self.w, words, n)
+        return K.mpmc_push(self.w, words, n, self.pslot_w)
 
-    @staticmethod
-    def _writable(w, spins):
-        return K.mpmc_writable(w, spins)
+    def _writable(self, w, spins):
+        return K.mpmc_writable(w, spins) or self._check_stall(1)
 
     def pop_words(self, out, m=None):
         if self.slot < 0:
@@ -421,13 +483,70 @@ class MpmcRing(SpscRing):
         if m is None:
             m = len(out) // self.rw
         r = K.mpmc_pop(self.w, out, m, self.slot_w)
-        if r >> 32:
+        k = r & _LOW
+        if (r >> 32) & 1:
             self._pdoor.post_if_armed()
-        return r & _LOW
+        if k == 0 and r >> 33:
+            self._check_stall(0)
+        return k
 
     def wait(self, timeout=None):
+        if self.slot < 0:
+            self.join()
         w = self.w
-        return self._cdoor.wait(lambda s: K.mpmc_readable(w, s), timeout)
+        return self._cdoor.wait(lambda s: K.mpmc_readable(w, s) or self._check_stall(0),
+                                timeout)
+
+    # -- recovery -----------------------------------------------------------------------
+    def _check_stall(self, side: int) -> bool:
+        """Side 0 (consumers): the next position is claimed but uncommitted; side 1
+        (producers): the ring is full behind an unreleased slot. After ``STALL_S`` on the
+        same position, ``recover()``. True if that unblocked something."""
+        K.mpmc_stall(self.w, self._stall)
+        p = int(self._stall[side])
+        if p < 0:
+            self._stuck.pop(side, None)
+            return False
+        now = time.monotonic()
+        first = self._stuck.get(side)
+        if first is None or first[0] != p:
+            self._stuck[side] = (p, now)
+            return False
+        if now - first[1] < self.STALL_S:
+            return False
+        self._stuck.pop(side, None)
+        return sum(self.recover().values()) > 0
+
+    def _dead_flags(self, producers: bool) -> np.ndarray:
+        """1 for each occupied slot whose owner is dead (producer table or reader slots)."""
+        w = self.w
+        if producers:
+            n, base, step, pid_w = (L.PRODUCER_SLOTS, self._table_w, L.PRODUCER_SLOT_WORDS,
+                                    L.P_PID)
+        else:
+            n, base, step, pid_w = (self.max_readers, L.W_READERS, L.READER_SLOT_WORDS,
+                                    L.R_OWNER_PID)
+        dead = np.zeros(n, np.int64)
+        for i in range(n):
+            sw = base + i * step
+            pid = int(w[sw + pid_w])
+            if pid == 0:
+                continue
+            ticks = int(w[sw + L.P_START]) if producers else 0
+            dead[i] = 0 if pid_alive(pid, ticks) else 1
+        return dead
+
+    def recover(self) -> dict:
+        """Settle positions stuck on dead processes (see the class docstring); safe to
+        call from any process at any time. Returns what this call did: {"abandoned": n
+        (slots poisoned), "orphaned": n (slots released and counted), "released": n
+        (released, already counted as received by the dead consumer)}."""
+        out = np.zeros(3, np.int64)
+        for producers in (True, False):
+            dead = self._dead_flags(producers)
+            if dead.any():
+                K.mpmc_settle(self.w, producers, self._table_w, len(dead), dead, out)
+        return {"abandoned": int(out[0]), "orphaned": int(out[1]), "released": int(out[2])}
 
 
 class BroadcastRing(Ring):
@@ -545,6 +664,7 @@ def ring_stats(seg: Segment) -> dict:
         "fill": fill, "fill_pct": 100.0 * fill / h.capacity,
         "dropped": int(w[L.W_DROPPED]), "full_events": int(w[L.W_FULL_EVENTS]),
         "batches": int(w[L.W_BATCHES]),
+        "abandoned": int(w[L.W_ABANDONED]), "orphaned": int(w[L.W_ORPHANED]),
         "sleeps": int(w[cd + L.D_SLEEPS]), "wakes": int(w[cd + L.D_WAKES]),
         "posts": int(w[cd + L.D_POSTS]), "sleepers": int(w[cd + L.D_SLEEPERS]),
         "producer_sleeps": int(w[pd + L.D_SLEEPS]), "producer_wakes": int(w[pd + L.D_WAKES]),

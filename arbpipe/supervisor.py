@@ -87,10 +87,11 @@ def cpu_plan(specs: list[ProcessSpec], explicit: dict[str, list[int]] | None = N
 
 class Supervisor:
     def __init__(self, instance: str, specs: list[ProcessSpec], rings: list[tuple],
-                 console=print, drain_s: float = 2.0):
+                 console=print, drain_s: float = 2.0, setups: list | None = None):
         self.instance = instance
         self.specs = specs
         self.rings = rings            # (RingClass, name, capacity, record, policy)
+        self.setups = setups or []    # f(instance) -> object with close(): other segments
         self.console = console
         self.drain_s = drain_s
         self.dir = run_dir(instance)
@@ -109,7 +110,9 @@ class Supervisor:
 
     # -- lifecycle --------------------------------------------------------------
     def claim(self) -> None:
-        """Become the one live supervisor of this instance."""
+        """Become the one live supervisor of this instance. The previous run's trade
+        journal is kept as ``journal-<time>.jsonl``: a new tree starts flat, a restarted
+        strategy within one run rebuilds from ``journal.jsonl``."""
         segments.clean(self.instance)  # stale segments of a crashed run
         h = segments.HeaderInfo(L.MAGIC, L.LAYOUT_VERSION, SUPERVISOR_KIND, 8, 1, 0, 0, 0, 0, 0,
                                 0, 0, L.BLOCK, "supervisor")
@@ -121,8 +124,14 @@ class Supervisor:
             raise segments.SegmentExists(
                 f"pipeline {self.instance!r} is already running (supervisor pid "
                 f"{other.creator_pid if other else '?'}); `arbpipe down` stops it") from None
+        journal = os.path.join(self.dir, "journal.jsonl")
+        if os.path.exists(journal):
+            os.replace(journal, os.path.join(
+                self.dir, time.strftime("journal-%Y%m%dT%H%M%S.jsonl", time.gmtime())))
 
     def create_rings(self) -> None:
+        for setup in self.setups:
+            self.created.append(setup(self.instance))
         for cls, name, cap, record, policy in self.rings:
             r = cls.create(name, cap, record, policy=policy, instance=self.instance)
             self.created.append(r)
@@ -335,6 +344,15 @@ def plan(cfg, config_path: str, instance: str, live: bool = False):
         "procs.detector", "--config", config_path, "--instance", instance), stage=2))
     # -- readers of the opportunities ring (stage 3: stopped after the detector) --------
     # each role appends its ProcessSpec here (strategy, dashboard, persister)
+    specs.append(ProcessSpec("dashboard", "dashboard", python_module(
+        "procs.dashboard", "--config", config_path, "--instance", instance), stage=3))
+    specs.append(ProcessSpec("strategy", "strategy", python_module(
+        "procs.strategy", "--config", config_path, "--instance", instance), stage=3))
+    from arbpipe.redis_embed import redis_available
+    if redis_available(cfg):  # a configured Redis, or a redis-server to embed (main())
+        # stage 4: stopped after the strategy, so its last journal entries reach Redis
+        specs.append(ProcessSpec("persister", "persister", python_module(
+            "procs.persister", "--config", config_path, "--instance", instance), stage=4))
     fr, op, jr = cfg.rings.feed, cfg.rings.opportunities, cfg.rings.trades
     rings = [(SpscRing, f"feed.{v}", fr.capacity, "MarketUpdate", fr.policy) for v in venues]
     rings.append((BroadcastRing, "opportunities", op.capacity, "Opportunity", "overwrite"))
@@ -430,7 +448,14 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
     explicit = {k: v for k, v in cfg.cpu.items() if v != "auto"}
     cplan = cpu_plan(specs, explicit)
     print("[arbpipe] CPU plan: " + ", ".join(f"{k}={v}" for k, v in cplan.items()), flush=True)
-    sup = Supervisor(instance, specs, rings, console=lambda s: print(s, flush=True))
+    from arbpipe.strategy import Control
+    kill = cfg.strategy.kill_switch
+    sup = Supervisor(instance, specs, rings, console=lambda s: print(s, flush=True),
+                     setups=[lambda inst: Control.create(inst, kill)])
+    from arbpipe.redis_embed import supervisor_service
+    redis_svc = supervisor_service(cfg, instance, sup.dir, console=lambda s: print(s, flush=True))
+    if redis_svc is not None:  # no Redis configured: a private redis-server, up before the children
+        sup.setups.append(lambda inst: redis_svc.setup(sup))
     console = Console(instance)
     last = [time.monotonic()]
 

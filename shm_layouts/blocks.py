@@ -65,3 +65,22 @@ HIST_UNDER = 160
 HIST_UPDATED_NS = 168
 HIST_DATA = 256
 HIST_SEGMENT_SIZE = HIST_DATA + 8 * HIST_BUCKETS
+
+# Strategy control (header kind ``CONTROL_KIND``, segment ``strategy.control``)
+# ===========================================================================
+# Written by ``arbpipe kill-switch`` / ``arbpipe breaker reset`` from any shell, read by the
+# strategy before every order (so a flip takes effect on the next order, not the next tick).
+# Created by the supervisor (it outlives strategy restarts) or by a strategy run alone.
+#
+#     offset size type  field             meaning
+#     ------ ---- ----  ----------------  -------------------------------------------------
+#        128    8 i8    kill_switch       1: no new orders (the breaker trips KILL_SWITCH)
+#        136    8 i8    kill_changed_ns   CLOCK_REALTIME ns of the last flip
+#        144    8 i8    reset_requests    +1 per ``arbpipe breaker reset``
+#        152    8 i8    kill_flips        flips so far
+CONTROL_KIND = 32
+CTL_KILL = 128
+CTL_KILL_CHANGED_NS = 136
+CTL_RESET_REQUESTS = 144
+CTL_KILL_FLIPS = 152
+CONTROL_SIZE = 4096

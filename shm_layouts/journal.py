@@ -75,6 +75,8 @@ class RejectReason(enum.IntEnum):
     NO_QUOTE = 17           # no live top of book for a leg
     COOLDOWN = 18           # the same pair traded less than cooldown_ms ago
     OBSERVE_ONLY = 19       # mode = observe: would trade, nothing simulated
+    MAX_OPEN_ORDERS = 20    # max_open_orders pairs already in flight
+    MAX_GROSS = 21          # sum of |positions| everywhere would pass max_gross_notional
 
 
 class BreakerReason(enum.IntEnum):
@@ -91,7 +93,8 @@ class JournalFlag(enum.IntFlag):
     UNWIND_LEG = 2      # ORDER / FILL of an unwind
     PERP = 4            # the order's market is the venue's perp
     KILL_ON = 8         # KILL_SWITCH: the switch is now on
-    RESTORED = 16       # written while rebuilding state (never on the ring)
+    RESTORED = 16       # written while rebuilding state after a restart
+    OBSERVE = 32        # ORDER in observe mode: would have been sent, nothing simulated
 
 
 JOURNAL = np.dtype({

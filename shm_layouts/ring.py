@@ -31,6 +31,10 @@ never couples a writer's line with a reader's).
       +0                    8  dropped (records refused by drop-newest / timeout)
       +8                    8  full_events (push found the ring full)
      +16                    8  batches (push calls that published >= 1 record)
+     +24                    8  abandoned (MPMC: slots claimed by a producer that died before
+                               committing them, skipped by consumers; no record is lost)
+     +32                    8  orphaned (MPMC: records dequeued by a consumer that died before
+                               releasing their slots; released on its behalf)
     CONSUMER_DOORBELL (512)    consumers waiting for records (SPSC/MPMC; broadcast
                                readers arm their own slot but share `sleepers`)
       +0                    8  sleepers (consumers blocked on the doorbell now)
@@ -49,17 +53,32 @@ never couples a writer's line with a reader's).
      +48                    8  sleeps
      +56                    8  wakes
      +64                   32  reader name (ASCII, NUL padded)
-    SEQ (seq_offset)           MPMC only: capacity x u8 per-slot sequence (Vyukov)
+     +96                    8  claim_pos (MPMC consumer: first position of its dequeue claim)
+    +104                    8  claim_n (MPMC: records claimed; < 0 once counted in received;
+                               0 when no claim is in flight)
+    PRODUCERS (MPMC only, producers_offset(max_readers)): PRODUCER_SLOTS x 64 bytes
+      +0                    8  pid (0 = free slot)
+      +8                    8  start ticks of that pid (pid-reuse guard)
+     +16                    8  claim_pos (first position of the producer's enqueue claim)
+     +24                    8  claim_n (records claimed and not yet committed; 0 = none)
+    SEQ (seq_offset)           MPMC only: capacity x u8 per-slot sequence (Vyukov); bit 62
+                               (SEQ_POISON) marks a slot abandoned by a dead producer
     DATA (data_offset)         capacity x record_size bytes, 128-byte aligned
 
 SPSC and MPMC consumers also take a reader slot, so that `stat rings` can show
 per-reader counts for every kind. Positions are monotonically increasing 64-bit
 counts; a slot index is `position & (capacity - 1)`.
+
+MPMC crash recovery: every producer and consumer announces its claim (claim_pos,
+claim_n) before the CAS that makes it, and clears it when done. A slot stuck between
+claim and commit (or dequeue and release) whose every announced claimant is dead is
+poisoned (skipped, `abandoned`) or released (`orphaned`) by whoever waits on it
+(arbpipe.rings.MpmcRing.recover).
 """
 import enum
 
 MAGIC = 0x3150495042524141  # bytes b"AARBPIP1" little-endian
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2   # 2: MPMC producer table, claim words, abandoned/orphaned
 
 BLOCK = 128  # bytes between independently written cursor groups
 
@@ -97,6 +116,8 @@ W_CLAIM = OFF_HEAD // 8 + 1
 W_DROPPED = OFF_PSTATS // 8 + 0
 W_FULL_EVENTS = OFF_PSTATS // 8 + 1
 W_BATCHES = OFF_PSTATS // 8 + 2
+W_ABANDONED = OFF_PSTATS // 8 + 3
+W_ORPHANED = OFF_PSTATS // 8 + 4
 W_CDOOR = OFF_CDOOR // 8
 W_PDOOR = OFF_PDOOR // 8
 # word offsets inside a doorbell block
@@ -120,6 +141,17 @@ R_LAPS = 4
 R_ARMED = 5
 R_SLEEPS = 6
 R_WAKES = 7
+R_CLAIM_POS = 12
+R_CLAIM_N = 13
+# MPMC producer table
+PRODUCER_SLOTS = 64
+PRODUCER_SLOT_SIZE = 64
+PRODUCER_SLOT_WORDS = PRODUCER_SLOT_SIZE // 8
+P_PID = 0
+P_START = 1
+P_CLAIM_POS = 2
+P_CLAIM_N = 3
+SEQ_POISON = 1 << 62
 
 
 class RingKind(enum.IntEnum):
@@ -138,6 +170,11 @@ def _align(n, a=BLOCK):
     return (n + a - 1) // a * a
 
 
+def producers_offset(max_readers):
+    """Byte offset of the MPMC producer table (right after the reader slots)."""
+    return _align(OFF_READERS + max_readers * READER_SLOT_SIZE)
+
+
 def segment_layout(kind, capacity, record_size, max_readers):
     """Return (seq_offset, data_offset, total_size) in bytes for a ring."""
     if capacity <= 0 or capacity & (capacity - 1):
@@ -147,7 +184,7 @@ def segment_layout(kind, capacity, record_size, max_readers):
     end_readers = OFF_READERS + max_readers * READER_SLOT_SIZE
     seq_offset = 0
     if kind == RingKind.MPMC:
-        seq_offset = _align(end_readers)
+        seq_offset = _align(producers_offset(max_readers) + PRODUCER_SLOTS * PRODUCER_SLOT_SIZE)
         data_offset = _align(seq_offset + 8 * capacity)
     else:
         data_offset = _align(end_readers)
@@ -155,4 +192,5 @@ def segment_layout(kind, capacity, record_size, max_readers):
     return seq_offset, data_offset, total
 
 
-__all__ = [n for n in dir() if n.isupper() or n in ("RingKind", "FullPolicy", "segment_layout")]
+__all__ = [n for n in dir() if n.isupper() or n in ("RingKind", "FullPolicy", "segment_layout",
+                                                   "producers_offset")]

@@ -19,3 +19,7 @@ def instance():
     left = _ours(name)
     segments.clean(name, everything=True)
     assert not left, f"test leaked shared-memory objects: {left}"
+
+
+# real redis-server fixtures (skip without redis-server; fail with ARBPIPE_REQUIRE_REDIS=1)
+from tests.redis_fixture import redis_server, redis_server_auth, redis_server_saving  # noqa: E402,F401

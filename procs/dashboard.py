@@ -1,0 +1,119 @@
+"""Process entry point of the dashboard.
+
+    python -m procs.dashboard [--config F] [--instance I]
+
+Reads the ``opportunities`` broadcast ring (reader ``dashboard``; attached once it
+exists) and every other process's counters, keeps the view's state since start and
+publishes it in the state blob ``dashboard.state`` at ``[dashboard] refresh_hz``
+(``arbpipe.dashboard``); serves Prometheus metrics on ``metrics_host:metrics_port``
+(``arbpipe.metrics``; port 0 = a free one). Idle: sleeps on the ring's doorbell with the
+next publication as timeout, waking at most ~20 times a second.
+
+Prints one JSON line on stdout when running:
+``{"event":"ready","pid":..,"instance":..,"metrics":{"host","port","url","error"}}``.
+A metrics port already in use is reported (``metrics.error`` in the blob, a log line) and
+retried every 5 s; the view keeps working. SIGTERM / SIGINT: exit 0, the blob unlinked.
+Bad config exits 2 naming the key.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from arbpipe.config import ConfigError, load_config
+
+METRICS_RETRY_S = 5.0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="dashboard", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None, help="TOML config (default config/arbpipe.toml)")
+    ap.add_argument("--instance", default=None,
+                    help="pipeline instance (default $ARBPIPE_INSTANCE)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"dashboard: config: {e}", file=sys.stderr)
+        return 2
+
+    stopping = []
+
+    def on_signal(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    from arbpipe import metrics
+    from arbpipe.dashboard import Dashboard
+    from arbpipe.segments import SegmentError
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        dash = Dashboard(cfg, args.instance, config_path=args.config, log=log)
+    except SegmentError as e:
+        print(f"dashboard: {e}", file=sys.stderr)
+        return 1
+    dc = cfg.dashboard
+    server = None
+    next_try = [0.0]
+
+    def provider():
+        dash.metrics_info["scrapes"] = server.scrapes if server else 0
+        return metrics.render(dash.last_state, dash.histogram_snapshots())
+
+    def start_metrics():
+        nonlocal server
+        info = dash.metrics_info
+        info.update(enabled=dc.metrics_enabled, host=dc.metrics_host)
+        if not dc.metrics_enabled or server is not None or time.monotonic() < next_try[0]:
+            return
+        s = metrics.MetricsServer(provider, dc.metrics_host, dc.metrics_port)
+        try:
+            port = s.start()
+        except OSError as e:
+            next_try[0] = time.monotonic() + METRICS_RETRY_S
+            if info.get("error") is None:
+                log(f"dashboard: metrics endpoint {dc.metrics_host}:{dc.metrics_port} "
+                    f"unavailable ({e.strerror or e}); retrying every {METRICS_RETRY_S:.0f} s")
+            info["error"] = f"{dc.metrics_host}:{dc.metrics_port}: {e.strerror or e}"
+            return
+        server = s
+        host = f"[{dc.metrics_host}]" if ":" in dc.metrics_host else dc.metrics_host
+        info.update(port=port, url=f"http://{host}:{port}/metrics", error=None)
+
+    try:
+        start_metrics()
+        dash.open_ring()
+        dash.refresh()
+        dash.publish()
+        print(json.dumps({"event": "ready", "pid": os.getpid(), "instance": dash.instance,
+                          "restored": dash.restored,
+                          "metrics": {k: dash.metrics_info.get(k) for k in
+                                      ("host", "port", "url", "error")}}), flush=True)
+        last_retry = [time.monotonic()]
+
+        def stop():
+            if server is None and dc.metrics_enabled and \
+                    time.monotonic() - last_retry[0] >= METRICS_RETRY_S:
+                last_retry[0] = time.monotonic()
+                start_metrics()
+            return bool(stopping)
+
+        dash.run(stop)
+    finally:
+        if server is not None:
+            server.stop()
+        dash.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
