@@ -22,10 +22,9 @@ import signal
 import sys
 import time
 
-from rich import box
-from rich.console import Console, Group
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
+from rich.color import ColorSystem
+from rich.text import Span, Text
 
 SORTS = ("net", "gross", "age", "confidence", "size", "instrument")
 SORT_LABEL = {"net": "net bps", "gross": "gross bps", "age": "age (newest first)",
@@ -111,23 +110,70 @@ def closed_rows(state: dict, flt: str = "") -> list[dict]:
 
 
 # ------------------------------------------------------------------ sections ----------
+# Each section is a list of one-line rich Texts (never wrapped: cropped at the frame's
+# width), so a frame's height is known before it is drawn and drawing stays cheap.
 
 class _Style:
     def __init__(self, plain: bool):
         self.plain = plain
-        self.box = None
 
     def __call__(self, style: str) -> str:
         return "" if self.plain else style
 
-    def table(self, title: str, **kw) -> Table:
-        t = Table(title=title, title_justify="left", box=None, show_edge=False,
-                  padding=(0, 1), pad_edge=False, header_style=self("bold"),
-                  title_style=self("bold cyan"), expand=False, **kw)
-        return t
+
+def table_lines(title: str, columns: list[tuple[str, str]], rows: list[list], S: _Style,
+                empty: str | None = None) -> list[Text]:
+    """Title line, header line, one line per row. A cell is a str or (str, style);
+    ``columns`` are (name, "l"|"r"); widths fit the widest cell."""
+    cells = [[c if isinstance(c, tuple) else (str(c), "") for c in r] for r in rows]
+    widths = [len(name) for name, _ in columns]
+    for r in cells:
+        for j, (txt, _) in enumerate(r):
+            widths[j] = max(widths[j], len(txt))
+
+    last = len(columns) - 1
+
+    def line(items, header=False) -> Text:
+        parts, spans, pos = [], [], 0
+        for j, ((txt, style), (_, just)) in enumerate(zip(items, columns)):
+            pad = " " * (widths[j] - len(txt))
+            cell = (pad + txt) if just == "r" else (txt + pad if j < last else txt)
+            if j:
+                cell = "  " + cell
+            st = S("bold") if header else S(style)
+            if st and txt:
+                end = pos + len(cell) - (0 if just == "r" or j == last else len(pad))
+                spans.append(Span(end - len(txt), end, st))
+            parts.append(cell)
+            pos += len(cell)
+        return Text("".join(parts), spans=spans)
+
+    out = [Text(title, style=S("bold cyan"))]
+    out.append(line([(name, "") for name, _ in columns], header=True))
+    out.extend(line(r) for r in cells)
+    if not rows and empty:
+        out.append(Text(empty, style=S("dim")))
+    return out
 
 
-def _header(state: dict, now: int, S: _Style) -> Text:
+def side_by_side(left: list[Text], right: list[Text], width: int, gap: int = 4) \
+        -> list[Text]:
+    """Two blocks next to each other when they fit in ``width``, else one above the other."""
+    lw = max((t.cell_len for t in left), default=0)
+    rw = max((t.cell_len for t in right), default=0)
+    if lw + gap + rw > width:
+        return left + [Text("")] + right
+    out = []
+    for i in range(max(len(left), len(right))):
+        a = left[i].copy() if i < len(left) else Text()
+        if i < len(right):
+            a.append(" " * (lw + gap - a.cell_len))
+            a.append_text(right[i])
+        out.append(a)
+    return out
+
+
+def _header(state: dict, now: int, S: _Style) -> list[Text]:
     o = state["opps"]
     c = o["counters"]
     up = fmt_duration(now - state["started_ns"])
@@ -142,129 +188,108 @@ def _header(state: dict, now: int, S: _Style) -> Text:
              f"metrics {metrics}")
     if age > 3:
         t.append(f"  STATE {age:.0f}s OLD (dashboard restarting?)", style=S("bold red"))
-    return t
+    return [t]
 
 
-def _opportunities(state, rows, shown, total, sort, flt, scroll, now, S) -> Table:
+_OPP_COLS = [("instrument", "l"), ("buy", "l"), ("ask", "r"), ("sell", "l"), ("bid", "r"),
+             ("gross", "r"), ("net", "r"), ("fund", "r"), ("size", "r"), ("notional", "r"),
+             ("conf", "r"), ("age", "r"), ("upd", "r"), ("id", "r")]
+
+
+def _opportunities(state, shown, total, sort, flt, scroll, now, S) -> list[Text]:
     det = state.get("detector")
     dtxt = (f"  detector: opened {det['opened']} closed {det['closed']} open now "
             f"{det['open_now']}" if det else "  detector: not running")
     rng = f"rows {scroll + 1}-{scroll + len(shown)} of {total}" if shown else f"0 of {total}"
     title = (f"Live opportunities  sort: {SORT_LABEL[sort]}"
              + (f"  filter: {flt}" if flt else "") + f"  {rng}" + dtxt)
-    t = S.table(title)
-    for name, just in (("instrument", "left"), ("buy", "left"), ("ask", "right"),
-                       ("sell", "left"), ("bid", "right"), ("gross", "right"),
-                       ("net", "right"), ("fund", "right"), ("size", "right"),
-                       ("notional", "right"), ("conf", "right"), ("age", "right"),
-                       ("upd", "right"), ("id", "right")):
-        t.add_column(name, justify=just, no_wrap=True)
+    rows = []
     for r in shown:
-        net_style = S("bold green") if r["net_bps"] >= 10 else S("green")
-        t.add_row(r["instrument"], r["buy"], fmt_price(r["buy_ask"]), r["sell"],
-                  fmt_price(r["sell_bid"]), f"{r['gross_bps']:.2f}",
-                  Text(f"{r['net_bps']:.2f}", style=net_style), f"{r['funding_bps']:.2f}",
-                  f"{r['qty']:.6g}", f"{r['qty'] * r['buy_ask']:,.0f}",
-                  f"{r['confidence']:.0f}", fmt_duration(now - r["opened_ns"]),
-                  str(r["updates"]), f"{r['id'] & 0xFFFFFFFF}")
-    if not shown:
-        t.add_row(Text("no open opportunities" + (f" matching {flt!r}" if flt else ""),
-                       style=S("dim")), *[""] * 13)
-    return t
+        net_style = "bold green" if r["net_bps"] >= 10 else "green"
+        rows.append([r["instrument"], r["buy"], fmt_price(r["buy_ask"]), r["sell"],
+                     fmt_price(r["sell_bid"]), f"{r['gross_bps']:.2f}",
+                     (f"{r['net_bps']:.2f}", net_style), f"{r['funding_bps']:.2f}",
+                     f"{r['qty']:.6g}", f"{r['qty'] * r['buy_ask']:,.0f}",
+                     f"{r['confidence']:.0f}", fmt_duration(now - r["opened_ns"]),
+                     str(r["updates"]), str(r["id"] & 0xFFFFFFFF)])
+    empty = "no open opportunities" + (f" matching {flt!r}" if flt else "")
+    return table_lines(title, _OPP_COLS, rows, S, empty)
 
 
-def _closed(state, rows, limit, now, S) -> Table:
+def _closed(state, rows, limit, now, S) -> list[Text]:
     by = state["opps"]["closed_by_reason"]
     why = ", ".join(f"{REASON_TEXT.get(k, k)} {v}" for k, v in sorted(by.items()))
-    t = S.table(f"Recently closed  ({why or 'none yet'})")
-    for name, just in (("instrument", "left"), ("buy", "left"), ("sell", "left"),
-                       ("net", "right"), ("peak", "right"), ("reason", "left"),
-                       ("lived", "right"), ("closed", "right"), ("id", "right")):
-        t.add_column(name, justify=just, no_wrap=True)
+    out = []
     for r in rows[:limit]:
-        t.add_row(r["instrument"], r["buy"], r["sell"], f"{r['net_bps']:.2f}",
-                  f"{r.get('peak_net_bps', r['net_bps']):.2f}",
-                  REASON_TEXT.get(r["reason"], r["reason"]), fmt_duration(r["lifetime_ns"]),
-                  fmt_duration(now - r["closed_ns"]) + " ago", f"{r['id'] & 0xFFFFFFFF}")
-    if not rows:
-        t.add_row(Text("none", style=S("dim")), *[""] * 8)
-    return t
+        out.append([r["instrument"], r["buy"], r["sell"], f"{r['net_bps']:.2f}",
+                    f"{r.get('peak_net_bps', r['net_bps']):.2f}",
+                    REASON_TEXT.get(r["reason"], r["reason"]), fmt_duration(r["lifetime_ns"]),
+                    fmt_duration(now - r["closed_ns"]) + " ago",
+                    str(r["id"] & 0xFFFFFFFF)])
+    cols = [("instrument", "l"), ("buy", "l"), ("sell", "l"), ("net", "r"), ("peak", "r"),
+            ("reason", "l"), ("lived", "r"), ("closed", "r"), ("id", "r")]
+    return table_lines(f"Recently closed  ({why or 'none yet'})", cols, out, S, "none")
 
 
-def _venues(state, S) -> Table:
-    t = S.table("Venues")
-    for name, just in (("venue", "left"), ("status", "left"), ("conn", "right"),
-                       ("msg/s", "right"), ("last msg", "right"), ("reconn", "right"),
-                       ("rejects", "right"), ("stale", "right")):
-        t.add_column(name, justify=just, no_wrap=True)
+def _venues(state, S) -> list[Text]:
     colour = {"connected": "green", "stale": "yellow", "down": "bold red", "gone": "red"}
+    rows = []
     for v in state["venues"]:
         age = v["last_msg_age_s"]
-        t.add_row(v["venue"], Text(v["status"], style=S(colour.get(v["status"], ""))),
-                  f"{v['connected']}/{v['sockets']}", fmt_rate(v["msg_rate"]),
-                  "-" if age is None else fmt_duration(age * 1e9),
-                  str(v["reconnects"]), str(v["rejects"]), str(v["stale_symbols"]))
-    if not state["venues"]:
-        t.add_row(Text("no feed handlers", style=S("dim")), *[""] * 7)
-    return t
+        rows.append([v["venue"], (v["status"], colour.get(v["status"], "")),
+                     f"{v['connected']}/{v['sockets']}", fmt_rate(v["msg_rate"]),
+                     "-" if age is None else fmt_duration(age * 1e9), str(v["reconnects"]),
+                     str(v["rejects"]), str(v["stale_symbols"])])
+    cols = [("venue", "l"), ("status", "l"), ("conn", "r"), ("msg/s", "r"),
+            ("last msg", "r"), ("reconn", "r"), ("rejects", "r"), ("stale", "r")]
+    return table_lines("Venues", cols, rows, S, "no feed handlers")
 
 
-def _rings(state, S) -> Table:
-    t = S.table("Rings")
-    for name, just in (("ring", "left"), ("kind", "left"), ("fill", "right"),
-                       ("rec/s", "right"), ("drops", "right"), ("lag", "right"),
-                       ("lost", "right"), ("laps", "right")):
-        t.add_column(name, justify=just, no_wrap=True)
+def _rings(state, S) -> list[Text]:
+    rows = []
     for r in state["rings"]:
         fill = "-" if r["kind"] == "broadcast" else f"{r['fill']} ({r['fill_pct']:.0f}%)"
-        t.add_row(r["name"], r["kind"], fill, fmt_rate(r["rate"]), str(r["dropped"]),
-                  "", "", "")
+        rows.append([r["name"], r["kind"], fill, fmt_rate(r["rate"]), str(r["dropped"]),
+                     "", "", ""])
         for x in r["readers"]:
-            t.add_row(f"  > {x['name']}" + ("" if x["alive"] else " (gone)"), "reader", "",
-                      fmt_rate(x["rate"]), "", str(x["lag"]), str(x["lost"]), str(x["laps"]))
-    if not state["rings"]:
-        t.add_row(Text("no rings", style=S("dim")), *[""] * 7)
-    return t
+            rows.append([f"  > {x['name']}" + ("" if x["alive"] else " (gone)"), "reader", "",
+                         fmt_rate(x["rate"]), "", str(x["lag"]), str(x["lost"]),
+                         str(x["laps"])])
+    cols = [("ring", "l"), ("kind", "l"), ("fill", "r"), ("rec/s", "r"), ("drops", "r"),
+            ("lag", "r"), ("lost", "r"), ("laps", "r")]
+    return table_lines("Rings", cols, rows, S, "no rings")
 
 
-def _latency(state, S) -> Table:
-    t = S.table("Latency (last minute)")
-    for name, just in (("hop", "left"), ("n", "right"), ("p50", "right"), ("p99", "right"),
-                       ("p99.9", "right"), ("max*", "right")):
-        t.add_column(name, justify=just, no_wrap=True)
-    for r in state["latency"]:
-        t.add_row(r["hop"], str(r["count"]), fmt_ns(r["p50_ns"]), fmt_ns(r["p99_ns"]),
-                  fmt_ns(r["p999_ns"]), fmt_ns(r["max_ns"]))
+def _latency(state, S) -> list[Text]:
+    rows = [[r["hop"], str(r["count"]), fmt_ns(r["p50_ns"]), fmt_ns(r["p99_ns"]),
+             fmt_ns(r["p999_ns"]), fmt_ns(r["max_ns"])] for r in state["latency"]]
     det = state.get("detector")
     if det and (det["opened"] + det["updated"]):
-        t.add_row("recv->publish", "(all)", "", "", "mean " + fmt_ns(det["latency_mean_ns"]),
-                  fmt_ns(det["latency_max_ns"]))
-    if not state["latency"] and not det:
-        t.add_row(Text("no latency histograms yet", style=S("dim")), *[""] * 5)
-    t.caption = "* max since the recording process started" if state["latency"] else None
-    t.caption_justify = "left"
-    return t
+        rows.append(["detector recv->pub", "all", "", "", "mean " + fmt_ns(det["latency_mean_ns"]),
+                     fmt_ns(det["latency_max_ns"])])
+    cols = [("hop", "l"), ("n", "r"), ("p50", "r"), ("p99", "r"), ("p99.9", "r"),
+            ("max*", "r")]
+    out = table_lines("Latency (last minute)", cols, rows, S, "no latency histograms yet")
+    if state["latency"]:
+        out.append(Text("* max since the recording process started", style=S("dim")))
+    return out
 
 
-def _strategy(state, S, positions: int = POSITION_ROWS):
+def _strategy(state, S, positions: int = POSITION_ROWS) -> list[Text]:
     s = state.get("strategy")
-    if not s:
-        return Text("Strategy\nstrategy not running", style=S("dim"))
-    lines = []
-    alive = s.get("_alive", True)
     head = Text("Strategy", style=S("bold cyan"))
-    if not alive:
+    if not s:
+        return [head, Text("strategy not running", style=S("dim"))]
+    lines = [head]
+    if not s.get("_alive", True):
         age = (state["now_ns"] - s.get("_updated_ns", 0)) / 1e9
-        head.append(f"  strategy not running (last state {age:.0f}s old)",
-                    style=S("bold red"))
-    lines.append(head)
+        head.append(f"  strategy not running (last state {age:.0f}s old)", style=S("bold red"))
     br = s.get("breaker") or {}
-    tripped = bool(br.get("tripped"))
     t = Text(f"mode {s.get('mode', '?')}  kill switch ")
     t.append("ON" if s.get("kill_switch") else "off",
              style=S("bold red") if s.get("kill_switch") else "")
     t.append("  breaker ")
-    if tripped:
+    if br.get("tripped"):
         t.append(f"TRIPPED ({br.get('reason')} {br.get('value', 0):,.2f} / "
                  f"{br.get('limit', 0):,.2f})", style=S("bold red"))
     else:
@@ -281,80 +306,77 @@ def _strategy(state, S, positions: int = POSITION_ROWS):
                                                           "missed") if k in c)))
     rej = s.get("rejects") or {}
     if rej:
-        lines.append(Text("rejects: " + ", ".join(f"{k} {v}" for k, v in
-                                                  sorted(rej.items(), key=lambda kv: -kv[1]))))
+        lines.append(Text("rejects: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(rej.items(), key=lambda kv: (-kv[1], kv[0])))))
     pos = [x for x in (s.get("positions") or []) if x.get("qty")]
     if pos:
-        t = S.table(f"positions ({len(pos)})")
-        for name in ("instrument", "venue", "qty", "avg", "mark", "upnl", "rpnl"):
-            t.add_column(name, justify="left" if name in ("instrument", "venue") else "right",
-                         no_wrap=True)
+        rows = []
         for x in pos[:positions]:
-            venue = x.get("venue", "") + ("-perp" if x.get("market") == "perp" and
-                                          "perp" not in x.get("venue", "") else "")
-            t.add_row(x.get("instrument", ""), venue, f"{x.get('qty', 0):.6g}",
-                      fmt_price(x.get("avg_price", 0)), fmt_price(x.get("mark", 0)),
-                      fmt_num(x.get("unrealized")), fmt_num(x.get("realized")))
-        lines.append(t)
-    return Group(*lines)
-
-
-def _pair(left, right, plain: bool):
-    g = Table.grid(padding=(0, 4), expand=False)
-    g.add_column(vertical="top")
-    g.add_column(vertical="top")
-    g.add_row(left, right)
-    return g
+            venue = x.get("venue", "")
+            if x.get("market") == "perp" and "perp" not in venue:
+                venue += "-perp"
+            rows.append([x.get("instrument", ""), venue, f"{x.get('qty', 0):.6g}",
+                         fmt_price(x.get("avg_price", 0)), fmt_price(x.get("mark", 0)),
+                         fmt_num(x.get("unrealized")), fmt_num(x.get("realized"))])
+        cols = [("instrument", "l"), ("venue", "l"), ("qty", "r"), ("avg", "r"),
+                ("mark", "r"), ("upnl", "r"), ("rpnl", "r")]
+        lines.extend(table_lines(f"positions ({len(pos)})", cols, rows, S))
+    return lines
 
 
 # ------------------------------------------------------------------ the frame ---------
 
-def render(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
-           height: int | None = None, width: int | None = None, now_ns: int | None = None,
-           plain: bool = False, footer: str | None = None, open_limit: int | None = None,
-           closed_limit: int = CLOSED_ROWS):
-    """The whole frame. ``height`` (terminal lines) sizes the opportunities table so the
-    frame fits; without it ``open_limit`` rows (all when None) are shown. Returns
-    (renderable, page_rows, total_rows) so a caller can scroll by pages."""
+def frame_lines(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
+                height: int | None = None, width: int = 160, now_ns: int | None = None,
+                plain: bool = False, footer: str | None = None,
+                open_limit: int | None = None, closed_limit: int = CLOSED_ROWS):
+    """The frame as one-line Texts. ``height`` (terminal lines) sizes the opportunities
+    table so that the frame fits; without it ``open_limit`` rows (all when None) are shown.
+    Returns (lines, page_rows, total_rows, scroll) so a caller can scroll by pages."""
     now = now_ns if now_ns is not None else time.time_ns()
     S = _Style(plain)
     rows = open_rows(state, sort, flt, now)
     total = len(rows)
-    head = _header(state, now, S)
-    closed = _closed(state, closed_rows(state, flt), closed_limit, now, S)
-    mid = _pair(_venues(state, S), _rings(state, S), plain)
-    low = _pair(_latency(state, S), _strategy(state, S), plain)
-    foot = Text(footer or "", style=S("dim")) if footer is not None else None
+    blank = [Text("")]
+    rest = (blank + _closed(state, closed_rows(state, flt), closed_limit, now, S) + blank
+            + side_by_side(_venues(state, S), _rings(state, S), width) + blank
+            + side_by_side(_latency(state, S), _strategy(state, S), width))
+    foot = [Text(footer, style=S("dim"))] if footer is not None else []
+    head = _header(state, now, S) + blank
     if height is not None:
-        c = Console(width=width or 200, height=height, file=io.StringIO(),
-                    force_terminal=False, color_system=None)
-        used = sum(len(c.render_lines(x, c.options, pad=False))
-                   for x in (head, closed, mid, low) + ((foot,) if foot else ()))
-        used += 4 + 3                        # blank separators + opportunities title/header
-        page = max(3, height - used)
+        page = max(3, height - len(head) - len(rest) - len(foot) - 2)
     else:
         page = open_limit if open_limit is not None else max(total, 1)
     scroll = max(0, min(scroll, max(total - page, 0)))
     shown = rows[scroll:scroll + page]
-    opps = _opportunities(state, rows, shown, total, sort, flt, scroll, now, S)
-    parts = [head, Text(""), opps, Text(""), closed, Text(""), mid, Text(""), low]
-    if foot is not None:
-        parts.append(foot)
-    return Group(*parts), page, total, scroll
+    lines = head + _opportunities(state, shown, total, sort, flt, scroll, now, S) + rest
+    if foot:
+        if height is not None and len(lines) + 1 < height:
+            lines += [Text("")] * (height - len(lines) - 1)
+        lines += foot
+    return lines, page, total, scroll
+
+
+def render(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
+           height: int | None = None, width: int = 160, now_ns: int | None = None,
+           plain: bool = False, footer: str | None = None, open_limit: int | None = None,
+           closed_limit: int = CLOSED_ROWS) -> Text:
+    """The frame as one rich Text (lines cropped, never wrapped)."""
+    lines, *_ = frame_lines(state, sort, flt, scroll, height, width, now_ns, plain, footer,
+                            open_limit, closed_limit)
+    t = Text("\n").join(lines)
+    t.no_wrap, t.overflow = True, "crop"
+    return t
 
 
 def render_text(state: dict, sort: str = "net", flt: str = "", width: int = 160,
                 now_ns: int | None = None, open_limit: int = OPEN_ROWS_ONCE,
                 closed_limit: int = CLOSED_ROWS_ONCE) -> str:
-    """One frame as plain text (``--once``): no colours, no borders, every line
-    right-stripped."""
-    g, *_ = render(state, sort, flt, 0, None, width, now_ns, plain=True,
-                   open_limit=open_limit, closed_limit=closed_limit)
-    c = Console(width=width, file=io.StringIO(), force_terminal=False, color_system=None,
-                no_color=True, highlight=False, emoji=False, legacy_windows=False)
-    with c.capture() as cap:
-        c.print(g)
-    return "\n".join(line.rstrip() for line in cap.get().splitlines()) + "\n"
+    """One frame as plain text (``--once``): no colours, every line right-stripped and
+    cut at ``width``."""
+    lines, *_ = frame_lines(state, sort, flt, 0, None, width, now_ns, plain=True,
+                            open_limit=open_limit, closed_limit=closed_limit)
+    return "\n".join(t.plain[:width].rstrip() for t in lines) + "\n"
 
 
 # ------------------------------------------------------------------ reading the blob ---
@@ -566,7 +588,7 @@ def _interactive(instance: str, state: dict, refresh_hz: float, width: int | Non
                         break
                 gen = (state["now_ns"], v.sort, v.flt, v.scroll, v.typing)
                 if dirty or gen != last_gen or now - last_draw >= 1.0:
-                    write(_frame(state, v, width, gone_since is not None))
+                    write(_frame(state, v, width))
                     last_gen = gen
                 last_draw, dirty = now, False
             try:
@@ -605,17 +627,30 @@ def _interactive(instance: str, state: dict, refresh_hz: float, width: int | Non
     return code
 
 
-def _frame(state: dict, v: ViewState, width: int | None, stale: bool) -> str:
+def _frame(state: dict, v: ViewState, width: int | None) -> str:
+    """The escape sequences that redraw the whole screen with one frame."""
     size = os.get_terminal_size(sys.stdout.fileno())
     w = width or size.columns
     h = size.lines
-    g, page, total, scroll = render(state, v.sort, v.flt, v.scroll, height=h, width=w,
-                                    footer=v.footer())
+    lines, page, total, scroll = frame_lines(state, v.sort, v.flt, v.scroll, height=h,
+                                             width=w, footer=v.footer())
     v.page, v.total, v.scroll = page, total, scroll
-    c = Console(width=w, height=h, file=io.StringIO(), force_terminal=True,
-                color_system="256" if "256" in os.environ.get("TERM", "") else "standard",
-                highlight=False, emoji=False)
-    with c.capture() as cap:
-        c.print(g)
-    lines = cap.get().split("\n")[:h]
-    return "\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J"
+    return "\x1b[H" + "\x1b[K\r\n".join(ansi_line(t, w) for t in lines[:h]) + "\x1b[K\x1b[J"
+
+
+_CONSOLE: list = []
+
+
+def ansi_line(t: Text, width: int) -> str:
+    """One Text as ANSI, cut at ``width`` cells."""
+    if not _CONSOLE:
+        cs = ColorSystem.EIGHT_BIT if "256" in os.environ.get("TERM", "") else \
+            ColorSystem.STANDARD
+        _CONSOLE.append((Console(file=io.StringIO(), force_terminal=True, highlight=False,
+                                 emoji=False), cs))
+    c, cs = _CONSOLE[0]
+    if t.cell_len > width:
+        t = t.copy()
+        t.truncate(width)
+    return "".join(seg.style.render(seg.text, color_system=cs) if seg.style else seg.text
+                   for seg in t.render(c) if not seg.control)

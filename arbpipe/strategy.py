@@ -263,8 +263,9 @@ class Control:
     def set_kill(self, on: bool) -> bool:
         """Flip the kill switch; returns the previous value."""
         prev = bool(self.w[B.CTL_KILL // 8])
-        self.w[B.CTL_KILL_CHANGED_NS // 8] = time.time_ns()
         self.w[B.CTL_KILL // 8] = 1 if on else 0
+        # stamped after the store: a decision that read its clock later sees the flip
+        self.w[B.CTL_KILL_CHANGED_NS // 8] = time.time_ns()
         if prev != on:
             self.w[B.CTL_KILL_FLIPS // 8] += 1
         return prev
@@ -1023,7 +1024,7 @@ class Strategy:
                     ("opportunities_read", "orders", "fills", "rejects", "unwinds", "missed",
                      "observed", "breaker_trips")}
         counters["journal_dropped"] = self.journal.dropped
-        counters["in_flight"] = len(self.orders)
+        counters["in_flight"] = len(self.orders) + len(self.unwinds)
         doc = {"mode": self.mode, "kill_switch": self.kill_switch(),
                "breaker": dict(self.breaker), "counters": counters,
                "rejects": dict(self.rejects), "positions": positions,
