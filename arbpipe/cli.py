@@ -271,6 +271,8 @@ def status(instance: Optional[str] = InstanceOpt):
                        f"{str(p['cpus']):<8} restarts {p['restarts']:<3} up {p['uptime_s']:.0f} s")
         from arbpipe.persister import status_line
         typer.echo(status_line(st["instance"]))
+        from arbpipe.strategy import read_state, status_line as strategy_line
+        typer.echo(strategy_line(read_state(st["instance"])))
     rows = segments.list_segments(instance)
     if not rows:
         typer.echo("no arbpipe segments")

@@ -1064,6 +1064,17 @@ def read_state(instance: str | None = None) -> dict | None:
     return read_blob(instance, STATE_NAME)
 
 
+def status_line(d: dict | None) -> str:
+    """One line for ``arbpipe status``."""
+    if d is None:
+        return "  strategy: no state published"
+    c, p, b = d["counters"], d["pnl"], d["breaker"]
+    return (f"  strategy: {d['mode']}, kill switch {'ON' if d['kill_switch'] else 'off'}, "
+            f"breaker {'TRIPPED (' + b['reason'] + ')' if b['tripped'] else 'ok'}, "
+            f"orders {c['orders']:,} fills {c['fills']:,} rejects {c['rejects']:,}, "
+            f"net PnL {p['net']:,.2f} (fees {p['fees']:,.2f})")
+
+
 def render_state(d: dict | None) -> str:
     if d is None:
         return "strategy: not running"
@@ -1113,6 +1124,7 @@ class StrategyService:
         self.hists = []
         self.feeds = []
         self.strategy = None
+        self._mirrored = None
         self.buf = np.zeros(256, OPPORTUNITY)
 
     def _jlog(self, d: dict) -> None:
@@ -1159,6 +1171,19 @@ class StrategyService:
         if previous:
             info = self.strategy.restore(previous, now)
             self._jlog({"event": "restored", **info})
+        elif self.risk_source is not None:
+            # a new tree: come back halted if the last one was (breaker mirrored in Redis)
+            b = self.risk_source.load_breaker()
+            if b and b.get("tripped") and str(b.get("reason", "")).upper() in \
+                    BreakerReason.__members__:
+                reason = BreakerReason[str(b["reason"]).upper()]
+                if reason == BreakerReason.KILL_SWITCH:
+                    self.control.set_kill(True)   # check_breaker below trips it
+                else:
+                    self.strategy.trip(reason, float(b.get("value", 0.0)),
+                                       float(b.get("limit", 0.0)), now)
+                self._jlog({"event": "breaker_restored_from_redis",
+                            "reason": reason.name.lower()})
         self.blob = StateBlob.create(self.instance, STATE_NAME)
         self.h_pub = Histogram.create(self.instance, "publish_to_strategy")
         self.h_total = Histogram.create(self.instance, "total")
@@ -1210,14 +1235,14 @@ class StrategyService:
             if changes:
                 for k, old, new in s.limits.apply(changes):
                     self._jlog({"event": "risk_change", "key": k, "old": old, "new": new})
-        was = dict(s.breaker)
         s.check_breaker(now)
         s.poll(now)
-        if self.risk_source is not None and s.breaker != was:
+        if self.risk_source is not None and s.breaker != self._mirrored:
+            self._mirrored = dict(s.breaker)
             try:
                 self.risk_source.mirror_breaker(dict(s.breaker))
-            except Exception:
-                pass
+            except Exception as e:  # the cold path never stops the strategy
+                self._jlog({"event": "breaker_mirror_failed", "error": str(e)})
         self.publish(now)
 
     def run(self, stop=lambda: False) -> None:

@@ -298,9 +298,9 @@ def test_outage_buffers_up_to_the_bound_and_catches_up(redis_server_saving, inst
         want = list(range(1, 1201))                       # drop-newest: 1201..1500 were dropped
         assert len(seqs) == len(set(seqs)), "an entry was written twice"
         assert sorted(seqs) == want
-        assert st["written"]["opportunities"] == 1200 - (0 if outage == "paused" else 0) - \
-            st["already_written"] * 0 or st["written"]["opportunities"] + \
-            st["already_written"] >= 1200
+        # a batch a stalled server applied late is refused on resend, not written twice
+        assert st["written"]["opportunities"] <= 1200 <= \
+            st["written"]["opportunities"] + st["already_written"]
         tr = [int(e["seq"]) for e in entries(r, instance, "trades")]
         assert sorted(tr) == list(range(1, 15))
         ev = entries(r, instance, "events")

@@ -132,7 +132,7 @@ def test_consumer_killed_between_dequeue_and_release_does_not_wedge(instance):
 
 def test_producers_sigkilled_at_random_moments_lose_and_duplicate_nothing(instance):
     """3 producer slots, each refilled with a new incarnation whenever its process is
-    SIGKILLed (24 kills at random moments, large batches so that many kills land between
+    SIGKILLed (16 kills at random moments, large batches so that many kills land between
     a claim and its commit). Every record committed is received exactly once and intact;
     per incarnation the received sequence numbers are exactly 0..c-1 (a batch commits in
     order, so a kill leaves a committed prefix); received + abandoned == claimed."""
@@ -155,7 +155,7 @@ def test_producers_sigkilled_at_random_moments_lose_and_duplicate_nothing(instan
     out = np.zeros(4096 * RW, np.int64)
     chunks = []
     next_kill = time.monotonic() + 1.0
-    while kills < 24:
+    while kills < 16:
         n = ring.pop_batch(out, timeout=0.05)
         if n:
             chunks.append(out[:n * RW].copy())
