@@ -481,3 +481,38 @@ def test_journal_lines_name_their_fields(tmp_path):
     line = json.loads(open(tmp_path / "j.jsonl").read())
     assert line["kind_name"] == "reject" and line["reason_name"] == "fat_finger"
     assert line["venue"] == "binance" and line["instrument"] == "BTC/USDT"
+
+
+def test_a_lapped_strategy_counts_what_it_lost_and_keeps_going(instance, tmp_path):
+    """The service on real rings: a broadcast ring of 16 records, 100 published before
+    the strategy reads: received + lost = published, and the state says so."""
+    from arbpipe.rings import BroadcastRing, SpscRing
+    from arbpipe.strategy import StrategyService, read_state
+    cfg = load_config()
+    ring = BroadcastRing.create("opportunities", 16, "Opportunity", policy="overwrite",
+                                instance=instance)
+    journal = SpscRing.create("journal", 1024, "JournalEntry", policy="drop", instance=instance)
+    svc = StrategyService(cfg, instance, log=lambda m: None,
+                          journal_path=str(tmp_path / "journal.jsonl"))
+    try:
+        assert svc.open()
+        recs = np.zeros(100, OPPORTUNITY)
+        recs["state"], recs["instrument_id"], recs["buy_venue"], recs["sell_venue"] = 1, 1, 1, 3
+        recs["opp_id"], recs["confidence"] = np.arange(1, 101), 80.0
+        ring.push_batch(recs)
+        while svc.step():
+            pass
+        svc.publish(time.time_ns())
+        st = read_state(instance)
+        got = st["counters"]["opportunities_read"]
+        assert st["ring"]["received"] == got and st["counters"]["lost"] == st["ring"]["lost"]
+        assert got + st["counters"]["lost"] == 100 and st["counters"]["lost"] >= 84
+        # each one read was decided (no live quote here: NO_QUOTE), journaled to the ring too
+        assert st["rejects"] == {"no_quote": got}
+        assert journal.stats()["published"] == got
+    finally:
+        svc.close()
+        journal.close()
+        journal.unlink()
+        ring.close()
+        ring.unlink()
