@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  ?= test,bench,sim
 ARGS    ?=
 
-.PHONY: up test bench clean venv redis
+.PHONY: up test bench clean venv redis tmux
 
 venv: $(STAMP)
 
@@ -20,10 +20,16 @@ $(STAMP): pyproject.toml
 redis:
 	@command -v redis-server >/dev/null 2>&1 || bash scripts/install-redis || echo "redis-server not installed; Redis parts will say so"
 
+# tmux for the dashboard's terminal test (installed when missing, root only; else that test skips).
+tmux:
+	@command -v tmux >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -q tmux >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q tmux >/dev/null 2>&1)); } || \
+	  echo "tmux not installed; the dashboard terminal test will skip"
+
 up: venv
 	$(BIN)/arbpipe up $(ARGS)
 
-test: venv redis
+test: venv redis tmux
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: venv redis

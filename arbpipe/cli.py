@@ -194,6 +194,113 @@ def bench_detect(as_json: bool = typer.Option(False, "--json"),
     typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, updates/s"),
+                   duration: float = typer.Option(3.0, help="measured seconds per rate"),
+                   warmup: float = typer.Option(0.5, help="unmeasured seconds before each"),
+                   transports: str = typer.Option("arbpipe,mp-queue,faster-fifo,pyzmq",
+                                                  help="harness transports (comma list)"),
+                   tree: bool = typer.Option(True, "--tree/--no-tree",
+                                             help="also run the real process tree"),
+                   reader: str = typer.Option("auto", help="tree reader: auto|strategy|bench"),
+                   as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                   out_dir: Optional[str] = typer.Option(None, help="where pipeline.json/.md/"
+                                                         ".png go (default bench/results)"),
+                   instance: Optional[str] = typer.Option(None, "--instance", help="private "
+                                                          "instance to run in (bench-<pid>)")):
+    """Feed ring -> detector -> strategy latency per hop at fixed rates, vs mp.Queue,
+    faster-fifo and pyzmq carrying the same pipeline."""
+    from bench import pipeline as B
+    try:
+        rate_list = B.parse_rates(rates)
+        if reader not in ("auto", "strategy", "bench") or not duration > 0 or warmup < 0:
+            raise ValueError("--reader auto|strategy|bench, --duration > 0, --warmup >= 0")
+        res = B.run(rate_list, duration, warmup, [t for t in transports.split(",") if t],
+                    tree=tree, reader=reader, progress=True, instance=instance)
+    except (ValueError, segments.SegmentError) as e:
+        typer.echo(f"arbpipe bench pipeline: {e}", err=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; bench processes stopped and segments removed", err=True)
+        raise SystemExit(1)
+    paths = B.save(res, out_dir or B.RESULTS_DIR)
+    typer.echo(json.dumps(res, indent=1) if as_json else
+               B.render(res) + "\n\nwritten: " + ", ".join(paths.values()))
+
+
+@app.command()
+def record(out: str = typer.Option(..., "--out", "-o", help="recording file to write"),
+           rings: Optional[List[str]] = typer.Option(None, "--rings", help="rings to tap, "
+                                                     "comma list (default: every feed.* ring)"),
+           duration: Optional[float] = typer.Option(None, help="stop after S seconds"),
+           count: Optional[int] = typer.Option(None, help="stop after N records"),
+           config: Optional[str] = typer.Option(None, "--config", help="names of venues and "
+                                                "instruments for the header"),
+           instance: Optional[str] = InstanceOpt):
+    """Append every MarketUpdate flowing into the detector to a file (a tap: never slows
+    the producer). Layout: shm_layouts/recording.py (numpy-mappable)."""
+    from arbpipe.replay import record_command
+    raise SystemExit(record_command(out, rings, duration, count, config, instance,
+                                    echo=typer.echo))
+
+
+@app.command()
+def replay(file: str = typer.Argument(..., help="a recording made by `arbpipe record`"),
+           speed: str = typer.Option("1x", help="1x, 10x, ... or max"),
+           rate: Optional[float] = typer.Option(None, help="records/s, evenly spaced "
+                                                "(instead of the recorded timing)"),
+           loop: bool = typer.Option(False, help="start over at the end"),
+           duration: Optional[float] = typer.Option(None, help="stop after S seconds"),
+           create: bool = typer.Option(False, help="create missing feed rings"),
+           on_full: Optional[str] = typer.Option(None, "--on-full", help="drop | wait "
+                                                 "(default: wait at max speed, else drop)"),
+           instance: Optional[str] = InstanceOpt):
+    """Publish a recording into the feed.<venue> rings as if from the venues (timestamps
+    rebased, REPLAYED flag). Stop the feed handlers first: a feed ring has one producer."""
+    from arbpipe.replay import replay_command
+    raise SystemExit(replay_command(file, speed, rate, loop, duration, create, on_full,
+                                    instance, echo=typer.echo))
+
+
+@bench_app.command("reliability")
+def bench_reliability(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                      quick: bool = typer.Option(False, "--quick", help="short version (< 5 min)"),
+                      kills: Optional[int] = typer.Option(None, help="kills per role (20; quick 3)"),
+                      fuzz_frames: Optional[int] = typer.Option(None, help="frames per venue "
+                                                                "(1M; quick 20K)"),
+                      soak_minutes: Optional[float] = typer.Option(None, help="soak (5; quick 0.5)"),
+                      only: Optional[List[str]] = typer.Option(None, "--only", help="chains, tree, "
+                                                               "fuzz, soak"),
+                      out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
+    """Kills of every role (sequence-checked rings), parser fuzzing, soak drift: the figures."""
+    from bench import reliability as B
+    res = B.run(quick=quick, kills=kills, fuzz_frames=fuzz_frames, soak_minutes=soak_minutes,
+                parts=tuple(only) if only else ("chains", "tree", "fuzz", "soak"))
+    text = json.dumps(res, indent=1, default=str)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    typer.echo(text if as_json else B.render(res))
+    bad = res["records_lost"] or res["torn_records"] or res["crashes"]
+    raise SystemExit(1 if bad else 0)
+
+
+@bench_app.command("soak")
+def bench_soak(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+               minutes: float = typer.Option(5.0, help="how long"),
+               rate: float = typer.Option(100_000.0, help="simulator updates/s over all venues"),
+               interval: float = typer.Option(5.0, help="seconds between samples"),
+               out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
+    """The tree at a fixed rate for N minutes: RSS, fds, ring lag and drops; drift report."""
+    from bench import soak as B
+    res = B.run(minutes=minutes, rate=rate, interval=interval, progress=not as_json)
+    text = json.dumps(res, indent=1, default=str)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    typer.echo(text if as_json else B.render(res))
+
+
 attach_app = typer.Typer(no_args_is_help=True, help="Live views of a running pipeline.")
 app.add_typer(attach_app, name="attach")
 

@@ -185,6 +185,7 @@ class RedisConfig(_Base, kw_only=True):
     buffer_records: int = 100_000        # persister backlog bound per stream (beyond: dropped, counted)
     batch: int = 512                     # XADDs per pipelined round trip
     risk_poll_ms: float = 1000.0         # strategy polls the risk hash this often
+    embedded_persist: bool = False       # embedded server keeps <run dir>/redis-dump.rdb across runs
 
 
 class SimulatorConfig(_Base, kw_only=True):
@@ -556,8 +557,8 @@ def _validate(cfg: Config) -> None:
     c(bool(re.match(r"^[A-Za-z0-9.:_-]+$", db.metrics_host)), f"{k}.metrics_host",
       f"expected an address or host name, got {db.metrics_host!r}")
     _finite(c, db.refresh_hz, f"{k}.refresh_hz", 1.0, 100.0)
-    c(1 <= db.closed_keep <= 100_000, f"{k}.closed_keep",
-      f"must be in 1..100000, got {db.closed_keep}")
+    c(1 <= db.closed_keep <= 5000, f"{k}.closed_keep",
+      f"must be in 1..5000, got {db.closed_keep}")
 
 
 # ------------------------------------------------------------------ entry points -

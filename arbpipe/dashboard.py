@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import time
 
 import numpy as np
@@ -58,6 +59,7 @@ REASONS.update({100: "detector_restart", 101: "lost"})
 R_DETECTOR_RESTART, R_LOST = 100, 101
 _OPEN, _UPDATE, _CLOSED = int(OppState.OPEN), int(OppState.UPDATE), int(OppState.CLOSED)
 _FIELDS = OPPORTUNITY.names
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 _I = {n: i for i, n in enumerate(_FIELDS)}
 
 
@@ -90,8 +92,9 @@ class Names:
             if leg >= 0:
                 n = self.legs.names[leg]
             else:
+                from arbpipe.symbols import PERP_VENUES
                 n = VENUE_NAMES.get(int(vid), f"venue{vid}")
-                if perp and "usdm" not in n and "linear" not in n:
+                if perp and n not in PERP_VENUES:
                     n += "-perp"
             self._cache[key] = n
         return n
@@ -113,14 +116,14 @@ class OpportunityBook:
         self.closed_by_reason: dict[str, int] = {}
 
     # -- records -------------------------------------------------------------------------
-    def apply(self, recs: np.ndarray, now_ns: int | None = None) -> int:
+    def apply(self, recs: np.ndarray) -> int:
         """Apply Opportunity records (structured array) in ring order; returns how many."""
         n = len(recs)
         if n == 0:
             return 0
         rows = recs.tolist()
         for r in rows:
-            self._apply_one(r, now_ns)
+            self._apply_one(r)
         self.counters["records"] += n
         if len(self.open) > self.max_open:
             self._evict()
@@ -144,7 +147,7 @@ class OpportunityBook:
                 "trigger_ns": int(r[i["trigger_recv_ns"]]),
                 "updates": 0}
 
-    def _apply_one(self, r, now_ns) -> None:
+    def _apply_one(self, r) -> None:
         i = _I
         state = int(r[i["state"]])
         oid = int(r[i["opp_id"]])
@@ -437,7 +440,17 @@ class Dashboard:
         if self.ring is None:
             time.sleep(max(timeout, 0))
             return False
-        return self.ring.wait(max(timeout, 0))
+        # SIGTERM/SIGINT stay pending while asleep (at most ``timeout``): a semaphore wait
+        # interrupted by a signal would skip the doorbell's sleeper bookkeeping, and a
+        # sleeper count left behind makes the writer look for sleepers on every publish
+        import posix_ipc
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return self.ring.wait(max(timeout, 0))
+        except posix_ipc.SignalError:
+            return False
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def drain(self, max_records: int = 1 << 20) -> int:
         """Pop and apply what the ring holds (bounded). After a lap (records lost, CLOSED

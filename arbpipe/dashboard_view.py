@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.color import ColorSystem
 from rich.text import Span, Text
 
+from arbpipe.symbols import PERP_VENUES
+
 SORTS = ("net", "gross", "age", "confidence", "size", "instrument")
 SORT_LABEL = {"net": "net bps", "gross": "gross bps", "age": "age (newest first)",
               "confidence": "confidence", "size": "notional", "instrument": "instrument"}
@@ -246,17 +248,23 @@ def _venues(state, S) -> list[Text]:
 
 
 def _rings(state, S) -> list[Text]:
+    """One row per ring with its first reader beside it (an SPSC ring has one); further
+    readers of a broadcast ring on their own rows."""
     rows = []
     for r in state["rings"]:
         fill = "-" if r["kind"] == "broadcast" else f"{r['fill']} ({r['fill_pct']:.0f}%)"
-        rows.append([r["name"], r["kind"], fill, fmt_rate(r["rate"]), str(r["dropped"]),
-                     "", "", ""])
-        for x in r["readers"]:
-            rows.append([f"  > {x['name']}" + ("" if x["alive"] else " (gone)"), "reader", "",
-                         fmt_rate(x["rate"]), "", str(x["lag"]), str(x["lost"]),
-                         str(x["laps"])])
+        ring = [r["name"], r["kind"], fill, fmt_rate(r["rate"]), str(r["dropped"])]
+        readers = r["readers"] or [None]
+        for k, x in enumerate(readers):
+            cells = ring if k == 0 else ["", "", "", "", ""]
+            if x is None:
+                rows.append(cells + [("no reader", "dim"), "", "", "", ""])
+                continue
+            name = x["name"] if x["alive"] else (x["name"] + " (gone)", "red")
+            rows.append(cells + [name, fmt_rate(x["rate"]), str(x["lag"]), str(x["lost"]),
+                                 str(x["laps"])])
     cols = [("ring", "l"), ("kind", "l"), ("fill", "r"), ("rec/s", "r"), ("drops", "r"),
-            ("lag", "r"), ("lost", "r"), ("laps", "r")]
+            ("reader", "l"), ("read/s", "r"), ("lag", "r"), ("lost", "r"), ("laps", "r")]
     return table_lines("Rings", cols, rows, S, "no rings")
 
 
@@ -313,8 +321,8 @@ def _strategy(state, S, positions: int = POSITION_ROWS) -> list[Text]:
         rows = []
         for x in pos[:positions]:
             venue = x.get("venue", "")
-            if x.get("market") == "perp" and "perp" not in venue:
-                venue += "-perp"
+            if x.get("market") == "perp" and venue not in PERP_VENUES:
+                venue += "-perp"                       # OKX SWAP beside OKX spot
             rows.append([x.get("instrument", ""), venue, f"{x.get('qty', 0):.6g}",
                          fmt_price(x.get("avg_price", 0)), fmt_price(x.get("mark", 0)),
                          fmt_num(x.get("unrealized")), fmt_num(x.get("realized"))])
@@ -338,21 +346,27 @@ def frame_lines(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
     rows = open_rows(state, sort, flt, now)
     total = len(rows)
     blank = [Text("")]
-    rest = (blank + _closed(state, closed_rows(state, flt), closed_limit, now, S) + blank
-            + side_by_side(_venues(state, S), _rings(state, S), width) + blank
-            + side_by_side(_latency(state, S), _strategy(state, S), width))
     foot = [Text(footer, style=S("dim"))] if footer is not None else []
     head = _header(state, now, S) + blank
-    if height is not None:
-        page = max(3, height - len(head) - len(rest) - len(foot) - 2)
-    else:
-        page = open_limit if open_limit is not None else max(total, 1)
+    positions = POSITION_ROWS
+    while True:
+        rest = (blank + _closed(state, closed_rows(state, flt), closed_limit, now, S) + blank
+                + side_by_side(_venues(state, S), _rings(state, S), width) + blank
+                + side_by_side(_latency(state, S), _strategy(state, S, positions), width))
+        if height is None:
+            page = open_limit if open_limit is not None else max(total, 1)
+            break
+        page = height - len(head) - len(rest) - len(foot) - 2
+        if page >= 5 or (closed_limit <= 2 and positions <= 2):
+            page = max(page, 3)
+            break
+        closed_limit, positions = max(2, closed_limit - 2), max(2, positions - 2)
     scroll = max(0, min(scroll, max(total - page, 0)))
     shown = rows[scroll:scroll + page]
     lines = head + _opportunities(state, shown, total, sort, flt, scroll, now, S) + rest
-    if foot:
-        if height is not None and len(lines) + 1 < height:
-            lines += [Text("")] * (height - len(lines) - 1)
+    if foot:                          # the key line stays on the last line of the screen
+        if height is not None:
+            lines = lines[:height - 1] + [Text("")] * (height - 1 - len(lines))
         lines += foot
     return lines, page, total, scroll
 
@@ -402,8 +416,9 @@ def read_state(instance: str, wait_s: float = 0.0) -> dict:
                              f"`arbpipe up`; `arbpipe status` shows what runs)")
         if time.monotonic() >= deadline:
             if st is None:
+                age = (time.time_ns() - doc["_updated_ns"]) / 1e9
                 raise NotRunning(f"the dashboard of pipeline {instance!r} is not running "
-                                 f"(its last state is {(time.time_ns() - doc['_updated_ns']) / 1e9:.0f}s old)")
+                                 f"(its last state is {age:.0f}s old)")
             dash = [p for p in st["processes"] if p["role"] == "dashboard"]
             why = "it is not part of this tree" if not dash else \
                 f"it is {dash[0]['state']} ({dash[0]['restarts']} restarts; see {st['run_dir']})"

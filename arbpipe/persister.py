@@ -34,7 +34,6 @@ State: the ``persister.state`` blob (``arbpipe.stateblob``; ``arbpipe stat persi
 """
 from __future__ import annotations
 
-import collections
 import json
 import math
 import threading
@@ -137,25 +136,35 @@ class Names:
         return self.legs.names[k] if k >= 0 else f"{self.venue(vid)}{'-perp' if iid & self.perp_bit else ''}"
 
 
-def opportunity_fields(recs: np.ndarray, names: Names) -> list[dict]:
-    """Stream entries of Opportunity records (prices quote currency, qty base units)."""
+OPP_KEYS = ("seq", "opp_id", "state", "close_reason", "instrument", "instrument_id",
+            "buy_venue", "buy_market", "sell_venue", "sell_market", "buy_ask_quote",
+            "sell_bid_quote", "exec_qty_base", "notional_quote", "gross_bps", "net_bps",
+            "funding_delta_bps", "confidence_pct", "trigger_recv_ns", "detect_ns", "opened_ns",
+            "detect_latency_ns")
+
+
+def opportunity_values(recs: np.ndarray, names: Names) -> list[tuple]:
+    """Field values (``OPP_KEYS`` order, decimal strings) of Opportunity records."""
     out = []
+    st, cr = {}, {}
     for (iid, bv, sv, state, reason, flags, conf, ask, bid, qty, gross, net, fund, trig, det,
          opp_id, seq, opened) in recs[list(OPPORTUNITY.names)].tolist():
-        out.append({
-            "seq": _num(seq), "opp_id": _num(opp_id), "state": _enum_name(OppState, state),
-            "close_reason": _enum_name(CloseReason, reason),
-            "instrument": names.instrument(iid), "instrument_id": _num(iid),
-            "buy_venue": names.venue(bv), "buy_market": names.market(bv, flags & OPP_BUY_PERP),
-            "sell_venue": names.venue(sv),
-            "sell_market": names.market(sv, flags & OPP_SELL_PERP),
-            "buy_ask_quote": _num(ask), "sell_bid_quote": _num(bid), "exec_qty_base": _num(qty),
-            "notional_quote": _num(ask * qty), "gross_bps": _num(gross), "net_bps": _num(net),
-            "funding_delta_bps": _num(fund), "confidence_pct": _num(float(conf)),
-            "trigger_recv_ns": _num(trig), "detect_ns": _num(det), "opened_ns": _num(opened),
-            "detect_latency_ns": _num(det - trig if trig else 0),
-        })
+        s_ = st.get(state) or st.setdefault(state, _enum_name(OppState, state))
+        r_ = cr.get(reason) or cr.setdefault(reason, _enum_name(CloseReason, reason))
+        out.append((
+            str(seq), str(opp_id), s_, r_, names.instrument(iid), str(iid),
+            names.venue(bv), names.market(bv, flags & OPP_BUY_PERP),
+            names.venue(sv), names.market(sv, flags & OPP_SELL_PERP),
+            _num(ask), _num(bid), _num(qty), _num(ask * qty), _num(gross), _num(net),
+            _num(fund), _num(float(conf)), str(trig), str(det), str(opened),
+            str(det - trig if trig else 0)))
     return out
+
+
+def opportunity_fields(recs: np.ndarray, names: Names) -> list[dict]:
+    """Stream entries (flat field maps) of Opportunity records: prices in quote currency
+    (``_quote``), sizes in base units (``_base``), spreads ``_bps``, times ``_ns``."""
+    return [dict(zip(OPP_KEYS, v)) for v in opportunity_values(recs, names)]
 
 
 def _flag_names(flags: int) -> str:
@@ -183,26 +192,32 @@ def _unit(kind: int, reason: int) -> str:
     return ""
 
 
-def journal_fields(recs: np.ndarray, names: Names) -> list[dict]:
-    """Stream entries of JournalEntry records."""
+JOURNAL_KEYS = ("seq", "ts_ns", "kind", "side", "reason", "flags", "flag_names", "venue",
+                "venue_id", "market", "instrument", "instrument_id", "order_id", "opp_id",
+                "price_quote", "qty_base", "notional_quote", "fee_quote", "realized_pnl_quote",
+                "limit", "value", "value_unit", "trigger_recv_ns", "detect_ns", "read_ns")
+
+
+def journal_values(recs: np.ndarray, names: Names) -> list[tuple]:
+    """Field values (``JOURNAL_KEYS`` order) of JournalEntry records."""
     out = []
     for (seq, ts, kind, side, reason, flags, vid, iid, order_id, opp_id, price, qty, notional,
          fee, pnl, limit, value, trig, det, read) in recs[list(JOURNAL.names)].tolist():
         perp = bool(iid & names.perp_bit) or bool(flags & JournalFlag.PERP)
-        out.append({
-            "seq": _num(seq), "ts_ns": _num(ts), "kind": _enum_name(JournalKind, kind),
-            "side": _enum_name(Side, side), "reason": _reason(kind, reason),
-            "flags": _num(flags), "flag_names": _flag_names(flags),
-            "venue": names.venue(vid) if vid else "", "venue_id": _num(vid),
-            "market": ("perp" if perp else "spot") if vid else "",
-            "instrument": names.instrument(iid) if iid else "", "instrument_id": _num(iid),
-            "order_id": _num(order_id), "opp_id": _num(opp_id), "price_quote": _num(price),
-            "qty_base": _num(qty), "notional_quote": _num(notional), "fee_quote": _num(fee),
-            "realized_pnl_quote": _num(pnl), "limit": _num(limit), "value": _num(value),
-            "value_unit": _unit(kind, reason), "trigger_recv_ns": _num(trig),
-            "detect_ns": _num(det), "read_ns": _num(read),
-        })
+        out.append((
+            str(seq), str(ts), _enum_name(JournalKind, kind), _enum_name(Side, side),
+            _reason(kind, reason), str(flags), _flag_names(flags),
+            names.venue(vid) if vid else "", str(vid),
+            ("perp" if perp else "spot") if vid else "",
+            names.instrument(iid) if iid else "", str(iid), str(order_id), str(opp_id),
+            _num(price), _num(qty), _num(notional), _num(fee), _num(pnl), _num(limit),
+            _num(value), _unit(kind, reason), str(trig), str(det), str(read)))
     return out
+
+
+def journal_fields(recs: np.ndarray, names: Names) -> list[dict]:
+    """Stream entries of JournalEntry records (``limit`` / ``value`` in ``value_unit``)."""
+    return [dict(zip(JOURNAL_KEYS, v)) for v in journal_values(recs, names)]
 
 
 def journal_event(rec) -> dict | None:
@@ -318,13 +333,17 @@ class RedisWriter:
     ``reconnects``, ``outages``, ``batches``, ``connected``, ``last_error`` (redacted).
     """
 
-    def __init__(self, url: str, prefix: str, buffers: dict, fields: dict, batch: int = 512,
+    def __init__(self, url: str, prefix: str, buffers: dict, rows: dict, batch: int = 512,
                  maxlen: int = 100_000, log=print, timeout: float = IO_TIMEOUT_S):
         self.url = url
         self.safe_url = redact_url(url)
         self.prefix = prefix
         self.buffers = buffers              # stream -> RecordBuffer
-        self.fields = fields                # stream -> f(records) -> list[dict]
+        # stream -> (field names or None, f(records) -> value tuples, or dicts when None)
+        self.rows = rows
+        self.packers = {s: XaddPacker(f"{prefix}:{s}", maxlen, keys)
+                        for s, (keys, _) in rows.items()}
+        self.conn = None                    # the writer's own connection (raw pipelining)
         self.batch = batch
         self.maxlen = maxlen
         self.log = log
@@ -386,6 +405,12 @@ class RedisWriter:
 
     def _close(self) -> None:
         c, self.client = self.client, None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.disconnect()
+            except Exception:  # noqa: BLE001
+                pass
         if c is not None:
             try:
                 c.close()
@@ -405,6 +430,8 @@ class RedisWriter:
                 except Exception as e:  # noqa: BLE001 - "no such key": a new stream
                     if "no such key" not in str(e).lower():
                         raise
+            self.conn = c.connection_pool.get_connection()
+            self.conn.connect()
         except Exception as e:  # noqa: BLE001 - redis errors, OSError, ssl errors
             self._fail(e)
             return False
@@ -416,7 +443,6 @@ class RedisWriter:
             self.log(f"persister: connected to redis {self.safe_url}")
         self._ever_connected = True
         self.connected = True
-        self.backoff = BACKOFF_MIN_S
         return True
 
     # -- loop ---------------------------------------------------------------------
@@ -440,13 +466,21 @@ class RedisWriter:
             except Exception as e:  # noqa: BLE001 - connection lost, timeout, ...
                 self._fail(e)
                 continue
+            self.backoff = BACKOFF_MIN_S     # reset only once a round trip succeeded
             if n == 0 and not stopping:
                 self._wake.wait(POLL_S)
                 self._wake.clear()
 
     def _write_once(self) -> int:
-        """One pipelined round trip of up to ``batch`` entries (and the tob hash if due)."""
-        pipe = self.client.pipeline(transaction=False)
+        """One pipelined round trip of up to ``batch`` XADDs (and the tob hash if due).
+
+        Commands are packed here (``XaddPacker``: RESP text built once per entry, field
+        names pre-encoded) and sent on the writer's connection in one write; replies are
+        read in order. An error reply is per entry: a repeated id counts as
+        ``already_written``, a transient one (OOM, LOADING, ...) ends the batch and is
+        retried after backoff, any other is counted as ``rejected`` and skipped."""
+        from redis.exceptions import ResponseError
+        parts: list[str] = []
         plan = []            # (stream, start, count)
         left = self.batch
         now_ms = time.time_ns() // 1_000_000
@@ -458,23 +492,32 @@ class RedisWriter:
             k = len(recs)
             if not k:
                 continue
-            maps = self.fields[s](recs)
-            key = f"{self.prefix}:{s}"
+            rows = self.rows[s][1](recs)
+            packer = self.packers[s]
             gen = self.ids[s]
             for j in range(k):
                 i = idx[j]
                 if b.ids[i, 0] == 0:
                     b.ids[i] = gen.next(now_ms)
-                pipe.xadd(key, maps[j], id=f"{b.ids[i, 0]}-{b.ids[i, 1]}", maxlen=self.maxlen,
-                          approximate=True)
+                parts.append(packer.xadd(f"{b.ids[i, 0]}-{b.ids[i, 1]}", rows[j]))
             plan.append((s, start, k))
             left -= k
         tob = self.tob
         if tob is not None:
-            pipe.hset(f"{self.prefix}:tob", mapping=tob)
-        if not plan and tob is None:
+            args = ["HSET", f"{self.prefix}:tob"]
+            for f, v in tob.items():
+                args += (f, v)
+            parts.append(pack_command(args))
+        if not parts:
             return 0
-        results = pipe.execute(raise_on_error=False)
+        conn = self.conn
+        conn.send_packed_command(["".join(parts).encode("utf-8")], check_health=False)
+        results = []
+        for _ in range(len(parts)):
+            try:
+                results.append(conn.read_response())
+            except ResponseError as e:
+                results.append(e)
         self.batches += 1
         pos = 0
         transient = None
@@ -486,8 +529,7 @@ class RedisWriter:
                     text = str(r)
                     if _DUPLICATE in text:
                         self.already_written += 1
-                    elif text.split(" ", 1)[0].upper() in _TRANSIENT or \
-                            isinstance(r, (ConnectionError, TimeoutError, OSError)):
+                    elif text.split(" ", 1)[0].upper() in _TRANSIENT:
                         transient = r
                         break
                     else:
@@ -500,16 +542,47 @@ class RedisWriter:
             pos += k
             if transient is not None:
                 break
-        if tob is not None and transient is None:
-            r = results[-1]
-            if not isinstance(r, Exception):
-                if self.tob is tob:
-                    self.tob = None
-                self.tob_written += 1
+        if tob is not None and transient is None and not isinstance(results[-1], Exception):
+            if self.tob is tob:
+                self.tob = None
+            self.tob_written += 1
         self.last_write_ns = time.time_ns()
         if transient is not None:
             raise transient
         return sum(k for _, _, k in plan)
+
+
+def _bulk(x: str) -> str:
+    """One RESP bulk string (length in bytes)."""
+    n = len(x) if x.isascii() else len(x.encode("utf-8"))
+    return f"${n}\r\n{x}\r\n"
+
+
+def pack_command(args) -> str:
+    """A RESP command (array of bulk strings) as text; encode as UTF-8 to send."""
+    return f"*{len(args)}\r\n" + "".join(_bulk(a if isinstance(a, str) else str(a))
+                                         for a in args)
+
+
+class XaddPacker:
+    """``XADD key MAXLEN ~ N id field value ...`` as RESP text, with the constant part
+    (command, key, cap, and the field names when the stream has fixed ``keys``) encoded once."""
+
+    def __init__(self, key: str, maxlen: int, keys: tuple | None):
+        self.keys = keys
+        self.head_args = ["XADD", key, "MAXLEN", "~", str(int(maxlen))]
+        self.head = "".join(_bulk(a) for a in self.head_args)
+        self.kseg = [_bulk(k) for k in keys] if keys else None
+        self.count = f"*{len(self.head_args) + 1 + 2 * len(keys)}\r\n" if keys else None
+
+    def xadd(self, entry_id: str, row) -> str:
+        if self.kseg is None:                          # a dict: any field names
+            args = [*self.head_args, entry_id]
+            for f, v in row.items():
+                args += (f, v if isinstance(v, str) else str(v))
+            return pack_command(args)
+        return (self.count + self.head + _bulk(entry_id) +
+                "".join(k + _bulk(v) for k, v in zip(self.kseg, row)))
 
 
 # ------------------------------------------------------------------ top of book ---
@@ -608,9 +681,9 @@ class Persister:
                         "events": RecordBuffer(None, rc.buffer_records)}
         names = self.names
         self.writer = RedisWriter(url, self.prefix, self.buffers, {
-            "opportunities": lambda r: opportunity_fields(r, names),
-            "trades": lambda r: journal_fields(r, names),
-            "events": lambda r: list(r)}, batch=rc.batch, maxlen=rc.stream_maxlen, log=log)
+            "opportunities": (OPP_KEYS, lambda r: opportunity_values(r, names)),
+            "trades": (JOURNAL_KEYS, lambda r: journal_values(r, names)),
+            "events": (None, list)}, batch=rc.batch, maxlen=rc.stream_maxlen, log=log)
         self.tob = TopOfBook(cfg, instance, self.names)
         self.opp = self.journal = None
         self.read = {s: 0 for s in STREAMS}
@@ -766,7 +839,7 @@ class Persister:
                 "rejected": w.rejected, "reconnects": w.reconnects, "outages": w.outages,
                 "batches": w.batches, "tob_snapshots": w.tob_written,
                 "tob_entries": len(self.tob.last), "last_write_ns": w.last_write_ns,
-                "last_error": w.last_error,
+                "last_error": w.last_error, "legs": self.legs,
                 "rings": {"opportunities": self.opp is not None,
                           "journal": self.journal is not None}}
 

@@ -11,7 +11,10 @@ Embedded server (``EmbeddedRedis``): ``redis-server`` on a unix socket in a priv
 directory (the run dir, or a short ``/tmp/arbpipe-redis-*`` one when the socket path would
 pass the 107-byte ``sun_path`` limit), TCP off (``--port 0``), ``--save "" --appendonly no``
 (no persistence files), socket mode 0700. ``start()`` waits until it answers PING;
-``stop()`` ends it (SIGTERM, then SIGKILL), removes its socket and private directory. The
+``stop()`` ends it (SIGTERM, then SIGKILL), removes its socket and private directory.
+With ``[redis] embedded_persist = true`` it keeps ``<run dir>/redis-dump.rdb`` (saved every
+minute and at stop, loaded at the next start), so risk overrides and the breaker mirror
+survive a restart of the whole tree. The
 server gets ``PR_SET_PDEATHSIG`` so it dies with the process that started it, even on
 SIGKILL. ``RedisService`` wraps it for the supervisor (started before the children, stopped
 after them; its URL goes to the children as ``$ARBPIPE_REDIS_URL``).
@@ -31,6 +34,7 @@ from arbpipe.redact import redact_url
 ENV_URL = "ARBPIPE_REDIS_URL"
 URL_FILE = "redis.url"          # in the run dir while an embedded server runs
 SOCKET_NAME = "redis.sock"
+RDB_NAME = "redis-dump.rdb"     # only with save=True ([redis] embedded_persist)
 SUN_PATH_MAX = 100              # keep clear of the 108-byte sun_path (with NUL)
 INSTALL_HINT = ("install it with `sudo apt-get install redis-server` (or `sudo scripts/install-redis`), "
                 "or point at a server with ARBPIPE_REDIS_URL / [redis] url")
@@ -118,7 +122,7 @@ class EmbeddedRedis:
                  extra_args: list[str] | None = None):
         self.directory = os.path.abspath(directory)
         self.password = password
-        self.save = save                  # keep an RDB in ``data_dir`` across stop/start
+        self.save = save                  # keep an RDB (``RDB_NAME`` in ``directory``) across stop/start
         self.binary = binary or redis_server_path()
         self.extra_args = list(extra_args or [])
         self.log_file = log_file
@@ -129,12 +133,13 @@ class EmbeddedRedis:
             self._short_dir = tempfile.mkdtemp(prefix="arbpipe-redis-", dir="/tmp")
             sock = os.path.join(self._short_dir, SOCKET_NAME)
         self.socket = sock
-        self.data_dir = os.path.dirname(sock)
+        self.data_dir = self.directory    # redis-server's --dir: where an RDB would go
 
     @property
     def url(self) -> str:
         """``unix://[:password@]/path/redis.sock?db=0``."""
-        auth = f":{self.password}@" if self.password else ""
+        from urllib.parse import quote
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"unix://{auth}{self.socket}?db=0"
 
     def argv(self) -> list[str]:
@@ -143,12 +148,13 @@ class EmbeddedRedis:
              "--protected-mode", "no", "--loglevel", "warning",
              "--logfile", self.log_file or ""]
         if self.save:
-            a += ["--save", "3600 1", "--dbfilename", "arbpipe-test.rdb"]
+            a += ["--save", "60 1", "--dbfilename", RDB_NAME]
         else:
             a += ["--save", ""]
+        a += self.extra_args
         if self.password:
-            a += ["--requirepass", self.password]
-        return a + self.extra_args
+            a.append("-")                 # the password comes on stdin, never in argv (ps)
+        return a
 
     def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
         if self.binary is None:
@@ -156,13 +162,18 @@ class EmbeddedRedis:
         if self.alive():
             return self
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(self.socket), mode=0o700, exist_ok=True)
         try:
             os.unlink(self.socket)        # left by a killed server
         except FileNotFoundError:
             pass
-        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     preexec_fn=_pdeathsig)
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.PIPE if self.password
+                                     else subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, preexec_fn=_pdeathsig)
+        if self.password:
+            quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            self.proc.stdin.write(f'requirepass "{quoted}"\n'.encode())
+            self.proc.stdin.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -210,9 +221,13 @@ class EmbeddedRedis:
             os.unlink(self.socket)
         except FileNotFoundError:
             pass
-        if remove_data if remove_data is not None else not self.save:
-            if self._short_dir:
-                shutil.rmtree(self._short_dir, ignore_errors=True)
+        if self._short_dir:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
+        if self.save and remove_data:
+            try:
+                os.unlink(os.path.join(self.data_dir, RDB_NAME))
+            except FileNotFoundError:
+                pass
 
     def kill(self) -> None:
         """SIGKILL (a crash): nothing is saved; the socket file stays until ``start``."""
@@ -239,9 +254,10 @@ class RedisService:
 
     needed_by = ("persister",)
 
-    def __init__(self, instance: str, directory: str):
+    def __init__(self, instance: str, directory: str, persist: bool = False):
         self.instance = instance
-        self.server = EmbeddedRedis(directory)
+        self.persist = persist            # keep <run dir>/redis-dump.rdb across runs
+        self.server = EmbeddedRedis(directory, save=persist)
         self.url_file = os.path.join(directory, URL_FILE)
         self.event = lambda what, **kw: None
         self._env_before: str | None = None
@@ -276,7 +292,7 @@ class RedisService:
         else:
             os.environ[ENV_URL] = self._env_before
         if self.server.proc is not None:
-            self.server.stop(remove_data=True)
+            self.server.stop(remove_data=not self.persist)
             self.event("redis", state="stopped")
 
 
@@ -293,4 +309,4 @@ def supervisor_service(cfg, instance: str, directory: str, console=print):
         console("[arbpipe] redis: no [redis] url configured and no redis-server found: running "
                 f"WITHOUT persistence and runtime risk changes; {INSTALL_HINT}")
         return None
-    return RedisService(instance, directory)
+    return RedisService(instance, directory, persist=cfg.redis.embedded_persist)

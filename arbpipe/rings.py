@@ -117,6 +117,7 @@ class Ring:
 
     def __init__(self, seg: Segment):
         K.warm_up()
+        check_geometry(seg)
         self.seg = seg
         self.w = seg.words
         h = seg.header
@@ -617,6 +618,32 @@ class BroadcastRing(Ring):
         return {k: int(self.w[sw + off]) for k, off in
                 (("position", L.R_POSITION), ("received", L.R_RECEIVED), ("lost", L.R_LOST),
                  ("laps", L.R_LAPS))}
+
+
+def check_geometry(seg: Segment) -> None:
+    """Refuse (SegmentError) a ring segment whose header does not describe a ring that fits
+    it: kind, capacity (power of two), record size (multiple of 8), reader count, the
+    offsets of its parts, and its size. Kernels trust the header, so a truncated or
+    doctored segment must never reach them."""
+    h = seg.header
+    size = len(seg.buf)
+    path = seg.path if hasattr(seg, "path") else seg.name
+    try:
+        kind = RingKind(h.kind)
+        if not 0 < h.max_readers <= 1024:
+            raise ValueError(f"max_readers {h.max_readers} out of range")
+        seq_off, data_off, total = L.segment_layout(kind, h.capacity, h.record_size,
+                                                    h.max_readers)
+    except ValueError as e:
+        raise SegmentError(f"refusing segment {path}: header does not describe a ring ({e})")\
+            from None
+    if (h.seq_offset, h.data_offset) != (seq_off, data_off):
+        raise SegmentError(f"refusing segment {path}: offsets seq {h.seq_offset} / data "
+                           f"{h.data_offset}, a {kind.name} ring of this geometry has "
+                           f"{seq_off} / {data_off}")
+    if size < total:
+        raise SegmentError(f"refusing segment {path}: size {size} bytes, its header needs "
+                           f"{total} ({h.capacity} x {h.record_size}-byte records)")
 
 
 RING_CLASSES = {RingKind.SPSC: SpscRing, RingKind.MPMC: MpmcRing,

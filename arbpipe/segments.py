@@ -63,7 +63,8 @@ def sem_name(instance: str, name: str, tag: str) -> str:
 
 
 def process_start_ticks(pid: int) -> int:
-    """Start time of ``pid`` in clock ticks since boot (0 when it does not exist)."""
+    """Start time of ``pid`` in clock ticks since boot (0 when it does not exist or is a
+    zombie: killed processes of a tree whose supervisor died wait for init to reap them)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -71,6 +72,8 @@ def process_start_ticks(pid: int) -> int:
         return 0
     # comm may contain spaces/parens: fields after the last ')' are fixed
     rest = data[data.rindex(b")") + 2:].split()
+    if rest[0] in (b"Z", b"X"):  # a zombie is dead: its parent just has not reaped it yet
+        return 0
     return int(rest[19])
 
 

@@ -8,8 +8,9 @@
   outlive any one child and become stale only if the supervisor itself dies).
 * CPU plan: explicit per-role core lists from the config, or automatic: with few cores the
   detector gets a core of its own where possible and everything else shares the rest.
-* Watch: a child that exits is restarted with exponential backoff (0.1 s doubling to 5 s,
-  reset after 30 s of uptime); restarts are counted. A restarted consumer resumes from its
+* Watch: a child that exits is restarted after 0.1 s; one that dies within 2 s of its start
+  (a crash loop) waits an exponential backoff instead (0.1 s doubling to 5 s, reset after
+  30 s of uptime); restarts are counted. A restarted consumer resumes from its
   cursor (SPSC tail / its broadcast reader slot), so nothing committed is lost.
 * Stop (Ctrl-C, SIGTERM, ``arbpipe down``): producers first (simulator, feeds), then the
   detector once its input rings are drained (bounded wait), then the rest; every segment of
@@ -35,6 +36,7 @@ from shm_layouts import ring as L
 
 SUPERVISOR_KIND = 11  # header kind of the liveness segment (not a ring)
 BACKOFF_MIN_S, BACKOFF_MAX_S, STABLE_S = 0.1, 5.0, 30.0
+CRASH_LOOP_S = 2.0  # a child that dies sooner than this after its start is crash-looping
 
 
 def run_dir(instance: str) -> str:
@@ -177,7 +179,10 @@ class Supervisor:
                 lived = now - s.started
                 s.backoff = BACKOFF_MIN_S if lived > STABLE_S else min(s.backoff * 2,
                                                                        BACKOFF_MAX_S)
-                s.next_start = now + (0 if lived > STABLE_S else s.backoff)
+                # only a crash loop (death within CRASH_LOOP_S) waits the growing backoff;
+                # a child killed after it got going is back within BACKOFF_MIN_S
+                s.next_start = now + (0 if lived > STABLE_S else s.backoff
+                                      if lived < CRASH_LOOP_S else BACKOFF_MIN_S)
                 s.proc = None
                 s.restarts += 1
                 self.event("exit", process=s.name, code=code, restart_in_s=round(

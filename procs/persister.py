@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="persister", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=None, help="TOML config (default config/arbpipe.toml)")
     ap.add_argument("--instance", default=None, help="pipeline instance (default $ARBPIPE_INSTANCE)")
-    ap.add_argument("--flush-s", type=float, default=3.0,
-                    help="at stop, seconds spent writing the backlog (default 3)")
+    ap.add_argument("--flush-s", type=float, default=2.5,
+                    help="at stop, seconds spent writing the backlog (default 2.5; the supervisor waits 5)")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)

@@ -55,12 +55,12 @@ never couples a writer's line with a reader's).
      +64                   32  reader name (ASCII, NUL padded)
      +96                    8  claim_pos (MPMC consumer: first position of its dequeue claim)
     +104                    8  claim_n (MPMC: records claimed; < 0 once counted in received;
-                               0 when no claim is in flight)
+                               the last claim stays announced after it is done)
     PRODUCERS (MPMC only, producers_offset(max_readers)): PRODUCER_SLOTS x 64 bytes
       +0                    8  pid (0 = free slot)
       +8                    8  start ticks of that pid (pid-reuse guard)
      +16                    8  claim_pos (first position of the producer's enqueue claim)
-     +24                    8  claim_n (records claimed and not yet committed; 0 = none)
+     +24                    8  claim_n (records of its last claim; 0 = none yet)
     SEQ (seq_offset)           MPMC only: capacity x u8 per-slot sequence (Vyukov); bit 62
                                (SEQ_POISON) marks a slot abandoned by a dead producer
     DATA (data_offset)         capacity x record_size bytes, 128-byte aligned
@@ -70,7 +70,7 @@ per-reader counts for every kind. Positions are monotonically increasing 64-bit
 counts; a slot index is `position & (capacity - 1)`.
 
 MPMC crash recovery: every producer and consumer announces its claim (claim_pos,
-claim_n) before the CAS that makes it, and clears it when done. A slot stuck between
+claim_n) before the CAS that makes it. A slot stuck between
 claim and commit (or dequeue and release) whose every announced claimant is dead is
 poisoned (skipped, `abandoned`) or released (`orphaned`) by whoever waits on it
 (arbpipe.rings.MpmcRing.recover).

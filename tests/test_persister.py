@@ -36,9 +36,12 @@ def wait_for(cond, timeout=60.0, what="condition"):
 def write_config(tmp_path, **redis):
     """The default config with [redis] settings replaced."""
     text = open(DEFAULT_PATH).read()
+    head, sep, section = text.partition("\n[redis]")
+    assert sep
     for k, v in redis.items():
-        text, n = re.subn(rf"(?m)^{k} = .*$", f"{k} = {json.dumps(v)}", text, count=1)
+        section, n = re.subn(rf"(?m)^{k} = .*$", f"{k} = {json.dumps(v)}", section, count=1)
         assert n == 1, k
+    text = head + sep + section
     p = tmp_path / "arbpipe.toml"
     p.write_text(text)
     return str(p)
@@ -230,6 +233,39 @@ def test_streams_and_top_of_book_have_every_record_with_unit_named_fields(
     assert last["event"] == "stopped" and last["unwritten"] == 0
 
 
+def test_venue_leg_transitions_become_events(redis_server, instance, rings, tmp_path):
+    """Venue up / stale / down: transitions of the detector's per-leg status (its real stats
+    segment, written here as the detector's kernel writes it)."""
+    from arbpipe.config import load_config
+    from arbpipe.detector import C_NLEGS, DetectorStats
+    from shm_layouts import VenueStatus
+    legs = load_config().legs().names
+    ds = DetectorStats.create(instance)
+    ds.counters[C_NLEGS] = len(legs)
+    view = ds.legs_view(len(legs))
+    view[:] = VenueStatus.UP
+    p = Proc(write_config(tmp_path), instance, redis_server.url, tmp_path)
+    r = redis_server.client()
+    try:
+        wait_for(lambda: p.blob()["legs"], 30, "the baseline of leg status")
+        k = legs.index("okx-perp")
+
+        def leg_events():
+            return [x for x in entries(r, instance, "events") if x["source"] == "detector"]
+        for n, st in enumerate((VenueStatus.DISCONNECTED, VenueStatus.UP, VenueStatus.STALE)):
+            view[k] = st
+            wait_for(lambda: len(leg_events()) == n + 1, 30, f"event {n + 1}")
+        ev = leg_events()
+        assert [(x["type"], x["leg"], x["venue"], x["previous"]) for x in ev] == [
+            ("venue_down", "okx-perp", "okx", "up"), ("venue_up", "okx-perp", "okx", "disconnected"),
+            ("venue_stale", "okx-perp", "okx", "up")]
+    finally:
+        assert p.stop() == 0
+        r.close()
+        view = None
+        ds.close()
+
+
 def test_streams_are_capped(redis_server, instance, rings, tmp_path):
     cfg = write_config(tmp_path, stream_maxlen=200, batch=100)
     p = Proc(cfg, instance, redis_server.url, tmp_path)
@@ -293,6 +329,7 @@ def test_outage_buffers_up_to_the_bound_and_catches_up(redis_server_saving, inst
         st = wait_for(lambda: (d := p.blob())["backlog"] == 0 and d["connected"] and d, 60,
                       "catch-up")
         assert st["reconnects"] >= 1 and st["outages"] >= 1
+        assert st["batches"] >= 12, "pipelined batches of redis.batch (100) entries"
         r = srv.client()
         seqs = [int(e["seq"]) for e in entries(r, instance, "opportunities")]
         want = list(range(1, 1201))                       # drop-newest: 1201..1500 were dropped
@@ -467,3 +504,89 @@ def test_no_redis_at_all_runs_without_persister_and_says_so_once(tmp_path, monke
     said.clear()
     assert supervisor_service(cfg, "tnoredis", str(tmp_path), console=said.append) is None
     assert said == ["[arbpipe] redis: redis://***@127.0.0.1:1/0 (persister, risk parameters)"]
+
+
+def test_supervisor_redis_service_starts_stops_and_persists_only_when_configured(
+        tmp_path, monkeypatch):
+    from tests.redis_fixture import require_redis_server
+    from arbpipe.persister import connect
+    from arbpipe.redis_embed import ENV_URL, RDB_NAME, RedisService
+    from arbpipe.supervisor import ProcessSpec, Supervisor
+    require_redis_server()
+    monkeypatch.setenv("ARBPIPE_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv(ENV_URL, raising=False)
+
+    def supervisor():
+        spec = ProcessSpec("persister", "persister", ["true"], stage=4)
+        return Supervisor("tsvc", [spec], [], console=lambda s: None)
+
+    for persist in (False, True):
+        sup = supervisor()
+        svc = RedisService("tsvc", sup.dir, persist=persist).setup(sup)
+        url = os.environ[ENV_URL]                      # what the children inherit
+        assert open(os.path.join(sup.dir, "redis.url")).read().startswith(url)
+        r = connect(url, 5.0)
+        assert r.get("k") is None
+        r.set("k", "v")
+        r.close()
+        svc.close()
+        assert ENV_URL not in os.environ and [s.name for s in sup.specs] == ["persister"]
+        left = sorted(f for f in os.listdir(sup.dir) if f.startswith("redis"))
+        assert left == ([RDB_NAME] if persist else []), left
+        sup.events.close()
+    sup = supervisor()                                  # persisted data is back at the next start
+    svc = RedisService("tsvc", sup.dir, persist=True).setup(sup)
+    r = connect(os.environ[ENV_URL], 5.0)
+    assert r.get("k") == "v"
+    r.close()
+    svc.close()
+    sup.events.close()
+    monkeypatch.setenv("ARBPIPE_REDIS_SERVER", "/bin/false")   # a server that cannot start
+    sup = supervisor()
+    svc = RedisService("tsvc", sup.dir).setup(sup)
+    assert sup.specs == [] and ENV_URL not in os.environ, "no persister without its Redis"
+    svc.close()
+    sup.events.close()
+    ev = [json.loads(x) for x in open(os.path.join(sup.dir, "supervisor.jsonl"))]
+    assert [e.get("state") for e in ev if e["event"] == "redis"][-1] == "failed"
+
+
+def test_tls_url_with_password(instance, rings, tmp_path):
+    """rediss:// (TLS) with a password: the persister writes, the URL is shown redacted."""
+    import shutil
+    import socket
+    import tempfile
+    from tests.redis_fixture import TestRedis, require_redis_server
+    require_redis_server()
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tempfile.mkdtemp(prefix="arbpipe-rt-", dir="/tmp")
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pw = "tls-" + os.urandom(8).hex()
+    srv = TestRedis(d, password=pw, extra_args=[
+        "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key,
+        "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"])
+    srv.start()
+    url = f"rediss://:{pw}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    p = None
+    try:
+        p = Proc(write_config(tmp_path), instance, url, tmp_path)
+        rings["opportunities"].push_batch(opportunities(1, 50))
+        st = wait_for(lambda: (b := p.blob())["written"]["opportunities"] == 50 and b, 60,
+                      "written over TLS")
+        assert st["url"] == f"rediss://***@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+        r = srv.client()                          # plain unix socket of the same server
+        assert r.xlen(f"arbpipe:{instance}:opportunities") == 50
+        r.close()
+    finally:
+        if p is not None:
+            assert p.stop() == 0
+        srv.stop(remove_data=True)
+        shutil.rmtree(d, ignore_errors=True)
+    assert pw not in p.output() + json.dumps(st)

@@ -1,0 +1,165 @@
+"""`arbpipe bench soak --minutes N`: the whole tree at a fixed rate for N minutes.
+
+Starts the tree (`arbpipe up --detach`, private instance and run dir, the simulator at
+``rate`` updates/s over all venues), samples every ``interval`` s: RSS and open fds of the
+supervisor and every process under it (redis-server included when the persister embeds
+one), every ring's published / dropped / fill and its readers' lag and lost counts.
+Reports drift after a warm-up (``warmup`` share of the run, at least 20 s): total RSS
+growth in % and its slope (MiB/min), fd growth, drops on SPSC/MPMC rings, records lost by
+lapped broadcast readers, the largest reader lag, process restarts, and the update rate
+reached. Targets (issue 9): zero SPSC drops at 100 K updates/s for 30 minutes, RSS growth
+< 5 % after warm-up, fd count flat.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+import numpy as np
+import psutil
+
+
+def _procs(sup_pid: int) -> list[psutil.Process]:
+    try:
+        sup = psutil.Process(sup_pid)
+        return [sup] + sup.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _sample(tree, t0) -> dict:
+    from arbpipe.stat import snapshot
+    st = tree.status() or {}
+    procs = {}
+    for p in _procs(st.get("supervisor_pid", 0)):
+        try:
+            with p.oneshot():
+                name = " ".join(p.cmdline()[2:4]) if p.pid != st.get("supervisor_pid") \
+                    else "supervisor"
+                procs[p.pid] = {"name": name, "rss": p.memory_info().rss,
+                                "fds": p.num_fds()}
+        except psutil.Error:
+            continue
+    rings = {}
+    for r in snapshot(tree.instance):
+        rings[r["name"]] = {"kind": r["kind"], "published": r["published"],
+                            "dropped": r["dropped"], "fill": r["fill"],
+                            "lag": max([x["lag"] for x in r["readers"]] or [0]),
+                            "lost": sum(x["lost"] for x in r["readers"])}
+    return {"t": time.monotonic() - t0, "procs": procs, "rings": rings,
+            "restarts": sum(p["restarts"] for p in st.get("processes", [])),
+            "rss": sum(p["rss"] for p in procs.values()),
+            "fds": sum(p["fds"] for p in procs.values())}
+
+
+def run(minutes: float = 5.0, rate: float = 100_000.0, interval: float = 5.0,
+        warmup: float = 0.2, progress=True, out_dir: str | None = None) -> dict:
+    from arbpipe.config import load_config
+    from bench.reliability import Tree, tree_config
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
+    workdir = out_dir or tempfile.mkdtemp(prefix="arbpipe-soak-")
+    cfg_path = os.path.join(workdir, "arbpipe.toml")
+    tree_config(cfg_path, 1.0)
+    venues = len(load_config(cfg_path).enabled_venues())
+    tree_config(cfg_path, rate / venues)
+    instance = "soak" + uuid.uuid4().hex[:6]
+    t = Tree(instance, workdir, cfg_path)
+    samples = []
+    t.up()
+    try:
+        t0 = time.monotonic()
+        end = t0 + minutes * 60
+        nxt = t0
+        while True:
+            now = time.monotonic()
+            if now >= nxt:
+                s = _sample(t, t0)
+                samples.append(s)
+                if len(samples) > 1:
+                    a = samples[-2]
+                    upd = sum(r["published"] - a["rings"].get(n, r)["published"]
+                              for n, r in s["rings"].items() if n.startswith("feed."))
+                    log(f"soak {s['t']:7.1f} s: {upd / (s['t'] - a['t']):9,.0f} updates/s, "
+                        f"RSS {s['rss'] / 2**20:7.1f} MiB, fds {s['fds']}, drops "
+                        f"{sum(r['dropped'] for r in s['rings'].values())}, max lag "
+                        f"{max([r['lag'] for r in s['rings'].values()] or [0])}")
+                nxt += interval
+            if now >= end:
+                break
+            time.sleep(min(max(nxt - time.monotonic(), 0.05), 1.0))
+    finally:
+        t.down()
+    return summarize(samples, minutes, rate, warmup, instance)
+
+
+def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
+              instance: str = "") -> dict:
+    if len(samples) < 2:
+        return {"minutes": minutes, "error": "too few samples", "rss_growth_pct": 0.0,
+                "fd_growth": 0, "drops": 0}
+    span = samples[-1]["t"]
+    w_t = max(warmup * span, min(20.0, span / 2))
+    base = next(s for s in samples if s["t"] >= w_t)
+    last = samples[-1]
+    after = [s for s in samples if s["t"] >= w_t]
+    ts = np.array([s["t"] for s in after])
+    rss = np.array([s["rss"] for s in after], float)
+    slope = float(np.polyfit(ts / 60.0, rss / 2**20, 1)[0]) if len(after) >= 3 else 0.0
+    first = samples[0]
+
+    def ring_delta(key, kinds):
+        return sum(r[key] - first["rings"].get(n, {key: 0})[key]
+                   for n, r in last["rings"].items() if r["kind"] in kinds)
+    feed_pub = sum(r["published"] for n, r in last["rings"].items() if n.startswith("feed."))
+    feed_pub0 = sum(r["published"] for n, r in base["rings"].items() if n.startswith("feed."))
+    per_proc = {}
+    for pid, p in last["procs"].items():
+        b = base["procs"].get(pid)
+        if b:
+            per_proc[p["name"]] = {"rss_mib": round(p["rss"] / 2**20, 1),
+                                   "rss_growth_pct": round(100.0 * (p["rss"] - b["rss"])
+                                                           / max(b["rss"], 1), 2),
+                                   "fd_growth": p["fds"] - b["fds"]}
+    return {
+        "minutes": round(span / 60.0, 2), "target_updates_per_s": rate,
+        "updates_per_s": round((feed_pub - feed_pub0) / max(last["t"] - base["t"], 1e-9), 1),
+        "warmup_s": round(base["t"], 1),
+        "rss_mib_after_warmup": round(base["rss"] / 2**20, 1),
+        "rss_mib_end": round(last["rss"] / 2**20, 1),
+        "rss_growth_pct": round(100.0 * (last["rss"] - base["rss"]) / base["rss"], 2),
+        "rss_slope_mib_per_min": round(slope, 3),
+        "fds_after_warmup": base["fds"], "fds_end": last["fds"],
+        "fd_growth": last["fds"] - base["fds"],
+        "drops": ring_delta("dropped", ("spsc", "mpmc")),
+        "broadcast_lost": ring_delta("lost", ("broadcast",)),
+        "max_lag": {n: max(s["rings"].get(n, {"lag": 0})["lag"] for s in samples)
+                    for n in last["rings"]},
+        "restarts": last["restarts"] - first["restarts"],
+        "processes": per_proc, "samples": len(samples), "instance": instance,
+        "series": [{"t": round(s["t"], 1), "rss_mib": round(s["rss"] / 2**20, 2),
+                    "fds": s["fds"],
+                    "published": sum(r["published"] for n, r in s["rings"].items()
+                                     if n.startswith("feed.")),
+                    "dropped": sum(r["dropped"] for r in s["rings"].values())}
+                   for s in samples],
+    }
+
+
+def render(r: dict) -> str:
+    return (f"soak {r['minutes']} min at {r.get('updates_per_s', 0):,.0f} updates/s "
+            f"(target {r.get('target_updates_per_s', 0):,.0f}): RSS "
+            f"{r.get('rss_mib_after_warmup')} -> {r.get('rss_mib_end')} MiB "
+            f"({r['rss_growth_pct']:+.2f}%, {r.get('rss_slope_mib_per_min', 0):+.3f} MiB/min), "
+            f"fds {r.get('fds_after_warmup')} -> {r.get('fds_end')} ({r['fd_growth']:+d}), "
+            f"SPSC/MPMC drops {r['drops']}, broadcast lost {r.get('broadcast_lost')}, "
+            f"restarts {r.get('restarts')}")
+
+
+if __name__ == "__main__":
+    m = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+    res = run(m)
+    print(json.dumps({k: v for k, v in res.items() if k != "series"}, indent=1))
