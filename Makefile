@@ -5,6 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 EXTRAS  ?= test,bench,sim
 ARGS    ?=
+PIPELINE_S ?= 1
 
 .PHONY: up test bench clean venv redis tmux
 
@@ -35,6 +36,7 @@ test: venv redis tmux
 bench: venv redis
 	@mkdir -p bench/results
 	$(BIN)/arbpipe bench rings --out bench/results/rings.json $(ARGS)
+	$(BIN)/arbpipe bench pipeline --duration $(PIPELINE_S) --out-dir bench/results
 
 clean:
 	-@test -x $(BIN)/arbpipe && $(BIN)/arbpipe clean --all || true

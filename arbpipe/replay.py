@@ -145,7 +145,8 @@ class Recording:
             raise RecordingError(f"{path}: {size} bytes is too short for a recording header")
         hdr = np.fromfile(path, R.RECORDING_HEADER, count=1)[0]
         if bytes(hdr["magic"]) != R.RECORDING_MAGIC.rstrip(b"\0"):
-            raise RecordingError(f"{path}: not an arbpipe recording (magic {bytes(hdr['magic'])!r})")
+            raise RecordingError(f"{path}: not an arbpipe recording "
+                                 f"(magic {bytes(hdr['magic'])!r})")
         if int(hdr["layout_version"]) != R.RECORDING_VERSION:
             raise RecordingError(f"{path}: recording layout version {int(hdr['layout_version'])}, "
                                  f"this arbpipe reads {R.RECORDING_VERSION}")
@@ -447,6 +448,11 @@ class Replayer:
                 if vname is None:
                     continue
                 name = f"feed.{vname}"
+                live = segments.probe(self.instance, name + ".stats")
+                if live is not None and not live.stale:
+                    raise segments.SegmentError(
+                        f"ring {name!r} has a live feed handler (pid {live.creator_pid}); an "
+                        f"SPSC ring has one producer: stop the feed first")
                 try:
                     r = SpscRing.attach(name, self.instance, record="MarketUpdate")
                 except segments.SegmentNotFound:

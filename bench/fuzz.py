@@ -66,8 +66,9 @@ def _px(rng, base):
 class VenueFrames:
     """Valid frames of one venue (documented shapes) with increasing sequence ids."""
 
-    def __init__(self, venue: str, natives: list[str], rng: random.Random):
+    def __init__(self, venue: str, natives: list[str], rng: random.Random, adapter=None):
         self.venue, self.natives, self.rng = venue, natives, rng
+        self.adapter = adapter     # Coinbase: follow its sequence / books like a venue would
         self.seq = 1000
         self.ms = 1_760_000_000_000
         self.cb_seq = 0
@@ -123,6 +124,10 @@ class VenueFrames:
                     "data": [{"asks": [[ask, q2, "0", "2"]], "bids": [[bid, q1, "0", "1"]],
                               "ts": str(ms), "seqId": seq}]}, 0
         if v == "coinbase":
+            a = self.adapter
+            if a is not None:   # a mutant moved the connection's sequence / dropped books
+                self.cb_seq = max(self.cb_seq, a._last_seq or 0)
+                self.cb_books &= set(a._books)
             self.cb_seq += 1
             t = _rfc3339(ms)
             if sym not in self.cb_books or rng.random() < 0.05:
@@ -242,7 +247,7 @@ def _swap_type(rng, v):
     if isinstance(v, bool) or v is None:
         return rng.choice((0, 1, "true", "", [], {}, "null"))
     if isinstance(v, (int, float)):
-        return rng.choice((str(v), None, [v], {}, rng.choice(_HUGE), -v, float(v) + 0.5,
+        return rng.choice((str(v), None, [v], {}, rng.choice(_HUGE), -v, v * 10 + 1,
                            rng.choice(_ODD_NUM_STR), True))
     if isinstance(v, list):
         return rng.choice(([], {}, None, "[]", v * rng.randint(2, 20), [v], v[:1] * 0,
@@ -377,7 +382,7 @@ def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None) -
     adapter = _adapter(venue)
     natives = [i.native for i in adapter.instruments]
     ids = np.array(sorted({i.instrument_id for i in adapter.instruments}), np.uint32)
-    gen = VenueFrames(venue, natives, rng)
+    gen = VenueFrames(venue, natives, rng, adapter)
     instance = instance or "fz" + uuid.uuid4().hex[:8]
     ring = SpscRing.create("fuzz", 1 << 16, "MarketUpdate", policy="drop", instance=instance)
     try:

@@ -8,7 +8,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from arbpipe import histogram as H
 from arbpipe import segments

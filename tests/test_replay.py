@@ -2,7 +2,6 @@
 process, replay into real rings (content kept, timestamps rebased, REPLAYED set), and
 reproducible detection from a file."""
 import json
-import os
 import subprocess
 import sys
 import time
@@ -214,3 +213,23 @@ def test_same_file_gives_the_same_opportunities(tmp_path):
     assert len(a) > 100
     assert set(np.unique(a["state"]).tolist()) == {1, 2, 3}
     assert a.tobytes() == b.tobytes()
+
+
+def test_replay_refuses_a_ring_that_has_a_live_feed_handler(instance, tmp_path):
+    from arbpipe import segments
+    from arbpipe.feed import FeedStatsWriter
+    cfg = load_config()
+    path = str(tmp_path / "f.arbrec")
+    s = stream(3000)
+    RP.write_recording(path, s[s["venue_id"] == 1], RP.names_from_config(cfg))
+    ring = SpscRing.create("feed.binance", 1024, "MarketUpdate", policy="drop",
+                           instance=instance)
+    feed = FeedStatsWriter.create(instance, "feed.binance.stats", "binance", 1, 1)
+    try:   # a running feed handler owns feed.binance.stats: a second producer is refused
+        with pytest.raises(segments.SegmentError, match="live feed handler"):
+            RP.Replayer(path, instance, speed=float("inf"))
+    finally:
+        feed.seg.close()
+        segments.unlink(instance, "feed.binance.stats")
+        ring.unlink()
+        ring.close()

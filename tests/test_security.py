@@ -256,7 +256,11 @@ def test_no_credential_in_logs_status_stats_or_metrics(instance, tmp_path, redis
     try:
         st = t.status()
         assert any(p["role"] == "persister" for p in st["processes"]), st
-        time.sleep(8)                      # let the persister write (or fail to) for a while
+        # let the persister connect and write (or fail to) for a while
+        _wait(lambda: "no persister state" not in _cli("stat", "persister", "--instance",
+                                                       instance, env=t.env).stdout,
+              what="the persister's state")
+        time.sleep(3)
         outputs = {}
         for args in (("status",), ("stat", "rings"), ("stat", "feeds"), ("stat", "detector"),
                      ("stat", "strategy"), ("stat", "persister"), ("stat", "rings", "--json"),

@@ -164,6 +164,9 @@ class OkxAdapter(VenueAdapter):
             if rate is None or ts < 0 or t_next < 0:
                 sink.reject("bad_shape")
                 continue
+            if t_next == 0:                # "0": no next funding time is not one
+                sink.reject("bad_ts")
+                continue
             if not (-_INF < rate < _INF):
                 sink.reject("bad_price")
                 continue
