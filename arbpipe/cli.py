@@ -237,8 +237,8 @@ def record(out: str = typer.Option(..., "--out", "-o", help="recording file to w
            config: Optional[str] = typer.Option(None, "--config", help="names of venues and "
                                                 "instruments for the header"),
            instance: Optional[str] = InstanceOpt):
-    """Append every MarketUpdate flowing into the detector to a file (a tap: never slows
-    the producer). Layout: shm_layouts/recording.py (numpy-mappable)."""
+    """Append every MarketUpdate flowing into the detector to a file, new or an existing
+    recording (a tap: never slows the producer). Layout: shm_layouts/recording.py."""
     from arbpipe.replay import record_command
     raise SystemExit(record_command(out, rings, duration, count, config, instance,
                                     echo=typer.echo))

@@ -6,7 +6,8 @@ then raw 64-byte MarketUpdate records that numpy maps directly).
 Recording (``Recorder``, ``arbpipe record``) taps every ``feed.<venue>`` ring of an
 instance the way ``arbpipe tap`` does (``ring_kernels.peek``): it never consumes and never
 slows the producer or the detector. It starts at each ring's head (records published
-from then on) and appends what it reads in ring order. If it falls more than a ring's
+from then on) and appends what it reads in ring order, to a new file or to the end of an
+existing recording of the same venues and instruments. If it falls more than a ring's
 capacity behind (it polls every millisecond, so a 65536-record ring gives it ~65 ms at
 1M updates/s), the records it could not read are counted in ``missed`` (in the header).
 
@@ -64,9 +65,14 @@ def names_from_config(cfg, rings=None, source: str = "") -> dict:
 
 
 class RecordingWriter:
-    """Appends MarketUpdate records to a new recording file; ``close`` completes the header."""
+    """Appends MarketUpdate records to a recording file; ``close`` completes the header.
+    ``append``: continue an existing recording (same venue and instrument names) instead
+    of starting a new file."""
 
-    def __init__(self, path: str, names: dict):
+    def __init__(self, path: str, names: dict, append: bool = False):
+        if append and os.path.exists(path) and os.path.getsize(path) > 0:
+            self._reopen(path, names)
+            return
         blob = json.dumps(names, separators=(",", ":")).encode()
         self.header_size = R.header_size_for(len(blob))
         self.path = path
@@ -87,6 +93,25 @@ class RecordingWriter:
         self.missed = 0
         self.first = 0
         self.last = 0
+
+    def _reopen(self, path: str, names: dict) -> None:
+        old = Recording(path)
+        for key in ("venues", "instruments"):
+            if old.names.get(key) != names.get(key):
+                raise RecordingError(f"{path}: recorded with other {key} names; record into a "
+                                     f"new file")
+        self.path = path
+        self.header_size = old.header["header_size"]
+        self.hdr = np.fromfile(path, R.RECORDING_HEADER, count=1)
+        self.records, self.missed = old.count, old.header["missed"]
+        self.first, self.last = old.header["first_recv_ns"], old.header["last_recv_ns"]
+        if self.records and not self.first:     # never closed: take them from the records
+            recv = np.asarray(old.records["recv_ts_ns"])
+            self.first, self.last = int(recv.min()), int(recv.max())
+        del old
+        self.f = open(path, "r+b")
+        self.f.truncate(self.header_size + self.records * R.RECORD_SIZE)  # a torn last record
+        self.f.seek(0, os.SEEK_END)
 
     def append_words(self, words: np.ndarray, n: int) -> None:
         """Append n records given as flat int64 words."""
@@ -221,7 +246,7 @@ class Recorder:
     """
 
     def __init__(self, path: str, instance: str | None = None, rings: list[str] | None = None,
-                 cfg=None, batch: int = 4096):
+                 cfg=None, batch: int = 4096, append: bool = False):
         from arbpipe.rings import attach_any
         self.instance = instance or segments.default_instance()
         names = list(rings) if rings else feed_rings(self.instance)
@@ -243,8 +268,13 @@ class Recorder:
         if cfg is None:
             from arbpipe.config import load_config
             cfg = load_config()
-        self.writer = RecordingWriter(path, names_from_config(
-            cfg, names, source=f"arbpipe record, instance {self.instance}"))
+        try:
+            self.writer = RecordingWriter(path, names_from_config(
+                cfg, names, source=f"arbpipe record, instance {self.instance}"), append)
+        except Exception:
+            for r in self.rings:
+                r.close()
+            raise
         self.pos = [int(K.head_of(r.w)) for r in self.rings]
         self.kinds = [int(r.KIND) for r in self.rings]
         self.batch = batch
@@ -282,16 +312,29 @@ class Recorder:
     def run(self, stop=lambda: False, duration: float | None = None, count: int | None = None,
             idle_s: float = 0.001) -> dict:
         t0 = time.monotonic()
+        idle_since = None
+        why = "stopped"
         while not stop():
             left = None if count is None else count - self.records
             if left is not None and left <= 0:
+                why = "count"
                 break
             if duration is not None and time.monotonic() - t0 >= duration:
+                why = "duration"
                 break
             if self.poll(left) == 0:
+                now = time.monotonic()
+                idle_since = idle_since or now
+                if now - idle_since > 1.0:      # quiet for a second: are the rings still there?
+                    idle_since = now
+                    if all(segments.probe(self.instance, r.name) is None for r in self.rings):
+                        why = "rings removed (the pipeline stopped)"
+                        break
                 time.sleep(idle_s)
+            else:
+                idle_since = None
         return {"records": self.records, "missed": self.missed,
-                "seconds": time.monotonic() - t0}
+                "seconds": time.monotonic() - t0, "why": why}
 
     def close(self) -> None:
         try:
@@ -622,7 +665,10 @@ def record_command(out: str, rings=None, duration=None, count=None, config=None,
         echo(f"arbpipe record: bad config: {e}")
         return 2
     try:
-        rec = Recorder(out, instance, _split(rings) or None, cfg)
+        rec = Recorder(out, instance, _split(rings) or None, cfg, append=True)
+    except RecordingError as e:
+        echo(f"arbpipe record: {e}")
+        return 2
     except segments.SegmentError as e:
         echo(f"arbpipe record: {e}")
         return 1
@@ -630,13 +676,17 @@ def record_command(out: str, rings=None, duration=None, count=None, config=None,
         echo(f"arbpipe record: {out}: {e}")
         return 1
     stop = _stop_flag()
+    had = rec.records
     echo(f"recording {', '.join(r.name for r in rec.rings)} of instance {rec.instance!r} "
-         f"into {out} (Ctrl-C stops)")
+         f"into {out}" + (f" (appending to its {had:,} records)" if had else "")
+         + " (Ctrl-C stops)")
     try:
         res = rec.run(stop=stop, duration=duration, count=count)
     finally:
         rec.close()
-    echo(f"recorded {rec.records:,} records in {res['seconds']:.1f} s"
+    if res["why"].startswith("rings removed"):
+        echo(f"arbpipe record: {res['why']}")
+    echo(f"recorded {rec.records - had:,} records in {res['seconds']:.1f} s"
          + (f"; {rec.missed:,} went by while the recorder lagged (not in the file)"
             if rec.missed else ""))
     return 0

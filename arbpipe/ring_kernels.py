@@ -161,7 +161,10 @@ def spsc_writable(w, spins):
 # the producer table (``pslot_w``) and a consumer in its reader slot; the CAS (acq_rel)
 # orders those stores before the claim. A finished claim stays announced (clearing it
 # would cost a store per batch): it covers only committed / released positions, which
-# recovery never touches. A consumer sets claim_n = -k once ``received`` counts the batch.
+# recovery never touches. A claim whose CAS failed is re-announced at the retry, or
+# withdrawn (claim_n = 0) when the call ends without a claim (full / empty), so a live
+# process never keeps covering positions another one claimed. A consumer sets
+# claim_n = -k once ``received`` counts the batch.
 # A slot that stays claimed-but-uncommitted (seq == p, p < head) while every claim that
 # covers p belongs to a dead process is poisoned: seq = (p + 1) | SEQ_POISON; consumers
 # skip it like a record and release it. A slot dequeued-but-unreleased (seq == p + 1,
@@ -180,6 +183,8 @@ def _mpmc_claim(w, seq_w, mask, n, pslot_w):
         if k == 0:
             s = load_acquire(w, seq_w + (pos & mask)) & _SEQ
             if s < pos:  # slot still holds the previous lap's record: full
+                if pslot_w > 0:
+                    store_release(w, pslot_w + P_CLAIM_N, 0)
                 return pos, 0
             pos = load_relaxed(w, W_HEAD)
             continue
@@ -200,6 +205,7 @@ def mpmc_push(w, src, n, pslot_w=0):
     cap, rw, data_w, seq_w = geometry(w)
     mask = cap - 1
     pos = load_relaxed(w, W_HEAD)
+    announced = False
     while True:     # the claim loop of _mpmc_claim, written out (measurably faster)
         k = 0
         while k < n and load_acquire(w, seq_w + ((pos + k) & mask)) == pos + k:
@@ -207,12 +213,15 @@ def mpmc_push(w, src, n, pslot_w=0):
         if k == 0:
             s = load_acquire(w, seq_w + (pos & mask)) & _SEQ
             if s < pos or n <= 0:  # slot still holds the previous lap's record: full
+                if announced:      # withdraw the claim whose CAS failed: it is not ours
+                    store_release(w, pslot_w + P_CLAIM_N, 0)
                 break
             pos = load_relaxed(w, W_HEAD)
             continue
         if pslot_w > 0:
             w[pslot_w + P_CLAIM_POS] = pos
             store_release(w, pslot_w + P_CLAIM_N, k)
+            announced = True
         ok, seen = cas(w, W_HEAD, pos, pos + k)
         if ok:
             break
@@ -252,11 +261,15 @@ def mpmc_pop(w, dst, m, slot_w, hold=0):
     cap, rw, data_w, seq_w = geometry(w)
     mask = cap - 1
     pos = load_relaxed(w, W_TAIL)
+    announced = False
     while True:
         k = 0
         while k < m and load_acquire(w, seq_w + ((pos + k) & mask)) == pos + k + 1:
             k += 1
         if k == 0:
+            if announced:      # a claim whose CAS failed is not ours: withdraw it
+                store_release(w, slot_w + R_CLAIM_N, 0)
+                announced = False
             if m <= 0:
                 return 0
             s = load_acquire(w, seq_w + (pos & mask))
@@ -278,6 +291,7 @@ def mpmc_pop(w, dst, m, slot_w, hold=0):
             continue
         w[slot_w + R_CLAIM_POS] = pos
         store_release(w, slot_w + R_CLAIM_N, k)
+        announced = True
         ok, seen = cas(w, W_TAIL, pos, pos + k)
         if ok:
             break

@@ -247,7 +247,8 @@ def _swap_type(rng, v):
     if isinstance(v, bool) or v is None:
         return rng.choice((0, 1, "true", "", [], {}, "null"))
     if isinstance(v, (int, float)):
-        return rng.choice((str(v), None, [v], {}, rng.choice(_HUGE), -v, v * 10 + 1,
+        return rng.choice((str(v) if abs(v) < 10**300 else "1e999", None, [v], {},
+                           rng.choice(_HUGE), -v, v * 10 + 1 if abs(v) < 10**300 else v,
                            rng.choice(_ODD_NUM_STR), True))
     if isinstance(v, list):
         return rng.choice(([], {}, None, "[]", v * rng.randint(2, 20), [v], v[:1] * 0,
@@ -426,7 +427,10 @@ def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None) -
                     frame = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode(
                         "utf-8", "surrogatepass")
                 except (ValueError, RecursionError):
-                    frame = repr(obj).encode("utf-8", "surrogatepass")
+                    try:
+                        frame = repr(obj).encode("utf-8", "surrogatepass")
+                    except (ValueError, RecursionError):
+                        frame = b'{"x": ' + b"9" * 5000 + b"}"
                 kind = "object_mutant"
             elif r < 0.97:
                 base = rng.choice(history) if history and rng.random() < 0.5 else \

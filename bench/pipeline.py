@@ -36,6 +36,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import re
 import shutil
 import subprocess
@@ -281,6 +282,17 @@ class Env:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _start(pr) -> None:
+    """Start a bench child with SIGINT ignored (inherited through exec): Ctrl-C is the
+    driver's, which then stops every child itself and cleans up."""
+    import signal
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pr.start()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _collect(res, want: set, timeout: float, procs=()) -> dict:
     """Wait for ("ready", role, pid) from every role in ``want``; raise on ("error", ...)."""
     got = {}
@@ -288,7 +300,7 @@ def _collect(res, want: set, timeout: float, procs=()) -> dict:
     while want - set(got):
         try:
             msg = res.get(timeout=0.5)
-        except Exception:
+        except queue.Empty:
             for p in procs:
                 if isinstance(p, subprocess.Popen) and p.poll() is not None:
                     raise BenchError(f"a bench process exited with {p.returncode}")
@@ -310,7 +322,7 @@ def _wait_done(res, timeout: float) -> dict:
     while time.monotonic() < deadline:
         try:
             msg = res.get(timeout=0.5)
-        except Exception:
+        except queue.Empty:
             continue
         if msg[0] == "error":
             raise BenchError(f"{msg[1]} failed: {msg[2]}")
@@ -420,7 +432,7 @@ def run_harness(env: Env, transport: str, rates, duration, warmup, plan, prog) -
         for role in ("reader", "det", "gen"):       # receivers first (pyzmq: they bind)
             pr = CTX.Process(target=W.main, args=(role, transport, p, c_raw, ctl, res),
                              daemon=True, name=f"bench-{role}")
-            pr.start()
+            _start(pr)
             procs.append(pr)
             env.procs.append(pr)
             pids[role] = pr.pid
@@ -574,7 +586,7 @@ def run_tree(env: Env, rates, duration, warmup, plan, prog, reader: str = "auto"
         for role in roles:
             pr = CTX.Process(target=W.main, args=(role, "arbpipe", p, c_raw, ctl, res),
                              daemon=True, name=f"bench-{role}")
-            pr.start()
+            _start(pr)
             procs.append(pr)
             env.procs.append(pr)
         got = _collect(res, {"reader", "replay"} if not strat else {"replay"}, 180, procs)
@@ -646,8 +658,18 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
     for t in transports:
         if t not in TRANSPORTS:
             raise ValueError(f"unknown transport {t!r}; known: {', '.join(TRANSPORTS)}")
+    import signal
     plan, note = core_plan()
     load0 = os.getloadavg()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    old_term = signal.signal(signal.SIGTERM, on_term)   # SIGTERM cleans up like Ctrl-C
+    try:
+        import psutil
+        affinity = psutil.Process().cpu_affinity()
+    except (ImportError, AttributeError, OSError):
+        affinity = None
     W.pin(plan["parent"])
     env = Env(instance)
     per_phase = warmup + duration + 0.5
@@ -673,6 +695,8 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
     finally:
         prog.close()
         env.close()
+        signal.signal(signal.SIGTERM, old_term)
+        W.pin(affinity)
     host = _host()
     host["loadavg_1m"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
     if max(host["loadavg_1m"]) > 0.75 * (os.cpu_count() or 1):
@@ -874,6 +898,10 @@ def _cpus(r) -> str:
     return " / ".join("-" if c.get(k) is None else f"{c[k]:.0f}" for k in ("gen", "det", "reader"))
 
 
+COLORS = {"arbpipe": "tab:blue", "mp-queue": "tab:red", "faster-fifo": "tab:orange",
+          "pyzmq": "tab:green"}
+
+
 def plot(res: dict, path: str) -> bool:
     """Latency percentile spectrum of the total hop, per transport, one panel per rate."""
     try:
@@ -893,9 +921,11 @@ def plot(res: dict, path: str) -> bool:
             cum = np.cumsum(cnt) / cnt.sum()
             q = np.clip(cum, 0, 1 - 1e-6)
             x = 1.0 / (1.0 - q)
-            label = "arbpipe (real tree)" if r["setup"] == "tree" else r["transport"]
+            tree = r["setup"] == "tree"
+            label = "arbpipe (real tree)" if tree else r["transport"]
             ax.step(x, np.maximum(low, 1) / 1e3, where="post", label=label,
-                    linestyle="--" if r["setup"] == "tree" else "-")
+                    linestyle="--" if tree else "-",
+                    color="black" if tree else COLORS.get(r["transport"]))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ticks = [2, 10, 100, 1000, 10000]

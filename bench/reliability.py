@@ -648,6 +648,7 @@ def tree(kills: int = 20, rate_hz: float = 200.0, seed: int = 2, log=print,
         done = {r: 0 for r in roles}
         restart, resume, slow, stuck = [], [], [], []
         per_role_restart: dict[str, list] = {r: [] for r in roles}
+        per_role_resume: dict[str, list] = {r: [] for r in roles}
 
         def progress_signal(name, role):
             """A number that grows while the role does its job."""
@@ -714,6 +715,7 @@ def tree(kills: int = 20, rate_hz: float = 200.0, seed: int = 2, log=print,
                 stuck.append(name)
             else:
                 resume.append(moved)
+                per_role_resume[role].append(moved)
             while reader.pop_batch(rbuf):
                 pass
         # settle: the detector catches up with every feed ring
@@ -728,6 +730,7 @@ def tree(kills: int = 20, rate_hz: float = 200.0, seed: int = 2, log=print,
         res.update({
             "kills": done, "restart_s": _dist(restart), "resume_s": _dist(resume),
             "restart_s_by_role": {r: _dist(v) for r, v in per_role_restart.items()},
+            "resume_s_by_role": {r: _dist(v) for r, v in per_role_resume.items()},
             "restarts_over_limit": slow, "not_resumed": stuck,
             "feed_ring_lag_after": lag,
             "feed_dropped": {n: r["dropped"] for n, r in rows.items() if n.startswith("feed.")},

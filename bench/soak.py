@@ -5,7 +5,9 @@ Starts the tree (`arbpipe up --detach`, private instance and run dir, the simula
 supervisor and every process under it (redis-server included when the persister embeds
 one), every ring's published / dropped / fill and its readers' lag and lost counts.
 Reports drift after a warm-up (``warmup`` share of the run, at least 20 s): total RSS
-growth in % and its slope (MiB/min), fd growth, drops on SPSC/MPMC rings, records lost by
+growth in % and its slope (MiB/min), split into private heap (RssAnon: what a leak grows)
+and shared ring pages (RssShmem: grows until every page of every ring a process maps has
+been touched once, so at a low rate it keeps growing for a while), fd growth, drops on SPSC/MPMC rings, records lost by
 lapped broadcast readers, the largest reader lag, process restarts, and the update rate
 reached. Targets (issue 9): zero SPSC drops at 100 K updates/s for 30 minutes, RSS growth
 < 5 % after warm-up, fd count flat.
@@ -31,17 +33,34 @@ def _procs(sup_pid: int) -> list[psutil.Process]:
         return []
 
 
+def _rss_parts(pid: int) -> dict:
+    """RssAnon (private heap: what a leak grows) and RssShmem (ring pages touched so far:
+    grows until every page of every mapped ring has been touched once), bytes."""
+    out = {"anon": 0, "shmem": 0}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    out["anon"] = int(line.split()[1]) * 1024
+                elif line.startswith("RssShmem:"):
+                    out["shmem"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
 def _sample(tree, t0) -> dict:
     from arbpipe.stat import snapshot
     st = tree.status() or {}
     procs = {}
+    names = {p["pid"]: p["name"] for p in st.get("processes", [])}
+    names[st.get("supervisor_pid")] = "supervisor"
     for p in _procs(st.get("supervisor_pid", 0)):
         try:
             with p.oneshot():
-                name = " ".join(p.cmdline()[2:4]) if p.pid != st.get("supervisor_pid") \
-                    else "supervisor"
-                procs[p.pid] = {"name": name, "rss": p.memory_info().rss,
-                                "fds": p.num_fds()}
+                procs[p.pid] = {"name": names.get(p.pid) or p.name(),
+                                "rss": p.memory_info().rss, "fds": p.num_fds(),
+                                **_rss_parts(p.pid)}
         except psutil.Error:
             continue
     rings = {}
@@ -53,6 +72,8 @@ def _sample(tree, t0) -> dict:
     return {"t": time.monotonic() - t0, "procs": procs, "rings": rings,
             "restarts": sum(p["restarts"] for p in st.get("processes", [])),
             "rss": sum(p["rss"] for p in procs.values()),
+            "anon": sum(p["anon"] for p in procs.values()),
+            "shmem": sum(p["shmem"] for p in procs.values()),
             "fds": sum(p["fds"] for p in procs.values())}
 
 
@@ -84,7 +105,8 @@ def run(minutes: float = 5.0, rate: float = 100_000.0, interval: float = 5.0,
                     upd = sum(r["published"] - a["rings"].get(n, r)["published"]
                               for n, r in s["rings"].items() if n.startswith("feed."))
                     log(f"soak {s['t']:7.1f} s: {upd / (s['t'] - a['t']):9,.0f} updates/s, "
-                        f"RSS {s['rss'] / 2**20:7.1f} MiB, fds {s['fds']}, drops "
+                        f"RSS {s['rss'] / 2**20:7.1f} MiB (anon {s['anon'] / 2**20:6.1f}, "
+                        f"shm {s['shmem'] / 2**20:6.1f}), fds {s['fds']}, drops "
                         f"{sum(r['dropped'] for r in s['rings'].values())}, max lag "
                         f"{max([r['lag'] for r in s['rings'].values()] or [0])}")
                 nxt += interval
@@ -108,7 +130,9 @@ def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
     after = [s for s in samples if s["t"] >= w_t]
     ts = np.array([s["t"] for s in after])
     rss = np.array([s["rss"] for s in after], float)
+    anon = np.array([s["anon"] for s in after], float)
     slope = float(np.polyfit(ts / 60.0, rss / 2**20, 1)[0]) if len(after) >= 3 else 0.0
+    aslope = float(np.polyfit(ts / 60.0, anon / 2**20, 1)[0]) if len(after) >= 3 else 0.0
     first = samples[0]
 
     def ring_delta(key, kinds):
@@ -123,6 +147,10 @@ def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
             per_proc[p["name"]] = {"rss_mib": round(p["rss"] / 2**20, 1),
                                    "rss_growth_pct": round(100.0 * (p["rss"] - b["rss"])
                                                            / max(b["rss"], 1), 2),
+                                   "anon_mib": round(p["anon"] / 2**20, 1),
+                                   "anon_growth_pct": round(100.0 * (p["anon"] - b["anon"])
+                                                            / max(b["anon"], 1), 2),
+                                   "shmem_mib": round(p["shmem"] / 2**20, 1),
                                    "fd_growth": p["fds"] - b["fds"]}
     return {
         "minutes": round(span / 60.0, 2), "target_updates_per_s": rate,
@@ -132,6 +160,12 @@ def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
         "rss_mib_end": round(last["rss"] / 2**20, 1),
         "rss_growth_pct": round(100.0 * (last["rss"] - base["rss"]) / base["rss"], 2),
         "rss_slope_mib_per_min": round(slope, 3),
+        "anon_mib_after_warmup": round(base["anon"] / 2**20, 1),
+        "anon_mib_end": round(last["anon"] / 2**20, 1),
+        "anon_growth_pct": round(100.0 * (last["anon"] - base["anon"]) / max(base["anon"], 1), 2),
+        "anon_slope_mib_per_min": round(aslope, 3),
+        "shmem_mib_after_warmup": round(base["shmem"] / 2**20, 1),
+        "shmem_mib_end": round(last["shmem"] / 2**20, 1),
         "fds_after_warmup": base["fds"], "fds_end": last["fds"],
         "fd_growth": last["fds"] - base["fds"],
         "drops": ring_delta("dropped", ("spsc", "mpmc")),
@@ -141,6 +175,8 @@ def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
         "restarts": last["restarts"] - first["restarts"],
         "processes": per_proc, "samples": len(samples), "instance": instance,
         "series": [{"t": round(s["t"], 1), "rss_mib": round(s["rss"] / 2**20, 2),
+                    "anon_mib": round(s["anon"] / 2**20, 2),
+                    "shmem_mib": round(s["shmem"] / 2**20, 2),
                     "fds": s["fds"],
                     "published": sum(r["published"] for n, r in s["rings"].items()
                                      if n.startswith("feed.")),
@@ -153,7 +189,10 @@ def render(r: dict) -> str:
     return (f"soak {r['minutes']} min at {r.get('updates_per_s', 0):,.0f} updates/s "
             f"(target {r.get('target_updates_per_s', 0):,.0f}): RSS "
             f"{r.get('rss_mib_after_warmup')} -> {r.get('rss_mib_end')} MiB "
-            f"({r['rss_growth_pct']:+.2f}%, {r.get('rss_slope_mib_per_min', 0):+.3f} MiB/min), "
+            f"({r['rss_growth_pct']:+.2f}%, {r.get('rss_slope_mib_per_min', 0):+.3f} MiB/min; "
+            f"private heap {r.get('anon_mib_after_warmup')} -> {r.get('anon_mib_end')} MiB "
+            f"{r.get('anon_growth_pct', 0):+.2f}%, shared ring pages "
+            f"{r.get('shmem_mib_after_warmup')} -> {r.get('shmem_mib_end')} MiB), "
             f"fds {r.get('fds_after_warmup')} -> {r.get('fds_end')} ({r['fd_growth']:+d}), "
             f"SPSC/MPMC drops {r['drops']}, broadcast lost {r.get('broadcast_lost')}, "
             f"restarts {r.get('restarts')}")

@@ -20,7 +20,7 @@ from bench import fuzz
 from shm_layouts import MARKET_UPDATE
 from shm_layouts.feed_stats import REJECT_REASONS
 
-FRAMES = 25_000
+FRAMES = 20_000
 
 
 @pytest.mark.parametrize("venue", fuzz.VENUES)
@@ -90,7 +90,7 @@ def test_hypothesis_json_in_the_venues_vocabulary(instance, venue):
     ids = {i.instrument_id for i in adapter.instruments}
     applied = [0]
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck),
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck),
               derandomize=True)
     @given(frames, st.booleans())
     def check(obj, as_text):

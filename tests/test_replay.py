@@ -233,3 +233,44 @@ def test_replay_refuses_a_ring_that_has_a_live_feed_handler(instance, tmp_path):
         segments.unlink(instance, "feed.binance.stats")
         ring.unlink()
         ring.close()
+
+
+def test_recorder_stops_when_the_pipeline_goes_away(instance, tmp_path):
+    ring = SpscRing.create("feed.okx", 1024, "MarketUpdate", policy="drop", instance=instance)
+    path = str(tmp_path / "gone.arbrec")
+    proc = cli("record", "--out", path, "--instance", instance)
+    try:
+        assert proc.stdout.readline().startswith("recording")
+        s = stream(2000)
+        assert ring.push_batch(s[s["venue_id"] == 5][:100]) == 100
+        ring.unlink()           # what `arbpipe down` does to every segment
+        assert proc.wait(30) == 0
+        out = proc.stdout.read()
+        assert "rings removed" in out and "recorded 100 records" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ring.close()
+    assert len(RP.open_recording(path)) == 100
+
+
+def test_recording_again_into_the_same_file_appends(instance, tmp_path):
+    ring = SpscRing.create("feed.gate", 1024, "MarketUpdate", policy="drop", instance=instance)
+    path = str(tmp_path / "twice.arbrec")
+    s = stream(20000)
+    s = s[s["venue_id"] == 8][:300]
+    try:
+        for part in (s[:100], s[100:300]):
+            proc = cli("record", "--out", path, "--instance", instance, "--count",
+                       str(len(part)))
+            assert proc.stdout.readline().startswith("recording")
+            assert ring.push_batch(part) == len(part)
+            assert proc.wait(30) == 0
+            out = np.zeros(300, MARKET_UPDATE)
+            ring.pop_batch(out)
+    finally:
+        ring.unlink()
+        ring.close()
+    rec = RP.open_recording(path)
+    assert rec.header["records"] == 300 and rec.records.tobytes() == s.tobytes()
+    assert rec.header["first_recv_ns"] == int(s["recv_ts_ns"].min())
