@@ -69,9 +69,12 @@ OPP_FLAG_SELL_PERP (2) so readers can tell OKX spot from OKX SWAP (same venue id
 Counters ``latency_sum_ns`` / ``latency_max_ns``: detect_ns - trigger_recv_ns of OPEN and
 UPDATE records (feed receive -> opportunity published, both CLOCK_REALTIME).
 
-Hop histograms (``arbpipe.histogram`` layout; S[17], S[18]; the service's are the shared
-segments ``hist.feed_to_detector`` and ``hist.detect``, a bare ``Detector`` keeps private ones)
----------------------------------------------------------------------------------------------
+Hop histograms (``arbpipe.histogram`` layout; the service's are the shared segments
+``hist.feed_to_detector`` and ``hist.detect``, a bare ``Detector`` keeps private ones)
+-------------------------------------------------------------------------------------
+The kernels reach them through their addresses in ``io`` (not through S: every extra array
+in S is passed, field by field, on every call of _evaluate / _emit, which cost ~4% in the
+stress benchmark).
   feed_to_detector: read_ns - recv_ts_ns of every update ``pump`` pops from a feed ring, with
                     one CLOCK_REALTIME read (read_ns) per popped batch.
   detect:           detect_ns - read_ns of every OPEN / UPDATE record (``process_words``: read_ns
@@ -93,7 +96,7 @@ import time
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, njit, types
 from numba.cpython.unsafe.numbers import leading_zeros
 from numba.extending import intrinsic
 
@@ -153,8 +156,11 @@ MAX_LEGS_IN_STATS = (4096 - L.BLOCK) // 8 - N_COUNTERS
  P_CONF_SPREAD, P_CONF_NOTIONAL, P_CONF_FUND) = range(10)
 # int params
 I_MAX_AGE, I_PERSIST_N, I_PERSIST_NS, I_OPP_BASE = range(4)
-# io words (IO_READ_NS: CLOCK_REALTIME ns at which the batch being applied was read)
-IO_N, IO_RWAKE, IO_PWAKE, IO_READ_NS = range(4)
+# io words. IO_READ_NS: CLOCK_REALTIME ns at which the batch being applied was read.
+# IO_HIST_FEED / IO_HIST_DETECT: addresses of the hop histograms' words (0: none); the
+# Detector keeps those arrays alive and in place while its io is in use.
+IO_N, IO_RWAKE, IO_PWAKE, IO_READ_NS, IO_HIST_FEED, IO_HIST_DETECT = range(6)
+IO_WORDS = 8
 
 
 # ---------------------------------------------------------------- bit casts ------
@@ -182,6 +188,24 @@ def _f32_bits(typingctx, x):
 
 
 # ---------------------------------------------------------------- histograms -----
+
+@intrinsic
+def _i64_ptr(typingctx, addr):
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+    return types.CPointer(types.int64)(types.int64), codegen
+
+
+@njit(inline="always", **_KW)
+def _hist_at(addr):
+    """The histogram words at ``addr`` (an address from io, never 0)."""
+    return carray(_i64_ptr(addr), (H.W_DATA + H.NB,))
+
+
+@njit(inline="always", **_KW)
+def _io_hist_addr(io, slot):
+    return io[slot] if io.shape[0] > slot else 0
+
 
 @njit(inline="always", **_KW)
 def _hist_bucket(v):
@@ -267,7 +291,7 @@ def _flush(out, ow, io, ctr):
 def _emit(S, out, ow, io, i, b, s, state, reason, trig):
     """Write one Opportunity from the pair's published values (pf) and ids (po)."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act, hf, hd) = S
+     act) = S
     cap = out.shape[0] // 16
     if io[IO_N] >= cap:
         if ow.shape[0] > 0:
@@ -306,7 +330,9 @@ def _emit(S, out, ow, io, i, b, s, state, reason, trig):
     ctr[C_PUBLISHED] += 1
     ctr[C_LAST_DETECT] = now
     if state != _CLOSED:
-        hist_record(hd, now - io[IO_READ_NS])
+        hd = _io_hist_addr(io, IO_HIST_DETECT)
+        if hd != 0:
+            hist_record(_hist_at(hd), now - io[IO_READ_NS])
         lat = now - trig
         if lat >= 0:
             ctr[C_LAT_SUM] += lat
@@ -362,7 +388,7 @@ def _funding_bps(S, i, leg):
 def _evaluate(S, out, ow, io, i, b, s, t):
     """Evaluate buying on leg b (its ask) and selling on leg s (its bid) at trigger time t."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act, hf, hd) = S
+     act) = S
     buy_ask = bkf[i, b, 1]
     sell_bid = bkf[i, s, 0]
     if buy_ask <= 0.0 or sell_bid <= 0.0:
@@ -464,7 +490,7 @@ def _invalid_quote(S, out, ow, io, i, k, t):
 def _on_status(S, out, ow, io, vid, iid, status, t):
     """Venue status (iid == 0: every leg of the venue) or one instrument's (iid != 0)."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act, hf, hd) = S
+     act) = S
     ctr[C_STATUS] += 1
     if vid < 0 or vid >= tab.shape[0] or status < _UP or status > _DISC:
         ctr[F_UNKNOWN] += 1
@@ -539,7 +565,7 @@ def _process(S, bi, n, out, ow, io):
     rare paths (invalid quote, evaluation of a candidate pair, status, funding) are calls.
     """
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act, hf, hd) = S
+     act) = S
     ni = bkf.shape[0]
     nl = lven.shape[0]
     ntab = tab.shape[0]
@@ -614,7 +640,8 @@ def _process(S, bi, n, out, ow, io):
 def process_words(S, bi, n, out, ow, io):
     """Kernel entry: apply n updates; in ring mode publish everything to ``ow``."""
     S[13][C_CALLS] += 1
-    io[IO_READ_NS] = realtime_ns()
+    if io.shape[0] > IO_READ_NS:
+        io[IO_READ_NS] = realtime_ns()
     k = _process(S, bi, n, out, ow, io)
     _flush(out, ow, io, S[13])
     return k
@@ -624,7 +651,7 @@ def process_words(S, bi, n, out, ow, io):
 def sweep(S, out, ow, io, now):
     """Close open opportunities with a leg quote older than max_quote_age at ``now``."""
     (bkf, bki, po, pf, tab, lven, lperp, lfee, lstat, lint, imaxq, fp, ip, ctr, istat, px,
-     act, hf, hd) = S
+     act) = S
     ctr[C_SWEEPS] += 1
     if ctr[C_OPEN_NOW] == 0:
         return
@@ -673,7 +700,7 @@ def pump(S, rings, sts, slots, buf, batch, max_records, out, ow, io):
     bit r set when ring r's blocked producer must be woken, io[IO_RWAKE] = 1 when readers
     of ``ow`` must be woken."""
     ctr = S[13]
-    hf = S[17]
+    hfa = _io_hist_addr(io, IO_HIST_FEED)
     ctr[C_CALLS] += 1
     total = 0
     nr = len(rings)
@@ -688,8 +715,10 @@ def pump(S, rings, sts, slots, buf, batch, max_records, out, ow, io):
                 got += k
                 now = realtime_ns()
                 io[IO_READ_NS] = now
-                for j in range(k):
-                    hist_record(hf, now - buf[j * 8 + 6])
+                if hfa != 0:
+                    hf = _hist_at(hfa)
+                    for j in range(k):
+                        hist_record(hf, now - buf[j * 8 + 6])
                 _process(S, buf, k, out, ow, io)
                 _flush(out, ow, io, ctr)
         total += got
@@ -768,14 +797,19 @@ class Detector:
         act = np.zeros((ni, nl), np.int64)
         self.hist_feed = H.empty() if hist_feed is None else hist_feed
         self.hist_detect = H.empty() if hist_detect is None else hist_detect
+        for h in (self.hist_feed, self.hist_detect):   # the kernels write them by address
+            if h.dtype != np.int64 or not h.flags.c_contiguous or len(h) < H.W_DATA + H.NB:
+                raise ValueError("a hop histogram must be the int64 words of a histogram")
         self.S = (bkf, bki, po, pf, self.legs.tab, self.legs.venue, self.legs.is_perp,
                   self.legs.taker_fee_bps, lstat, self.legs.funding_interval_s, imaxq, fp, ip,
-                  ctr, istat, px, act, self.hist_feed, self.hist_detect)
+                  ctr, istat, px, act)
         # collect mode: out must hold any single update's worst case (a status closing
         # every open opportunity) plus one quote's
         worst = (ni - 1) * nl * nl + 2 * nl
         self.out = np.zeros(OPP_WORDS * max(out_records or 0, worst, 1024), np.int64)
-        self.io = np.zeros(4, np.int64)
+        self.io = np.zeros(IO_WORDS, np.int64)
+        self.io[IO_HIST_FEED] = self.hist_feed.ctypes.data
+        self.io[IO_HIST_DETECT] = self.hist_detect.ctypes.data
         self.ow = np.zeros(0, np.int64)
 
     # -- ring mode ----------------------------------------------------------------
@@ -1229,6 +1263,7 @@ class DetectorService:
                     self.opp.unlink()
                 self.opp = None
             self.det.S = self.det.counters = self.det.leg_status = None
+            self.det.io[IO_HIST_FEED] = self.det.io[IO_HIST_DETECT] = 0
             self.det.hist_feed = self.det.hist_detect = None
             self.stats_seg.close(unlink=True)
             self._close_hists()

@@ -225,7 +225,6 @@ def chains(kills: int = 20, rate: float = 20_000.0, seed: int = 1, log=print) ->
     """SPSC / MPMC / broadcast chains under kill (see the module docstring)."""
     from arbpipe import supervisor as S
     from arbpipe.rings import BroadcastRing, MpmcRing, SpscRing
-    from shm_layouts import ring as L
     instance = "rel" + uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="arbpipe-rel-")
     os.environ["ARBPIPE_RUN_DIR"] = tmp
@@ -259,7 +258,6 @@ def chains(kills: int = 20, rate: float = 20_000.0, seed: int = 1, log=print) ->
     restart_s: list[float] = []
     pending: dict[str, tuple[int, float]] = {}    # name -> (old pid, kill time)
     fwd = {}
-    seen = {}                                     # (inc, seq) -> count, via arrays
     got_chunks: list[np.ndarray] = []
     state = {"phase": "kill", "t": time.monotonic(), "result": None}
     buf = np.zeros(4096 * RW, np.int64)
@@ -640,9 +638,8 @@ def tree(kills: int = 20, rate_hz: float = 200.0, seed: int = 2, log=print,
         reader.join("reliability")
         join_pos = reader.reader_stats()["position"]
         rbuf = reader.empty(4096)
-        t.events()
         starts: dict[str, float] = {}        # name -> wall time of its latest start
-        for e in _all_events(t):
+        for e in t.events():
             if e.get("event") == "start":
                 starts[e["process"]] = e["ts"]
         done = {r: 0 for r in roles}
@@ -763,10 +760,6 @@ def tree(kills: int = 20, rate_hz: float = 200.0, seed: int = 2, log=print,
         left = [e for e in os.listdir("/dev/shm") if f".{instance}." in e]
         res["leaked_after_down"] = left
     return res
-
-
-def _all_events(t: Tree) -> list[dict]:
-    return t.events()
 
 
 def whole_tree_kill(t: Tree, log=print) -> dict:
