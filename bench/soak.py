@@ -4,7 +4,8 @@ Starts the tree (`arbpipe up --detach`, private instance and run dir, the simula
 ``rate`` updates/s over all venues), samples every ``interval`` s: RSS and open fds of the
 supervisor and every process under it (redis-server included when the persister embeds
 one), every ring's published / dropped / fill and its readers' lag and lost counts.
-Reports drift after a warm-up (``warmup`` share of the run, at least 20 s): total RSS
+Reports drift after a warm-up (``warmup`` share of the run, at least 20 s, extended until
+the shared ring pages stop growing, at most half the run): total RSS
 growth in % and its slope (MiB/min), split into private heap (RssAnon: what a leak grows)
 and shared ring pages (RssShmem: grows until every page of every ring a process maps has
 been touched once, so at a low rate it keeps growing for a while), fd growth, drops on SPSC/MPMC rings, records lost by
@@ -124,8 +125,15 @@ def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
         return {"minutes": minutes, "error": "too few samples", "rss_growth_pct": 0.0,
                 "fd_growth": 0, "drops": 0}
     span = samples[-1]["t"]
-    w_t = max(warmup * span, min(20.0, span / 2))
+    # warm-up: ``warmup`` of the run (at least 20 s), and until every ring page has been
+    # touched once (shared RSS at its plateau: at a low rate a 64 K-record ring takes
+    # minutes to fill, and those one-time page faults are not drift)
+    fixed_t = max(warmup * span, min(20.0, span / 2))
+    shm_end = samples[-1]["shmem"]
+    plateau_t = next((s["t"] for s in samples if s["shmem"] >= 0.99 * shm_end), span)
+    w_t = max(fixed_t, min(plateau_t, span * 0.5))
     base = next(s for s in samples if s["t"] >= w_t)
+    fixed = next(s for s in samples if s["t"] >= fixed_t)
     last = samples[-1]
     after = [s for s in samples if s["t"] >= w_t]
     ts = np.array([s["t"] for s in after])
@@ -156,6 +164,9 @@ def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
         "minutes": round(span / 60.0, 2), "target_updates_per_s": rate,
         "updates_per_s": round((feed_pub - feed_pub0) / max(last["t"] - base["t"], 1e-9), 1),
         "warmup_s": round(base["t"], 1),
+        "rss_growth_pct_after_fixed_warmup": round(
+            100.0 * (last["rss"] - fixed["rss"]) / fixed["rss"], 2),
+        "fixed_warmup_s": round(fixed["t"], 1),
         "rss_mib_after_warmup": round(base["rss"] / 2**20, 1),
         "rss_mib_end": round(last["rss"] / 2**20, 1),
         "rss_growth_pct": round(100.0 * (last["rss"] - base["rss"]) / base["rss"], 2),
