@@ -100,6 +100,11 @@ class Doorbell:
                 woken = True
             except posix_ipc.BusyError:
                 woken = False
+            except posix_ipc.SignalError:
+                # a signal (e.g. SIGTERM with a handler) interrupted the sleep: leave the
+                # sleeper count as we found it and return, so the caller sees its stop flag
+                K.leave_sleep(w, self.door_w, self.armed_w, self.sleeps_w, self.wakes_w, False)
+                return bool(ready(0))
             K.leave_sleep(w, self.door_w, self.armed_w, self.sleeps_w, self.wakes_w, woken)
             if ready(0):
                 return True

@@ -284,3 +284,26 @@ def test_structured_records_round_trip(instance):
     other.close()
     ring.unlink()
     ring.close()
+
+
+def test_a_signal_during_a_doorbell_sleep_returns_instead_of_raising(instance):
+    """A consumer with a SIGALRM handler asleep on an empty ring: the wait returns False
+    (nothing readable) and the sleeper count is back to zero."""
+    import signal as _signal
+    from arbpipe.rings import SpscRing
+    ring = SpscRing.create("sig", 64, "MarketUpdate", instance=instance)
+    try:
+        fired = []
+        old = _signal.signal(_signal.SIGALRM, lambda *a: fired.append(1))
+        _signal.setitimer(_signal.ITIMER_REAL, 0.3)
+        try:
+            assert ring.wait(5.0) is False
+        finally:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+            _signal.signal(_signal.SIGALRM, old)
+        assert fired
+        st = ring.stats()
+        assert st["sleepers"] == 0 and st["sleeps"] >= 1
+    finally:
+        ring.close()
+        ring.unlink()
