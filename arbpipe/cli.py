@@ -207,7 +207,11 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
                    out_dir: Optional[str] = typer.Option(None, help="where pipeline.json/.md/"
                                                          ".png go (default bench/results)"),
                    instance: Optional[str] = typer.Option(None, "--instance", help="private "
-                                                          "instance to run in (bench-<pid>)")):
+                                                          "instance to run in (bench-<pid>)"),
+                   nice: int = typer.Option(0, help="CPU priority of the measured processes "
+                                            "(e.g. -10 on a busy host; root)"),
+                   tick_us: float = typer.Option(200.0, "--tick-us", help="generator's "
+                                                 "shortest sleep between sends (0: per record)")):
     """Feed ring -> detector -> strategy latency per hop at fixed rates, vs mp.Queue,
     faster-fifo and pyzmq carrying the same pipeline."""
     from bench import pipeline as B
@@ -216,7 +220,8 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
         if reader not in ("auto", "strategy", "bench") or not duration > 0 or warmup < 0:
             raise ValueError("--reader auto|strategy|bench, --duration > 0, --warmup >= 0")
         res = B.run(rate_list, duration, warmup, [t for t in transports.split(",") if t],
-                    tree=tree, reader=reader, progress=True, instance=instance)
+                    tree=tree, reader=reader, progress=True, instance=instance, nice=nice,
+                    tick_us=tick_us)
     except (ValueError, segments.SegmentError) as e:
         typer.echo(f"arbpipe bench pipeline: {e}", err=True)
         raise SystemExit(2)

@@ -204,7 +204,7 @@ class Recording:
         return self.names.get("venues", {}).get(str(int(venue_id)))
 
     def words(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Records [start, stop) as a contiguous int64 copy."""
+        """Records [start, stop) as flat int64 words (a read-only view of the file)."""
         return np.ascontiguousarray(self.records[start:stop]).reshape(-1).view(np.int64)
 
     def summary(self) -> dict:
@@ -459,13 +459,14 @@ class Replayer:
     (records/s, overrides speed). ``loop``: start over at the end (timestamps keep
     moving forward). ``on_full``: "drop" (count, like a live feed) or "wait"; default
     "wait" at speed max, else "drop". ``create``: create missing rings (capacity,
-    drop policy) and unlink them at ``close``.
+    drop policy) and unlink them at ``close``. ``tick_s``: sleep at least this long between
+    steps (fewer wake-ups; records due meanwhile go out together, stamped when sent).
     """
 
     def __init__(self, recording: Recording | str, instance: str | None = None,
                  speed: float = 1.0, rate: float | None = None, loop: bool = False,
                  on_full: str | None = None, create: bool = False, capacity: int = 65536,
-                 batch: int = 256, max_step: int = 65536):
+                 batch: int = 256, max_step: int = 65536, tick_s: float = 0.0):
         from numba.typed import List
 
         from arbpipe.rings import SpscRing
@@ -534,6 +535,7 @@ class Replayer:
         self.cnt = np.zeros(nr, np.int64)
         self.io = np.zeros(8, np.int64)
         self.max_step = max_step
+        self.tick_ns = int(tick_s * 1e9)
         self.pos = 0
 
     def _close_rings(self):
@@ -607,7 +609,7 @@ class Replayer:
                 nxt = t0 + int((loop * span + rel[order[pos - loop * n]]) / speed)
             wait = nxt - time.time_ns()
             if wait > 0:
-                time.sleep(wait / 1e9)
+                time.sleep(max(wait, self.tick_ns) / 1e9)
         self.pos = pos
         secs = (time.time_ns() - t_start) / 1e9
         pub = int(io[IO_PUSHED])

@@ -7,7 +7,7 @@ Harness (same shape for every transport, only the channel differs):
 
 * ``gen``: paced by absolute deadlines (record p of a phase is due at t0 + p / rate);
   every step sends what is due, each record stamped ``recv_ts_ns`` = send time (one clock
-  read per step). arbpipe: one ``push_words`` per step (SPSC ring, drop when full); peers:
+  read per step), then sleeps until the next record is due, at least ``tick_ns``. arbpipe: one ``push_words`` per step (SPSC ring, drop when full); peers:
   one message per record, non-blocking, dropped and counted when the channel is full
   (every channel holds ``cap`` records, like the ring).
 * ``det``: waits for input, takes what is there (up to ``batch``), reads the clock once,
@@ -256,6 +256,8 @@ def main(role, transport, p, raw, ctl, res):
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us (Ctrl-C is its)
     pin(p["cores"].get(role))
+    if p.get("nice"):
+        os.setpriority(os.PRIO_PROCESS, 0, int(p["nice"]))
     try:
         fn = {"gen": _gen, "det": _det, "reader": _reader, "replay": _replay,
               "tree_reader": _reader}[role]
@@ -274,6 +276,7 @@ def _gen(transport, p, c, ctl, res):
     maxk = 4096
     stage = np.zeros(maxk * RW, np.int64)
     warm_kernels()
+    stamp(stage, pool, n_pool, 0, 1, time.time_ns())   # the pool's own (read-only) type
     res.put(("ready", "gen", os.getpid()))
     cursor = 0
     try:
@@ -303,7 +306,7 @@ def _gen(transport, p, c, ctl, res):
                     continue
                 wait = t0 + int(sent * period) - time.time_ns()
                 if wait > 0:
-                    time.sleep(wait / 1e9)
+                    time.sleep(max(wait, p.get("tick_ns", 0)) / 1e9)
             due_total = int((min(time.time_ns(), t_end) - t0) / period) + 1
             res.put(("done", "gen", {"sent": sent, "dropped": dropped,
                                      "behind": max(due_total - sent, 0)}))
@@ -380,7 +383,8 @@ def _reader(transport, p, c, ctl, res):
 def _replay(transport, p, c, ctl, res):
     from arbpipe.replay import Replayer
     low_timer_slack()
-    rp = Replayer(p["workload"], p["instance"], rate=1.0, loop=True, on_full="drop")
+    rp = Replayer(p["workload"], p["instance"], rate=1.0, loop=True, on_full="drop",
+                  tick_s=p.get("tick_ns", 0) / 1e9)
     try:
         rp.warm_up()
         res.put(("ready", "replay", os.getpid()))
