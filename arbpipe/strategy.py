@@ -1171,8 +1171,12 @@ class StrategyService:
         if previous:
             info = self.strategy.restore(previous, now)
             self._jlog({"event": "restored", **info})
-        elif self.risk_source is not None:
-            # a new tree: come back halted if the last one was (breaker mirrored in Redis)
+        else:
+            # a new tree: come back halted if the last run's journal ended halted
+            # (its file was kept as journal-<time>.jsonl by the supervisor) ...
+            self._breaker_from_last_run(os.path.dirname(jpath), now)
+        if not previous and self.risk_source is not None:
+            # ... or if the breaker mirrored in Redis says so
             b = self.risk_source.load_breaker()
             if b and b.get("tripped") and str(b.get("reason", "")).upper() in \
                     BreakerReason.__members__:
@@ -1192,6 +1196,24 @@ class StrategyService:
         self.strategy.check_breaker(now)
         self.publish(now)
         return True
+
+    def _breaker_from_last_run(self, run_dir: str, now: int) -> None:
+        import glob
+        olds = sorted(glob.glob(os.path.join(run_dir, "journal-*.jsonl")))
+        if not olds:
+            return
+        last = None
+        for e in read_journal(olds[-1]):
+            if int(e["kind"]) in (JournalKind.BREAKER, JournalKind.RESET):
+                last = e
+        if last is not None and int(last["kind"]) == JournalKind.BREAKER:
+            reason = BreakerReason(int(last["reason"]))
+            if reason == BreakerReason.KILL_SWITCH:
+                self.control.set_kill(True)
+            else:
+                self.strategy.trip(reason, float(last["value"]), float(last["limit"]), now)
+            self._jlog({"event": "breaker_restored_from_last_run",
+                        "reason": reason.name.lower(), "journal": os.path.basename(olds[-1])})
 
     def publish(self, now: int) -> None:
         rs = self.opps.reader_stats()

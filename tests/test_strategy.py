@@ -516,3 +516,25 @@ def test_a_lapped_strategy_counts_what_it_lost_and_keeps_going(instance, tmp_pat
         journal.unlink()
         ring.close()
         ring.unlink()
+
+
+def test_a_new_tree_comes_back_halted_when_the_last_run_ended_halted(instance, tmp_path):
+    """The supervisor keeps the last run's journal as journal-<time>.jsonl; a strategy
+    starting a new run with no journal of its own restores the breaker from it."""
+    from arbpipe.rings import BroadcastRing
+    from arbpipe.strategy import StrategyService, read_state
+    old = Journal(str(tmp_path / "journal-20261123T000000.jsonl"))
+    old.write(JournalKind.BREAKER, reason=2, limit=20.0, value=25.0)   # DRAWDOWN
+    old.close()
+    ring = BroadcastRing.create("opportunities", 16, "Opportunity", policy="overwrite",
+                                instance=instance)
+    svc = StrategyService(load_config(), instance, log=lambda m: None,
+                          journal_path=str(tmp_path / "journal.jsonl"))
+    try:
+        assert svc.open()
+        st = read_state(instance)
+        assert st["breaker"]["tripped"] and st["breaker"]["reason"] == "drawdown"
+    finally:
+        svc.close()
+        ring.close()
+        ring.unlink()
