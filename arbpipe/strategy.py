@@ -1192,6 +1192,8 @@ class StrategyService:
         self.h_pub = Histogram.create(self.instance, "publish_to_strategy")
         self.h_total = Histogram.create(self.instance, "total")
         self.hists = [self.h_pub, self.h_total]
+        from arbpipe.histogram import empty, record
+        record(empty(), 1)  # compile (or load) the kernel before "ready", not on the first record
         book.refresh()
         self.strategy.check_breaker(now)
         self.publish(now)

@@ -83,7 +83,7 @@ def test_detector_process_publishes_and_unlinks_hop_histograms(instance, tmp_pat
 def test_bench_pipeline_smoke(instance, tmp_path):
     out_dir = tmp_path / "results"
     res = subprocess.run([sys.executable, "-m", "arbpipe.cli", "bench", "pipeline", "--rates",
-                          "5k", "--duration", "0.5", "--warmup", "0.2", "--json", "--out-dir",
+                          "5k", "--duration", "1.0", "--warmup", "0.5", "--json", "--out-dir",
                           str(out_dir), "--instance", instance], capture_output=True, text=True,
                          timeout=500)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
