@@ -88,6 +88,8 @@ class VenueConfig(_Base, kw_only=True):
     funding_interval_s: int = 0          # perp venues: default interval (s) when updates carry none
     url: str = ""                        # override of the websocket base url ("" = simulator / venue default)
     watchdog_s: float = 30.0             # silent-symbol watchdog
+    probe_idle_s: float = 10.0           # nothing received this long: websocket ping (0 = never)
+    probe_timeout_s: float = 10.0        # no answer this long after it: half-open, reconnect
     instruments: list[str] | None = None  # pair subset this venue quotes (None = all)
     symbols: dict[str, str] = {}         # pair -> native symbol override
     perp: PerpMarket | None = None       # second market on the same venue id (OKX SWAP)
@@ -197,6 +199,11 @@ class SimulatorConfig(_Base, kw_only=True):
     dislocation_rate_hz: float = 0.005   # per (venue, instrument)
     dislocation_bps: float = 40.0
     dislocation_ms: float = 1500.0
+    # Injected venue faults, per venue: [simulator.faults.<venue>] with the fields of
+    # arbpipe.sim.config.FaultConfig (drop_every_s, stall_every_s/stall_s, halfopen_after_s,
+    # refuse_connect_p, malformed_p, reorder_p, duplicate_p, refuse_subscribe,
+    # refuse_symbols, notice_every_s/notice_lead_s). Empty = a well-behaved market.
+    faults: dict[str, dict] = {}
 
 
 class DashboardConfig(_Base, kw_only=True):
@@ -456,6 +463,8 @@ def _validate(cfg: Config) -> None:
               "must be > 0 for a perp venue")
             c(v.perp is None, f"{key}.perp", "a perp venue has no second perp market")
         _finite(c, v.watchdog_s, f"{key}.watchdog_s", 0.0, lo_open=True)
+        _finite(c, v.probe_idle_s, f"{key}.probe_idle_s", 0.0)
+        _finite(c, v.probe_timeout_s, f"{key}.probe_timeout_s", 0.0, lo_open=True)
         c(v.url == "" or bool(re.match(r"^wss?://", v.url)), f"{key}.url",
           f"expected ws:// or wss:// url, got {v.url!r}")
         if v.instruments is not None:
@@ -551,6 +560,8 @@ def _validate(cfg: Config) -> None:
     c(0 <= sim.port < 65536, f"{k}.port", f"must be in 0..65535, got {sim.port}")
     for f in ("rate_hz", "dislocation_rate_hz", "dislocation_bps", "dislocation_ms"):
         _finite(c, getattr(sim, f), f"{k}.{f}", 0.0)
+    if sim.faults:
+        _sim_faults(cfg, c)
     db, k = cfg.dashboard, "dashboard"
     c(0 <= db.metrics_port < 65536, f"{k}.metrics_port",
       f"must be in 0..65535 (0 = a free port), got {db.metrics_port}")
@@ -559,6 +570,27 @@ def _validate(cfg: Config) -> None:
     _finite(c, db.refresh_hz, f"{k}.refresh_hz", 1.0, 100.0)
     c(1 <= db.closed_keep <= 5000, f"{k}.closed_keep",
       f"must be in 1..5000, got {db.closed_keep}")
+
+
+def _sim_faults(cfg: Config, c) -> dict:
+    """``simulator.faults`` decoded into ``arbpipe.sim.config.FaultConfig`` per venue (the
+    checks name the offending key)."""
+    from arbpipe.sim.config import VENUES as SIM_VENUES, FaultConfig
+    served = [v for v in cfg.enabled_venues() if v in SIM_VENUES]
+    out = {}
+    for venue, table in cfg.simulator.faults.items():
+        key = f"simulator.faults.{venue}"
+        c(venue in served, key, f"not a venue the simulator serves here; served: {', '.join(served)}")
+        f = _convert(table, FaultConfig, key)
+        for name in FaultConfig.__struct_fields__:
+            v = getattr(f, name)
+            if isinstance(v, float):
+                hi = 1.0 if name.endswith("_p") else None
+                _finite(c, v, f"{key}.{name}", 0.0, hi)
+        c(all(isinstance(x, str) and x for x in f.refuse_symbols), f"{key}.refuse_symbols",
+          "expected native symbol strings")
+        out[venue] = f
+    return out
 
 
 # ------------------------------------------------------------------ entry points -
@@ -616,6 +648,8 @@ def to_sim_config(cfg: Config):
                                           kind="perp" if perp else "spot", ct_val=ct,
                                           price_dp=pdp, qty_dp=qdp))
         venues[name] = S.VenueSimConfig(rate_hz=cfg.simulator.rate_hz, instruments=specs)
+    for name, faults in _sim_faults(cfg, _check).items():
+        venues[name] = msgspec.structs.replace(venues[name], faults=faults)
     sc = cfg.simulator
     return S.SimConfig(seed=sc.seed, host=sc.host, port=sc.port, venues=venues,
                        bases=sorted({i.split("/")[0] for i in cfg.instruments}),

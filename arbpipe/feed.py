@@ -38,6 +38,15 @@ Reconnects
     a socket is silent for ``silent_reconnect_s`` is the connection replaced, and that
     threshold doubles after each such reconnect that brings no data (capped at 10 min), so
     a quiet market cannot cause a reconnect storm.
+  * half-open connections (the peer vanished without a FIN: nothing arrives, sends still
+    succeed): after ``probe_idle_s`` without any frame at all the worker sends a websocket
+    ping; when nothing (not even the pong) arrives ``probe_timeout_s`` later, the connection
+    is replaced (STATUS ``DISCONNECTED`` reason ``HALF_OPEN``, counted
+    ``halfopen_reconnects``). A stalled but live venue still answers the ping, so a stall
+    only marks its symbols STALE.
+  * disconnect storms: the backoff starts over only after a connection lived ``stable_s``
+    and delivered data, so a venue that drops every connection soon after it opens (or
+    refuses the handshake) is retried at 0.5, 1, 2, 4 ... 30 s (x jitter), each attempt logged.
 
 Status records (kind STATUS): ``instrument_id == 0`` is about the whole venue, otherwise
 about one instrument; ``status_reason`` = ``StatusReason`` | socket index << 8. A venue
@@ -102,6 +111,7 @@ class StatusReason(enum.IntEnum):
     SHUTDOWN = 6           # DISCONNECTED: the feed stopped
     SILENT = 7             # DISCONNECTED: replaced a connection whose every symbol was silent
     PLANNED = 8            # DISCONNECTED: planned reconnect that could not be made seamless
+    HALF_OPEN = 9          # DISCONNECTED: replaced a connection that answered nothing (idle probe)
 
 
 # -- sinks -------------------------------------------------------------------------------------
@@ -301,12 +311,19 @@ class FeedOptions:
                                              # connection's first frame, then switch anyway
     ack_timeout_s: float = 10.0              # log when neither an ack nor data came by then
     tick_s: float = 0.25                     # housekeeping period (watchdog, stats)
+    probe_idle_s: float = 10.0               # nothing received for this long: send a websocket
+                                             # ping (0 = never probe)
+    probe_timeout_s: float = 10.0            # ... and still nothing this long after it: the
+                                             # connection is half-open, replace it
+    stable_s: float = 10.0                   # a connection must live this long (and deliver
+                                             # data) before the backoff starts again from the
+                                             # first delay: a disconnect storm backs off
     push_timeout_s: float = 0.0              # ring full: wait this long (BLOCK rings) then drop
 
 
 class _Conn:
     __slots__ = ("ws", "sock", "spec", "subscribed_ns", "acks", "errors", "frames", "records",
-                 "last_msg_ns", "ack_warned")
+                 "last_msg_ns", "ack_warned", "probe_ns", "opened_mono")
 
     def __init__(self, ws, spec):
         self.ws = ws
@@ -316,6 +333,8 @@ class _Conn:
         self.acks = self.errors = self.frames = self.records = 0
         self.last_msg_ns = 0
         self.ack_warned = False
+        self.probe_ns = 0                   # time_ns of the unanswered idle probe (0 = none)
+        self.opened_mono = time.monotonic()
 
     def close(self) -> None:
         """Send a close frame if the socket still takes one, then drop it (no waiting for
@@ -348,7 +367,8 @@ class _Worker:
         self.has_quotes = False             # this socket carries quotes (not only funding)
         self.attempt = 0
         self.connects = self.reconnects = self.planned = self.disconnects = 0
-        self.failures = self.silent = 0
+        self.failures = self.silent = self.halfopen = 0
+        self.probes = 0
         self.frames = self.acks = self.errors = 0
         self.last_msg_ns = 0
         self.silent_level = 0               # consecutive silent reconnects without data
@@ -410,17 +430,26 @@ class _Worker:
         if reason.startswith("planned"):
             feed._socket_down(self, StatusReason.PLANNED, reason)
             return 0.0
-        self.disconnects += 1
-        feed._socket_down(self, StatusReason.CONNECTION_LOST, reason)
-        if conn.records or self.flowing:
-            self.attempt = 0
+        lived = time.monotonic() - conn.opened_mono
+        if (conn.records or self.flowing) and lived >= feed.opts.stable_s:
+            self.attempt = 0                # a healthy connection ended: start over
+        if reason.startswith("half-open"):
+            self.halfopen += 1
+            feed._socket_down(self, StatusReason.HALF_OPEN, reason)
+        else:
+            self.disconnects += 1
+            feed._socket_down(self, StatusReason.CONNECTION_LOST, reason)
         return self._backoff()
 
     def _backoff(self) -> float:
         o = self.feed.opts
         d = min(o.backoff_max_s, o.backoff_initial_s * (2.0 ** min(self.attempt, 30)))
         self.attempt += 1
-        return d * random.uniform(0.5, 1.0)
+        d *= random.uniform(0.5, 1.0)
+        if self.attempt > 1:                # the first retry is routine; a run of them is news
+            log.warning("%s[%d]: reconnect attempt %d in %.2f s", self.feed.venue, self.index,
+                        self.attempt, d)
+        return d
 
     def _sleep(self, seconds: float) -> bool:
         """Wait ``seconds`` or until woken; True when the feed is stopping."""
@@ -519,6 +548,8 @@ class _Worker:
             else spec.ping_interval_s
         ping = spec.ping_text if spec.ping_text and interval and interval > 0 else None
         next_ping = time.monotonic() + interval if ping else math.inf
+        probe_idle = int(feed.opts.probe_idle_s * 1e9)
+        probe_timeout = int(feed.opts.probe_timeout_s * 1e9)
         wake_r = self.wake_r
         while True:
             if feed.stopping:
@@ -542,9 +573,15 @@ class _Worker:
             if self.nxt is not None and now >= self.swap_deadline:
                 self._switch()
             cur, nxt = self.cur, self.nxt
+            probe_deadline = math.inf
+            if probe_idle > 0:
+                why, wait_ns = self._probe(cur, probe_idle, probe_timeout)
+                if why:
+                    return why
+                probe_deadline = now + wait_ns / 1e9
             ready = [c for c in (cur, nxt) if c is not None and c.ws.buffered()]
             if not ready:
-                deadline = min(next_ping, self.swap_deadline)
+                deadline = min(next_ping, self.swap_deadline, probe_deadline)
                 timeout = None if deadline == math.inf else max(0.0, deadline - now)
                 fds = [wake_r, cur.sock] if nxt is None else [wake_r, cur.sock, nxt.sock]
                 try:
@@ -564,6 +601,33 @@ class _Worker:
                         why = self._cur_lost(str(e))
                         if why:
                             return why
+
+    def _probe(self, c: _Conn, idle_ns: int, timeout_ns: int) -> tuple[str, int]:
+        """Half-open detection on the current connection: after ``idle_ns`` without any
+        frame (data, pong, ping, heartbeat), send a websocket ping; when still nothing came
+        ``timeout_ns`` later, the peer is gone without a FIN (-> the reason to reconnect).
+        -> (reason or "", ns until the next check)."""
+        t = time_ns()
+        last = c.last_msg_ns if c.last_msg_ns > c.subscribed_ns else c.subscribed_ns
+        if c.probe_ns:
+            if last > c.probe_ns:
+                c.probe_ns = 0              # answered (or any traffic): alive
+            elif t - c.probe_ns >= timeout_ns:
+                return (f"half-open: nothing received for {(t - last) / 1e9:.1f} s, "
+                        f"ping unanswered for {(t - c.probe_ns) / 1e9:.1f} s"), 0
+            else:
+                return "", c.probe_ns + timeout_ns - t
+        if t - last >= idle_ns:
+            try:
+                c.ws.ping(b"arbpipe-probe")
+            except Exception as e:  # noqa: BLE001
+                return self._cur_lost(f"probe ping failed: {_oneline(e)}") or "", idle_ns
+            c.probe_ns = t
+            self.probes += 1
+            log.debug("%s[%d]: nothing received for %.1f s: probing with a ping", self.feed.venue,
+                      self.index, (t - last) / 1e9)
+            return "", timeout_ns
+        return "", last + idle_ns - t
 
     def _cur_lost(self, why: str) -> str:
         """The current connection is gone: go on with the pending new one if there is one
@@ -944,6 +1008,8 @@ class Feed:
             "disconnects": sum(w.disconnects for w in ws),
             "connect_failures": sum(w.failures for w in ws),
             "silent_reconnects": sum(w.silent for w in ws),
+            "halfopen_reconnects": sum(w.halfopen for w in ws),
+            "probes": sum(w.probes for w in ws),
             "last_msg_ns": max([w.last_msg_ns for w in ws] + [c.last_msg_ns for c in conns if c]),
             "last_update_ns": sink.recv_ns if sink.records else 0,
             "connected_mask": sum(1 << i for i, c in enumerate(conns) if c is not None),
@@ -999,7 +1065,7 @@ class FeedStatsWriter:
 
     def publish(self, c: dict) -> None:
         r = self._rec[0]
-        for f in FS.SCALAR_FIELDS[1:]:
+        for f in FS.SCALAR_FIELDS[1:] + FS.TAIL_FIELDS:
             v = c.get(f)
             if v is not None:
                 r[f] = v
@@ -1054,7 +1120,7 @@ def _read_record(seg: Segment) -> np.ndarray:
 
 def stats_record_to_dict(rec: np.ndarray) -> dict:
     r = rec[0]
-    d = {f: int(r[f]) for f in FS.SCALAR_FIELDS}
+    d = {f: int(r[f]) for f in FS.SCALAR_FIELDS + FS.TAIL_FIELDS}
     d["rejects"] = {name: int(n) for name, n in zip(FS.REJECT_SLOT_NAMES, r["rejects"]) if n}
     n = max(1, min(int(r["n_sockets"]), FS.MAX_SOCKETS))
     for f in FS.CONN_FIELDS:
@@ -1090,6 +1156,12 @@ def read_feed_stats(instance: str | None = None, name: str | None = None) -> lis
     return out
 
 
+_FAULT_COUNTERS = (("connects", "connects"), ("lost", "disconnects"),
+                   ("planned", "planned_reconnects"), ("silent", "silent_reconnects"),
+                   ("half_open", "halfopen_reconnects"), ("connect_failures", "connect_failures"),
+                   ("errors", "errors"))
+
+
 def render_feed_stats(rows: list[dict]) -> str:
     """One line per feed (``arbpipe stat feeds``)."""
     if not rows:
@@ -1106,6 +1178,9 @@ def render_feed_stats(rows: list[dict]) -> str:
                      f"{conn:>4} {r['frames']:>10} {r['updates']:>10} {r['rejects_total']:>8} "
                      f"{r['ring_dropped']:>8} {r['reconnects']:>6} {r['stale_symbols']:>5} "
                      f"{r['refused_symbols']:>7} {age:>9}" + ("  GONE" if r.get("stale") else ""))
+        faults = [(k, r.get(f, 0)) for k, f in _FAULT_COUNTERS if r.get(f, 0)]
+        if faults:
+            lines.append(" " * 11 + "connections: " + ", ".join(f"{k}={v}" for k, v in faults))
         if r["rejects"]:
             lines.append(" " * 11 + "rejects: " + ", ".join(f"{k}={v}" for k, v in r["rejects"].items()))
         if r["last_error"]:
@@ -1212,6 +1287,8 @@ def run_feed(venue: str, url: str | None = None, symbols: list[str] | None = Non
                 url = url or vcfg.url or None
                 if options.watchdog_s is None:
                     options.watchdog_s = vcfg.watchdog_s
+                options.probe_idle_s = vcfg.probe_idle_s
+                options.probe_timeout_s = vcfg.probe_timeout_s
                 capacity, policy = cfg.rings.feed.capacity, cfg.rings.feed.policy
             adapter, smap = build_adapter(venue, symbols, symbol_map)
             bu = base_url(url, adapter.default_url)

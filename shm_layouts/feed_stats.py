@@ -48,7 +48,9 @@ FeedStats -- 768 bytes, little-endian; every field is 8-byte aligned
        568   32 i8[4]    conn_last_msg_ns    per socket: recv time of the newest frame
        600   32 S32      venue               venue name, ASCII, NUL padded
        632  128 S128     last_error          newest error text (ASCII, NUL padded, truncated)
-       760    8          (reserved, zero)
+       760    8 u8       halfopen_reconnects reconnects because a connection went half-open: nothing
+                                             at all (not even a pong) came back for an idle probe
+                                             (version 2; this word was reserved, zero, in version 1)
 
 Reject reason slots: ``REJECT_REASONS[i]`` is slot i; slots after the named ones are
 reserved (new names are appended there, never moved); every reason not listed is
@@ -61,7 +63,7 @@ or changed. Counters are monotonic except the per-connection ones and the gauges
 import numpy as np
 
 FEED_STATS_KIND = 10          # ring_kind value in the header; not a ring
-FEED_STATS_VERSION = 1
+FEED_STATS_VERSION = 2
 FEED_STATS_OFFSET = 128       # bytes: the record follows the 128-byte header
 MAX_SOCKETS = 4
 REJECT_SLOTS = 24
@@ -88,6 +90,7 @@ _SCALARS = (
     ("refused_symbols", "u8"), ("acks", "u8"), ("errors", "u8"), ("updated_ns", "i8"),
 )
 SCALAR_FIELDS = tuple(n for n, _ in _SCALARS)
+TAIL_FIELDS = ("halfopen_reconnects",)     # u8 counters after the text fields (version 2)
 CONN_FIELDS = ("conn_connected", "conn_frames", "conn_acks", "conn_errors", "conn_reconnects",
                "conn_last_msg_ns")
 
@@ -109,10 +112,10 @@ def _build():
         formats.append((np.dtype("<i8" if n.endswith("_ns") else "<u8"), (MAX_SOCKETS,)))
         offsets.append(off)
         off += 8 * MAX_SOCKETS
-    names += ["venue", "last_error"]
-    formats += ["S32", "S128"]
-    offsets += [off, off + 32]
-    off += 32 + 128
+    names += ["venue", "last_error", "halfopen_reconnects"]
+    formats += ["S32", "S128", np.dtype("<u8")]
+    offsets += [off, off + 32, off + 160]
+    off += 32 + 128 + 8
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": 768}), off
 
 
@@ -122,6 +125,7 @@ assert FEED_STATS.fields["rejects"][1] == 216
 assert FEED_STATS.fields["conn_connected"][1] == 408
 assert FEED_STATS.fields["venue"][1] == 600
 assert FEED_STATS.fields["last_error"][1] == 632
+assert FEED_STATS.fields["halfopen_reconnects"][1] == 760
 SEGMENT_SIZE = 4096
 assert FEED_STATS_OFFSET + FEED_STATS.itemsize <= SEGMENT_SIZE
 

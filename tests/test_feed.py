@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from arbpipe.feed import (Feed, FeedOptions, FeedStatsWriter, RingSink, StatusReason, base_url,
-                          build_adapter, read_feed_stats, UsageError)
+                          build_adapter, read_feed_stats, render_feed_stats, UsageError)
 from arbpipe.rings import SpscRing
 from arbpipe.sim import SimulatorThread, make_config
 from arbpipe.sim.config import ASSET_TABLE, VENUES, default_instruments
@@ -350,6 +351,60 @@ def test_every_symbol_silent_replaces_the_connection(instance):
     s = statuses(r.records)
     assert (s["status_reason"][s["status"] == VenueStatus.DISCONNECTED] & 0xFF
             == StatusReason.SILENT).any()
+
+
+def test_half_open_connection_is_probed_and_replaced(instance, caplog):
+    """The simulator's okx goes half-open 1 s after each connect (no data, no pong, no FIN).
+    The idle probe finds it and replaces the connection; quotes flow again."""
+    caplog.set_level(logging.INFO, logger="arbpipe.feed")
+    with simulator(["okx"], seed=11, rate_hz=80,
+                   faults={"okx": {"halfopen_after_s": 1.0, "halfopen_hold_s": 20.0}}) as sim, \
+            running(sim, "okx", instance, probe_idle_s=0.5, probe_timeout_s=1.0) as r:
+        r.wait(lambda r: r.shm_stats()["halfopen_reconnects"] >= 2, "two half-open replacements")
+        last = r.records["seq"].max()
+        r.wait(lambda r: (kinds(r.records, Kind.QUOTE)["seq"] > last).any(), "quotes after")
+        st = r.shm_stats()
+        text = render_feed_stats(read_feed_stats(instance))
+    assert "half_open=" in text and "okx" in text
+    assert st["connects"] >= 3 and st["disconnects"] == 0
+    down = statuses(r.records)
+    down = down[down["status"] == VenueStatus.DISCONNECTED]
+    assert len(down) >= 2 and (down["status_reason"] & 0xFF == StatusReason.HALF_OPEN).all()
+    assert "half-open: nothing received" in caplog.text
+
+
+def test_stalled_but_live_venue_answers_the_probe(instance):
+    """The control: a stall (no data, but the server still answers pings) is probed and
+    left alone; its symbols only go STALE."""
+    with simulator(["gate"], seed=9, rate_hz=100,
+                   faults={"gate": {"stall_every_s": 1.0, "stall_s": 4.0}}) as sim, \
+            running(sim, "gate", instance, watchdog_s=1.0, probe_idle_s=0.5,
+                    probe_timeout_s=1.0) as r:
+        r.wait(lambda r: r.feed.counters()["probes"] >= 2 and r.shm_stats()["stale_symbols"] > 0,
+               "probes sent during the stall, symbols stale")
+        r.wait(lambda r: r.shm_stats()["stale_symbols"] == 0, "data again after the stall")
+        st = r.shm_stats()
+    assert st["halfopen_reconnects"] == 0 and st["reconnects"] == 0 and st["disconnects"] == 0
+
+
+def test_disconnect_storm_backs_off(instance, caplog):
+    """Every connection drops 0.2 s after it opens and half the handshakes are refused
+    (HTTP 503): the backoff keeps growing to its cap instead of hammering the venue."""
+    caplog.set_level(logging.INFO, logger="arbpipe.feed")
+    faults = {"bybit-spot": {"drop_every_s": 0.2, "refuse_connect_p": 0.5}}
+    with simulator(["bybit-spot"], seed=12, rate_hz=100, faults=faults) as sim, \
+            running(sim, "bybit-spot", instance, backoff_initial_s=0.02, backoff_max_s=0.4,
+                    stable_s=30.0) as r:
+        w = r.feed.workers[0]
+        r.wait(lambda r: w.attempt >= 7, "seven attempts in a row without a stable connection")
+        st = r.shm_stats()
+        refused = sim.call(lambda: sim.simulator.hubs["bybit-spot"].refused_connects)
+    assert st["disconnects"] >= 1 and st["connect_failures"] >= 1 and refused >= 1
+    assert st["connect_failures"] <= refused        # every failure here is an injected refusal
+    delays = [float(m) for m in re.findall(r"reconnect attempt \d+ in ([0-9.]+) s", caplog.text)]
+    # the delay of attempt k is initial x 2**k (x jitter in [0.5, 1]), capped: with 7 attempts
+    # the cap is reached; a storm never retries at the initial delay throughout
+    assert delays and max(delays) >= 0.4 * 0.5 and max(delays) <= 0.4
 
 
 @pytest.mark.parametrize("venue,native", [("okx", "ETH-USDT"), ("bybit-spot", "ETHUSDT"),

@@ -62,6 +62,10 @@ class FaultConfig(_Base):
     refuse_symbols: list[str] = []   # reject these native symbols only
     notice_every_s: float = 0.0      # planned disconnect: notice frame N s after connect (venue shape) ...
     notice_lead_s: float = 1.0       # ... then a clean close this long after the notice
+    halfopen_after_s: float = 0.0    # half-open: N s after connect the server goes silent AND
+                                     # stops reading (pings unanswered, no close, no FIN) ...
+    halfopen_hold_s: float = 30.0    # ... and drops the TCP connection this long after that
+    refuse_connect_p: float = 0.0    # probability a websocket handshake is refused (HTTP 503)
 
 
 class Timeouts(_Base):
@@ -124,7 +128,7 @@ class SimConfig(_Base):
         for name, v in self.venues.items():
             if v.rate_hz < 0:
                 raise ValueError(f"venues.{name}.rate_hz: must be >= 0")
-            for f in ("malformed_p", "reorder_p", "duplicate_p"):
+            for f in ("malformed_p", "reorder_p", "duplicate_p", "refuse_connect_p"):
                 p = getattr(v.faults, f)
                 if not 0.0 <= p <= 1.0:
                     raise ValueError(f"venues.{name}.faults.{f}: must be in [0, 1]")

@@ -53,8 +53,13 @@ class Simulator:
             return name if PROTOCOLS[name].match(path, False) else None
 
         def process_request(connection, request):
-            if pick(request.path) is None:
+            name = pick(request.path)
+            if name is None:
                 return connection.respond(HTTPStatus.NOT_FOUND, f"no venue serves {request.path}\n")
+            hub = hubs[name]
+            if hub.refuse_connect():
+                return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                          "503 Service Temporarily Unavailable (injected fault)\n")
             return None
 
         async def handler(ws):

@@ -78,6 +78,8 @@ class VenueHub:
         self.drained = asyncio.Event()
         self.conn_counter = 0
         self.published = 0
+        self.refused_connects = 0
+        self._fault_rng = random.Random(mix64(cfg.seed ^ (TAG_SESSION << 56) ^ stable_id(name)))
         self.timers = SimpleNamespace(**{k: getattr(self.vcfg.timeouts, k) if getattr(
             self.vcfg.timeouts, k) is not None else session_cls.DEFAULTS.get(k) for k in TIMER_NAMES})
         self._task: asyncio.Task | None = None
@@ -98,6 +100,14 @@ class VenueHub:
     def next_conn_no(self) -> int:
         self.conn_counter += 1
         return self.conn_counter
+
+    def refuse_connect(self) -> bool:
+        """The ``refuse_connect_p`` fault: True when this handshake is to be refused."""
+        p = self.vcfg.faults.refuse_connect_p
+        if p and self._fault_rng.random() < p:
+            self.refused_connects += 1
+            return True
+        return False
 
     def subscribe(self, session: "Session", inst: int) -> None:
         self.subs[inst].add(session)
@@ -199,6 +209,7 @@ class Session:
         self.last_data = self.opened       # last data frame queued (heartbeat rules)
         self.stalled_until = 0.0
         self.closing = False
+        self.halfopen = False              # the half-open fault: nothing in, nothing out
         self.ever_subscribed = False
         self._held: bytes | None = None
         self._rx_times: collections.deque = collections.deque()
@@ -247,7 +258,7 @@ class Session:
     # -- sending -----------------------------------------------------------------------
     def send(self, frame: bytes | str, data: bool = False) -> None:
         """Queue one text frame. ``data`` frames are subject to the injected faults."""
-        if self.closing:
+        if self.closing or self.halfopen:
             return
         if self.stalled_until and time.monotonic() < self.stalled_until:
             return
@@ -285,7 +296,7 @@ class Session:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send what is queued, then a close frame."""
-        if not self.closing:
+        if not self.closing and not self.halfopen:
             self.out.append((_CLOSE, code, reason))
             self._out_event.set()
             self.closing = True
@@ -380,6 +391,8 @@ class Session:
             self.spawn(self._stalls(f.stall_every_s, f.stall_s))
         if f.notice_every_s:
             self.spawn(self._notice(f.notice_every_s, f.notice_lead_s))
+        if f.halfopen_after_s:
+            self.spawn(self._half_open(f.halfopen_after_s, f.halfopen_hold_s))
 
     async def _after(self, delay: float, fn) -> None:
         await asyncio.sleep(delay)
@@ -395,7 +408,8 @@ class Session:
         n = 0
         while True:
             await asyncio.sleep(interval)
-            if self.closing or (self.stalled_until and time.monotonic() < self.stalled_until):
+            if self.closing or self.halfopen or (self.stalled_until and
+                                                  time.monotonic() < self.stalled_until):
                 continue
             n += 1
             try:
@@ -437,6 +451,22 @@ class Session:
             await asyncio.sleep(every)
             self.stalled_until = time.monotonic() + length
             await asyncio.sleep(length)
+
+    async def _half_open(self, after: float, hold: float) -> None:
+        """The peer vanishes without a FIN: stop sending (frames, pings, closes) and stop
+        reading, so the client's pings go unanswered; then drop the socket after ``hold``."""
+        await asyncio.sleep(after)
+        if self.closing:
+            return
+        self.halfopen = True
+        self.out.clear()
+        try:
+            self.ws.transport.pause_reading()
+        except Exception:  # noqa: BLE001 - transport already gone
+            return
+        log.info("%s conn %d: half-open for %.1f s", self.hub.name, self.conn_no, hold)
+        await asyncio.sleep(hold)
+        self.abort()
 
     async def _notice(self, every: float, lead: float) -> None:
         await asyncio.sleep(every)
