@@ -675,14 +675,20 @@ class _Worker:
     def _control(self, c: _Conn, ctl: Control) -> None:
         feed = self.feed
         kind = ctl.kind
+        reconnect = ctl.reconnect
         if kind == "ack":
             c.acks += 1
         elif kind == "error":
             c.errors += 1
-            feed._venue_error(self, ctl)
+            native = feed._venue_error(self, ctl)
+            ad = feed.adapter
+            if native and ad.refusal_fails_request and native not in ad.refused and \
+                    native in ad.by_native:
+                ad.refused.add(native)      # the whole request failed: resubscribe the rest
+                reconnect = True
         elif kind == "notice":
             log.info("%s[%d]: venue notice: %s", feed.venue, self.index, ctl.detail)
-        if ctl.reconnect and not self.swap_wanted and c is self.cur:
+        if reconnect and not self.swap_wanted and c is self.cur:
             self.swap_wanted = True
             self.planned += 1
             log.info("%s[%d]: planned reconnect (%s %s): opening a new connection",
@@ -894,7 +900,8 @@ class Feed:
             log.warning("%s[%d]: connection lost: %s", self.venue, w.index, why)
             self._error_text(f"socket {w.index}: {why}")
 
-    def _venue_error(self, w: _Worker, ctl: Control) -> None:
+    def _venue_error(self, w: _Worker, ctl: Control) -> str:
+        """Count and log a venue error; -> the native symbol it refuses ("" if none)."""
         sym = ctl.symbol
         if sym:
             native = self._native_of(sym)
@@ -903,9 +910,10 @@ class Feed:
                 self.refused[native] = ctl.detail
                 log.error("%s[%d]: venue refused %s: %s", self.venue, w.index, native, ctl.detail)
             self._error_text(f"refused {native}: {ctl.detail}")
-        else:
-            log.error("%s[%d]: venue error: %s", self.venue, w.index, ctl.detail)
-            self._error_text(ctl.detail)
+            return native
+        log.error("%s[%d]: venue error: %s", self.venue, w.index, ctl.detail)
+        self._error_text(ctl.detail)
+        return ""
 
     def _native_of(self, sym: str) -> str:
         """The subscribed native symbol an error names (venues differ in case)."""

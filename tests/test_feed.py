@@ -408,18 +408,27 @@ def test_disconnect_storm_backs_off(instance, caplog):
 
 
 @pytest.mark.parametrize("venue,native", [("okx", "ETH-USDT"), ("bybit-spot", "ETHUSDT"),
-                                          ("kraken", "ETH/USD"), ("gate", "ETH_USDT")])
+                                          ("kraken", "ETH/USD"), ("gate", "ETH_USDT"),
+                                          ("coinbase", "ETH-USD")])
 def test_refused_symbol_is_reported_by_name(instance, caplog, venue, native):
     caplog.set_level(logging.INFO, logger="arbpipe.feed")
     with simulator([venue], seed=2, rate_hz=50, faults={venue: {"refuse_symbols": [native]}}) as sim, \
             running(sim, venue, instance) as r:
         r.wait(lambda r: native in r.feed.refused, f"{native} refused")
         r.wait(lambda r: r.shm_stats()["refused_symbols"] >= 1, "refusal in shm")
+        # the others still stream (coinbase fails the whole subscribe message: resubscribed)
+        refused_id = r.feed.adapter.by_native[native].instrument_id
+        others = {i.instrument_id for i in r.feed.adapter.instruments} - {refused_id}
+
+        def quoted(r):
+            return {int(i) for i in kinds(r.records, Kind.QUOTE)["instrument_id"]}
+        r.wait(lambda r: quoted(r) >= others, "every other symbol quoting")
         st = r.shm_stats()
     assert st["errors"] >= 1 and native in st["last_error"]
     assert any(rec.levelno >= logging.ERROR and native in rec.getMessage()
                for rec in caplog.records)
     assert list(r.feed.refused) == [native]
+    assert refused_id not in quoted(r), "the refused symbol streamed"
 
 
 def test_unknown_binance_symbol_is_named_by_the_watchdog(instance, caplog):

@@ -72,11 +72,22 @@ class VenueAdapter:
     venue_id: int = 0                   # set by the runtime from config
     market: ClassVar[str] = "spot"      # "spot" | "perp"
     watchdog_s: ClassVar[float] = 30.0  # default silent-symbol watchdog
+    # True when one refused symbol fails the whole subscribe request (nothing of it is
+    # streamed): the runtime then adds the symbol to ``refused`` and reconnects (planned,
+    # seamless), and ``sockets()`` leaves refused symbols out (``subscribable()``).
+    refusal_fails_request: ClassVar[bool] = False
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         self.instruments = instruments
         self.venue_id = venue_id
         self.by_native = {i.native: i for i in instruments}
+        self.refused: set[str] = set()  # natives the venue refused (see refusal_fails_request)
+
+    def subscribable(self) -> list[Instrument]:
+        """The instruments to subscribe: all but those the venue refused."""
+        refused = self.refused
+        return [i for i in self.instruments if i.native not in refused] if refused else \
+            self.instruments
 
     # -- protocol --------------------------------------------------------
     def sockets(self) -> list[SocketSpec]:

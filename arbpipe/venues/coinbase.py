@@ -7,7 +7,8 @@ message (``level2`` and ``heartbeats``). Level-2 frames arrive with channel
 ``sequence_num`` is one per-connection counter across all channels: a gap makes
 the books unusable (``Control(kind="error", detail="sequence gap", reconnect=True)``
 and the books are dropped until a fresh snapshot); a repeated or older number
-is rejected (``duplicate`` / ``out_of_order``).
+is rejected (``duplicate`` / ``out_of_order``). An unknown product fails the whole subscribe
+message (``refusal_fails_request``): the runtime resubscribes without it.
 
 Units produced: prices in quote currency, sizes in base units, timestamps ns
 (the updates' ``event_time``; the envelope ``timestamp`` when that is the epoch
@@ -177,6 +178,7 @@ class CoinbaseAdapter(VenueAdapter):
     default_url = "wss://advanced-trade-ws.coinbase.com"
     market = "spot"
     path = "/"
+    refusal_fails_request = True
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         super().__init__(instruments, venue_id)
@@ -185,7 +187,7 @@ class CoinbaseAdapter(VenueAdapter):
         self.applied = 0
 
     def sockets(self) -> list[SocketSpec]:
-        products = [i.native for i in self.instruments]
+        products = [i.native for i in self.subscribable()]
         frames = [
             msgspec.json.encode({"type": "subscribe", "product_ids": products, "channel": "level2"}).decode(),
             msgspec.json.encode({"type": "subscribe", "channel": "heartbeats"}).decode(),

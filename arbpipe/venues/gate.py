@@ -61,6 +61,7 @@ class GateAdapter(VenueAdapter):
     default_url = "wss://api.gateio.ws"
     market = "spot"
     path = "/ws/v4/"
+    refusal_fails_request = True     # an unknown pair fails the whole subscribe request
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         super().__init__(instruments, venue_id)
@@ -68,7 +69,7 @@ class GateAdapter(VenueAdapter):
 
     def sockets(self) -> list[SocketSpec]:
         sub = {"time": int(time.time()), "channel": "spot.book_ticker", "event": "subscribe",
-               "payload": [i.native for i in self.instruments]}
+               "payload": [i.native for i in self.subscribable()]}
         return [SocketSpec(self.path, [msgspec.json.encode(sub).decode()])]
 
     def on_connect(self, socket_index: int) -> None:
