@@ -273,7 +273,9 @@ def bench_reliability(as_json: bool = typer.Option(False, "--json", help="print 
                       kills: Optional[int] = typer.Option(None, help="kills per role (20; quick 3)"),
                       fuzz_frames: Optional[int] = typer.Option(None, help="frames per venue "
                                                                 "(1M; quick 20K)"),
-                      soak_minutes: Optional[float] = typer.Option(None, help="soak (5; quick 0.5)"),
+                      soak_minutes: Optional[float] = typer.Option(None, help="soak (5; quick "
+                                                                   "0.5; 0: report the newest "
+                                                                   "saved soak result)"),
                       only: Optional[List[str]] = typer.Option(None, "--only", help="chains, tree, "
                                                                "fuzz, soak"),
                       out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
@@ -293,17 +295,34 @@ def bench_reliability(as_json: bool = typer.Option(False, "--json", help="print 
 @bench_app.command("soak")
 def bench_soak(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
                minutes: float = typer.Option(5.0, help="how long"),
-               rate: float = typer.Option(100_000.0, help="simulator updates/s over all venues"),
+               rate: float = typer.Option(100_000.0, help="updates/s over all venues"),
                interval: float = typer.Option(5.0, help="seconds between samples"),
-               out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
+               source: str = typer.Option("sim", "--source", help="sim: the simulator and the "
+                                          "feed handlers; replay: one replay process looping "
+                                          "a recording into the feed rings"),
+               recording: Optional[str] = typer.Option(None, "--recording", help="with "
+                                                       "--source replay: this file instead "
+                                                       "of a synthesized one"),
+               out: Optional[str] = typer.Option(None, "--out", help="write the JSON result "
+                                                 "here (default bench/results/soak.json; '': "
+                                                 "nowhere)")):
     """The tree at a fixed rate for N minutes: RSS, fds, ring lag and drops; drift report."""
     from bench import soak as B
-    res = B.run(minutes=minutes, rate=rate, interval=interval, progress=not as_json)
-    text = json.dumps(res, indent=1, default=str)
+    if source not in B.SOURCES or (recording and source != "replay"):
+        typer.echo("arbpipe bench soak: --source sim|replay (--recording goes with replay)",
+                   err=True)
+        raise SystemExit(2)
+    try:
+        res = B.run(minutes=minutes, rate=rate, interval=interval, progress=not as_json,
+                    source=source, recording=recording)
+    except ValueError as e:        # bad numbers, or a recording the tree cannot take
+        typer.echo(f"arbpipe bench soak: {e}", err=True)
+        raise SystemExit(2)
+    out = B.RESULTS_PATH if out is None else out
     if out:
-        with open(out, "w") as f:
-            f.write(text)
-    typer.echo(text if as_json else B.render(res))
+        B.save(res, out)
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else
+               B.render(res) + (f"\nwritten: {out}" if out else ""))
 
 
 attach_app = typer.Typer(no_args_is_help=True, help="Live views of a running pipeline.")
@@ -355,8 +374,30 @@ def tap(ring: str = typer.Argument(..., help="ring name, e.g. feed.binance or op
 
 @app.command()
 def up(config: Optional[str] = typer.Option(None, "--config"), live: bool = False,
-       detach: bool = False, instance: Optional[str] = InstanceOpt):
+       detach: bool = False, instance: Optional[str] = InstanceOpt,
+       replay: Optional[str] = typer.Option(None, "--replay", help="feed every feed.<venue> "
+                                            "ring from this recording (one replay process "
+                                            "instead of the simulator and the feed handlers)"),
+       rate: Optional[float] = typer.Option(None, "--rate", help="with --replay: records/s, "
+                                            "evenly spaced"),
+       speed: Optional[str] = typer.Option(None, "--speed", help="with --replay: 1x (default), "
+                                           "10x, ... or max"),
+       loop: bool = typer.Option(False, "--loop", help="with --replay: start over at the end "
+                                 "(timestamps keep moving forward)")):
     """Start the whole tree (supervisor)."""
+    replay_args = None
+    if replay is None and (rate is not None or speed is not None or loop):
+        typer.echo("arbpipe: --rate, --speed and --loop go with --replay FILE", err=True)
+        raise SystemExit(2)
+    if replay is not None:
+        from arbpipe.replay import tree_source_args
+        try:
+            if live:
+                raise ValueError("--live and --replay: give one of them")
+            replay_args = tree_source_args(replay, rate, speed, loop)
+        except ValueError as e:
+            typer.echo(f"arbpipe: {e}", err=True)
+            raise SystemExit(2)
     try:
         from arbpipe import supervisor
     except ImportError:
@@ -367,7 +408,8 @@ def up(config: Optional[str] = typer.Option(None, "--config"), live: bool = Fals
         if removed:
             typer.echo(f"reclaimed {len(removed)} stale segment(s) of a crashed run")
         return
-    raise SystemExit(supervisor.main(config=config, live=live, detach=detach, instance=instance))
+    raise SystemExit(supervisor.main(config=config, live=live, detach=detach, instance=instance,
+                                     replay=replay_args))
 
 
 @app.command()

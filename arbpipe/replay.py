@@ -21,7 +21,15 @@ or ``rate`` (records/s, evenly spaced). Records are replayed in recv_ts order (s
 so equal stamps keep file order). A full ring drops the records and counts them
 (``on_full="drop"``, what a live feed does) or waits for space (``"wait"``, the default
 at speed max). An SPSC ring has one producer: replay into rings whose feed handlers
-are stopped (or that replay creates, ``create=True``).
+are stopped (or that replay creates, ``create=True``). ``seq="continue"`` renumbers each
+ring's records 1, 2, 3, ... continuing from what the ring already holds
+(``ring_seq_start``), so a restarted sole producer never starts a ring over at seq 1;
+the default keeps the recorded seq numbers.
+
+In the tree (``arbpipe up --replay FILE [--rate R | --speed S] [--loop]``) one replay
+process (``procs.replay``) is the producer of every ``feed.<venue>`` ring in place of the
+simulator and the feed handlers; ``check_against_config`` refuses a file whose venues or
+instrument ids the config does not have, and ``tree_source_args`` checks the options.
 
 Reproducibility: ``detect(recording, cfg)`` runs the detector kernel over the file in
 file order; the same file gives the same opportunities (ids, prices, sizes, states)
@@ -39,13 +47,15 @@ from numba import njit
 
 from arbpipe import ring_kernels as K
 from arbpipe import segments
+from arbpipe.atomics import load_acquire
 from shm_layouts import MARKET_UPDATE, OPPORTUNITY, Flag
 from shm_layouts import recording as R
+from shm_layouts.ring import W_DROPPED, W_HEAD
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
 _LOW = 0xFFFFFFFF
 RW = 8                        # int64 words per MarketUpdate
-W_EXCH, W_RECV = 5, 6         # word index of exchange_ts_ns / recv_ts_ns in a record
+W_EXCH, W_RECV, W_SEQ = 5, 6, 7   # word index of exchange_ts_ns / recv_ts_ns / seq
 _REPLAYED_BITS = int(Flag.REPLAYED) << 56   # flags is byte 7 of word 0
 
 
@@ -379,8 +389,23 @@ def _flush_ring(rings, sts, stage, cnt, r, drop, io):
 
 
 @njit(**_KW)
+def ring_seq_start(w):
+    """The last seq number used in SPSC ring ``w`` by a producer that numbers every record
+    it offers (1, 2, 3, ... per ring): max(seq of the newest committed record, published +
+    dropped). A restarted producer continues at this + 1, so the ring's seq numbers keep
+    rising with gaps only where records were refused, never a restart at 1."""
+    cap, rw, data_w, _ = K.geometry(w)
+    head = load_acquire(w, W_HEAD)
+    last = 0
+    if head > 0:
+        last = w[data_w + ((head - 1) & (cap - 1)) * rw + W_SEQ]
+    n = head + load_acquire(w, W_DROPPED)
+    return last if last > n else n
+
+
+@njit(**_KW)
 def replay_step(rings, sts, stage, cnt, words, order, ring_of, rel, span, pos, total, mode,
-                t0, period, speed, now, max_step, drop, io):
+                t0, period, speed, now, max_step, drop, io, seqs, reseq):
     """Publish the records due at ``now`` from global position ``pos`` (record
     ``order[pos % n]`` of loop ``pos // n``); returns the new position.
 
@@ -389,6 +414,8 @@ def replay_step(rings, sts, stage, cnt, words, order, ring_of, rel, span, pos, t
     staged per ring (``ring_of[idx]``, < 0: skipped) with recv_ts = now, exchange_ts
     shifted alike, REPLAYED set; rings are pushed when their stage fills and at the end.
     ``drop`` False: a full ring keeps the rest staged, io[IO_FULL] = 1 and the step ends.
+    ``reseq``: seq = ++seqs[ring] (numbered as staged, so a refused record leaves a gap of
+    one, as a feed handler's do); else the recorded seq is kept.
     """
     n = order.shape[0]
     batch = stage.shape[1] // 8
@@ -429,7 +456,12 @@ def replay_step(rings, sts, stage, cnt, words, order, ring_of, rel, span, pos, t
         row[d + 4] = words[o + 4]
         row[d + 5] = exch + (now - recv) if exch != 0 else 0
         row[d + 6] = now
-        row[d + 7] = words[o + 7]
+        if reseq:
+            s = seqs[r] + 1
+            seqs[r] = s
+            row[d + 7] = s
+        else:
+            row[d + 7] = words[o + 7]
         cnt[r] = c + 1
         p += 1
     for r in range(nr):
@@ -461,12 +493,15 @@ class Replayer:
     "wait" at speed max, else "drop". ``create``: create missing rings (capacity,
     drop policy) and unlink them at ``close``. ``tick_s``: sleep at least this long between
     steps (fewer wake-ups; records due meanwhile go out together, stamped when sent).
+    ``seq``: "keep" the recorded seq numbers, or "continue" each ring's own numbering
+    (``ring_seq_start``: what a restarted sole producer of the ring needs).
     """
 
     def __init__(self, recording: Recording | str, instance: str | None = None,
                  speed: float = 1.0, rate: float | None = None, loop: bool = False,
                  on_full: str | None = None, create: bool = False, capacity: int = 65536,
-                 batch: int = 256, max_step: int = 65536, tick_s: float = 0.0):
+                 batch: int = 256, max_step: int = 65536, tick_s: float = 0.0,
+                 seq: str = "keep"):
         from numba.typed import List
 
         from arbpipe.rings import SpscRing
@@ -480,6 +515,9 @@ class Replayer:
         if on_full not in ("drop", "wait"):
             raise ValueError(f"on_full {on_full!r}: use 'drop' or 'wait'")
         self.drop = on_full == "drop"
+        if seq not in ("keep", "continue"):
+            raise ValueError(f"seq {seq!r}: use 'keep' or 'continue'")
+        self.reseq = seq == "continue"
         recs = self.rec.records
         self.words = self.rec.words()
         vids = np.asarray(recs["venue_id"]).astype(np.int64)
@@ -534,6 +572,10 @@ class Replayer:
         self.stage = np.zeros((nr, batch * RW), np.int64)
         self.cnt = np.zeros(nr, np.int64)
         self.io = np.zeros(8, np.int64)
+        self.seqs = np.zeros(nr, np.int64)     # last seq used per ring (seq="continue")
+        if self.reseq:
+            for i, r in enumerate(self.rings):
+                self.seqs[i] = ring_seq_start(r.w)
         self.max_step = max_step
         self.tick_ns = int(tick_s * 1e9)
         self.pos = 0
@@ -550,11 +592,16 @@ class Replayer:
         io = np.zeros(8, np.int64)
         replay_step(self.lst, self.sts, self.stage, self.cnt, self.words, self.order,
                     self.ring_of, self.rel, self.span, 0, 0, MODE_MAX, 0, 1, 1.0, 0, 0,
-                    self.drop, io)
+                    self.drop, io, self.seqs, self.reseq)
 
-    def run(self, stop=lambda: False, duration: float | None = None, progress=None) -> dict:
+    def run(self, stop=lambda: False, duration: float | None = None, progress=None,
+            start: int = 0, progress_s: float = 0.2) -> dict:
         """Replay until the end (or forever with ``loop``), ``duration`` s, or ``stop()``.
-        Returns {"published", "dropped", "skipped", "seconds", "rate", "loops"}."""
+        ``start``: the global position to begin at (record ``order[start % n]`` of loop
+        ``start // n``; the pacing schedule is shifted so that it is due now).
+        ``progress(position, published)`` is called every ``progress_s`` s.
+        Returns {"published", "dropped", "skipped", "seconds", "rate", "loops",
+        "position"}."""
         import ctypes
         try:  # 1 us timer slack: the pacing sleeps wake close to their deadline
             ctypes.CDLL(None).prctl(29, 1000, 0, 0, 0)
@@ -572,8 +619,13 @@ class Replayer:
         io[:] = 0
         t_start = time.time_ns()
         t0 = t_start + 1000
+        pos = max(int(start), 0)
+        if pos and mode == MODE_RATE:
+            t0 -= pos * period
+        elif pos and mode == MODE_SPEED:
+            lp = pos // n
+            t0 -= int((lp * self.span + self.rel[self.order[pos - lp * n]]) / self.speed)
         deadline = None if duration is None else time.monotonic() + duration
-        pos = 0
         last_progress = 0.0
         lst, sts, stage, cnt, words = self.lst, self.sts, self.stage, self.cnt, self.words
         order, ring_of, rel, span, speed = self.order, self.ring_of, self.rel, self.span, self.speed
@@ -582,14 +634,15 @@ class Replayer:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             pos = replay_step(lst, sts, stage, cnt, words, order, ring_of, rel, span, pos,
-                              total, mode, t0, period, speed, now, self.max_step, self.drop, io)
+                              total, mode, t0, period, speed, now, self.max_step, self.drop, io,
+                              self.seqs, self.reseq)
             if io[IO_WAKE]:
                 m = int(io[IO_WAKE])
                 io[IO_WAKE] = 0
                 for r in range(len(self.rings)):
                     if m >> r & 1:
                         self.rings[r].wake_consumer()
-            if progress is not None and time.monotonic() - last_progress > 0.2:
+            if progress is not None and time.monotonic() - last_progress > progress_s:
                 last_progress = time.monotonic()
                 progress(pos, int(io[IO_PUSHED]))
             if io[IO_FULL]:
@@ -615,7 +668,7 @@ class Replayer:
         pub = int(io[IO_PUSHED])
         return {"published": pub, "dropped": int(io[IO_DROPPED]), "skipped": int(io[IO_SKIPPED]),
                 "seconds": secs, "rate": pub / secs if secs > 0 else 0.0,
-                "loops": pos // n if n else 0, "rings": list(self.ring_names)}
+                "loops": pos // n if n else 0, "position": pos, "rings": list(self.ring_names)}
 
     def close(self) -> None:
         self._close_rings()
@@ -634,6 +687,53 @@ def detect(recording: Recording | str, cfg=None, chunk: int = 65536) -> np.ndarr
     for a in range(0, len(rec), chunk):
         parts.append(det.process(rec.words(a, a + chunk)))
     return np.concatenate(parts) if parts else np.zeros(0, OPPORTUNITY)
+
+
+# ------------------------------------------------------------ supervised ------
+
+def tree_source_args(path: str, rate=None, speed=None, loop: bool = False) -> list[str]:
+    """Check the options of ``arbpipe up --replay`` and return them as the replay
+    process's arguments (``procs.replay``). ValueError names the offending option."""
+    if rate is not None and speed is not None:
+        raise ValueError("--rate and --speed: give one of them")
+    if rate is not None and not float(rate) > 0:
+        raise ValueError(f"--rate {rate}: must be > 0 (records/s)")
+    if speed is not None:
+        try:
+            parse_speed(speed)
+        except ValueError as e:
+            raise ValueError(f"--speed: {e}") from None
+    args = [os.path.abspath(path)]
+    if rate is not None:
+        args += ["--rate", repr(float(rate))]
+    if speed is not None:
+        args += ["--speed", str(speed)]
+    return args + (["--loop"] if loop else [])
+
+
+def check_against_config(recording: Recording | str, cfg) -> Recording:
+    """A recording the tree of ``cfg`` can be fed with: records present, every venue of
+    the file an enabled venue of the config (its ``feed.<venue>`` ring exists) and every
+    instrument id naming the same instrument. RecordingError names the offender."""
+    rec = recording if isinstance(recording, Recording) else Recording(recording)
+    if len(rec) == 0:
+        raise RecordingError(f"{rec.path}: no records")
+    venues = set(cfg.enabled_venues())
+    ids = np.unique(np.asarray(rec.records["venue_id"]))
+    for v in ids:
+        name = rec.venue_name(v)
+        if name is None:
+            raise RecordingError(f"{rec.path}: venue id {int(v)} has no name in the file's "
+                                 f"names document")
+        if name not in venues:
+            raise RecordingError(f"{rec.path}: venue {name!r} is not an enabled venue of the "
+                                 f"config (venues.{name})")
+    cfg_insts = {str(i): n for n, i in cfg.instrument_ids().items()}
+    for i, name in rec.names.get("instruments", {}).items():
+        if i in cfg_insts and cfg_insts[i] != name:
+            raise RecordingError(f"{rec.path}: instrument id {i} is {name!r} in the file but "
+                                 f"{cfg_insts[i]!r} in the config (instruments)")
+    return rec
 
 
 # ---------------------------------------------------------------- commands ----

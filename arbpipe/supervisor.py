@@ -1,6 +1,7 @@
 """The supervisor: creates the segments, spawns, pins, watches, restarts and stops the tree.
 
     simulator (unless --live) -> feed.<venue> x N -> detector -> (strategy, dashboard, persister)
+    (``--replay FILE``: one replay process produces every feed.<venue> ring instead)
 
 * Start: refuses to start over a live pipeline of the same instance (the ``supervisor``
   segment's creator is alive); reclaims the stale segments of a dead one; creates every ring
@@ -319,13 +320,19 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no block of free local ports for the simulator")
 
 
-def plan(cfg, config_path: str, instance: str, live: bool = False):
-    """(process specs, rings) of the tree for a config."""
+def plan(cfg, config_path: str, instance: str, live: bool = False,
+         replay: list[str] | None = None):
+    """(process specs, rings) of the tree for a config. ``replay``: the arguments of
+    ``procs.replay`` (``arbpipe.replay.tree_source_args``): one replay process produces
+    every feed ring instead of the simulator and the feed handlers."""
     from arbpipe.rings import BroadcastRing, SpscRing
     venues = list(cfg.enabled_venues())
     specs: list[ProcessSpec] = []
     urls: dict[str, str | None] = {v: (cfg.venues[v].url or None) for v in venues}
-    if not live and cfg.simulator.enabled:
+    if replay is not None:
+        specs.append(ProcessSpec("replay", "replay", python_module(
+            "procs.replay", *replay, "--config", config_path, "--instance", instance), stage=1))
+    elif not live and cfg.simulator.enabled:
         import msgspec
 
         from arbpipe.config import to_sim_config
@@ -340,7 +347,7 @@ def plan(cfg, config_path: str, instance: str, live: bool = False):
         specs.append(ProcessSpec("simulator", "simulator", python_module(
             "procs.simulator", "--config", sim_path), stage=0))
         urls = {v: f"ws://{sim.host}:{base + i}" for i, v in enumerate(sc.venues)}
-    for v in venues:
+    for v in (venues if replay is None else []):
         argv = python_module("procs.feed", v, "--config", config_path, "--instance", instance)
         if urls.get(v):
             argv += ["--url", urls[v]]
@@ -421,7 +428,7 @@ class Console:
 
 
 def main(config: str | None = None, live: bool = False, detach: bool = False,
-         instance: str | None = None) -> int:
+         instance: str | None = None, replay: list[str] | None = None) -> int:
     from arbpipe.config import DEFAULT_PATH, ConfigError, load_config
     instance = instance or segments.default_instance()
     path = os.path.abspath(config or DEFAULT_PATH)
@@ -430,9 +437,18 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
     except ConfigError as e:
         print(f"arbpipe: bad config {path}: {e}", file=sys.stderr)
         return 2
+    if replay is not None:   # refuse a file the tree cannot be fed with before starting
+        from arbpipe.replay import check_against_config
+        try:
+            check_against_config(replay[0], cfg)
+        except (ValueError, OSError) as e:
+            print(f"arbpipe: --replay: {e}", file=sys.stderr)
+            return 2
     if detach:
         argv = python_module("arbpipe.cli", "up", "--config", path, "--instance", instance,
                              *(["--live"] if live else []))
+        if replay is not None:   # --replay FILE [--rate R | --speed S] [--loop]
+            argv += ["--replay", *replay]
         d = run_dir(instance)
         with open(os.path.join(d, "supervisor.out"), "ab") as log:
             p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -449,7 +465,7 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
                 return 1
             time.sleep(0.1)
         return 1
-    specs, rings = plan(cfg, path, instance, live)
+    specs, rings = plan(cfg, path, instance, live, replay)
     explicit = {k: v for k, v in cfg.cpu.items() if v != "auto"}
     cplan = cpu_plan(specs, explicit)
     print("[arbpipe] CPU plan: " + ", ".join(f"{k}={v}" for k, v in cplan.items()), flush=True)

@@ -854,13 +854,20 @@ def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None =
                                    if d["examples"]}
         out["frames_fuzzed"] = fz["total"]["frames"]
         out["crashes"] = fz["total"]["crashes"] + fz["total"]["parse_errors"]
-    if "soak" in parts and soak_minutes > 0:
+    if "soak" in parts:
         from bench import soak
-        log(f"soak: {soak_minutes} min")
-        sk = soak.run(minutes=soak_minutes, progress=progress)
-        out["soak"] = {"minutes": sk["minutes"], "rss_growth_pct": sk["rss_growth_pct"],
-                       "fd_growth": sk["fd_growth"], "drops": sk["drops"],
-                       "updates_per_s": sk.get("updates_per_s"), "detail": sk}
+        if soak_minutes > 0:
+            log(f"soak: {soak_minutes} min")
+            sk, saved = soak.run(minutes=soak_minutes, progress=progress), None
+        else:   # --soak-minutes 0: the newest saved soak result (`arbpipe bench soak`)
+            sk, saved = soak.latest(), os.path.relpath(soak.RESULTS_PATH, ROOT)
+        if sk is not None:
+            out["soak"] = {"minutes": sk["minutes"], "rss_growth_pct": sk["rss_growth_pct"],
+                           "fd_growth": sk["fd_growth"], "drops": sk["drops"],
+                           "updates_per_s": sk.get("updates_per_s"),
+                           "source": sk.get("source", "sim"),
+                           "rate": sk.get("rate", sk.get("target_updates_per_s")),
+                           "from": saved or "this run", "detail": sk}
     out["wall_s"] = round(time.time() - t0, 1)
     return out
 
@@ -878,7 +885,9 @@ def render(r: dict) -> str:
     lines.append(f"  frames fuzzed {r['frames_fuzzed']:,}, crashes {r['crashes']}")
     if "soak" in r:
         s = r["soak"]
-        lines.append(f"  soak {s['minutes']} min: RSS growth {s['rss_growth_pct']:.2f}%, fd "
+        lines.append(f"  soak {s['minutes']} min ({s.get('source', 'sim')} at "
+                     f"{s.get('rate') or 0:,.0f}/s, reached {s.get('updates_per_s') or 0:,.0f}/s; "
+                     f"{s.get('from', 'this run')}): RSS growth {s['rss_growth_pct']:.2f}%, fd "
                      f"growth {s['fd_growth']}, drops {s['drops']}")
     lines.append(f"  wall {r['wall_s']} s")
     return "\n".join(lines)

@@ -1,7 +1,14 @@
-"""`arbpipe bench soak --minutes N`: the whole tree at a fixed rate for N minutes.
+"""`arbpipe bench soak [--source sim|replay] --minutes N --rate R`: the whole tree at a fixed
+rate for N minutes.
 
-Starts the tree (`arbpipe up --detach`, private instance and run dir, the simulator at
-``rate`` updates/s over all venues), samples every ``interval`` s: RSS and open fds of the
+Starts the tree (`arbpipe up --detach`, private instance and run dir) fed by one of two
+sources: ``sim`` (the simulator at ``rate`` updates/s over all venues, parsed by the 8
+JSON feed handlers: on a 2-core host these top out around 4.5 K updates/s) or ``replay``
+(`arbpipe up --replay FILE --rate R --loop`: one replay process publishes a recording into
+every feed ring at ``rate`` records/s, looping with timestamps rebased; everything
+downstream of the feed rings runs as usual). The replay source uses ``recording`` or
+synthesizes one once (``bench.detect.make_stream``, as bench/pipeline.py does) in the work
+dir. Samples every ``interval`` s: RSS and open fds of the
 supervisor and every process under it (redis-server included when the persister embeds
 one), every ring's published / dropped / fill and its readers' lag and lost counts.
 Reports drift after a warm-up (``warmup`` share of the run, at least 20 s, extended until
@@ -11,7 +18,9 @@ and shared ring pages (RssShmem: grows until every page of every ring a process 
 been touched once, so at a low rate it keeps growing for a while), fd growth, drops on SPSC/MPMC rings, records lost by
 lapped broadcast readers, the largest reader lag, process restarts, and the update rate
 reached. Targets (issue 9): zero SPSC drops at 100 K updates/s for 30 minutes, RSS growth
-< 5 % after warm-up, fd count flat.
+< 5 % after warm-up, fd count flat. The result states its ``source`` and target rate;
+the command line writes it to bench/results/soak.json (what `arbpipe bench reliability
+--soak-minutes 0` reports as its soak figures).
 """
 from __future__ import annotations
 
@@ -24,6 +33,12 @@ import uuid
 
 import numpy as np
 import psutil
+
+from bench.reliability import Tree, _cli, tree_config
+
+RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "soak.json")
+SOURCES = ("sim", "replay")
+RECORDING_UPDATES = 200_000     # synthesized recording: records per loop (12.8 MB)
 
 
 def _procs(sup_pid: int) -> list[psutil.Process]:
@@ -78,19 +93,75 @@ def _sample(tree, t0) -> dict:
             "fds": sum(p["fds"] for p in procs.values())}
 
 
+def make_recording(path: str, cfg, n: int = RECORDING_UPDATES, seed: int = 20261123,
+                   dislocation_p: float = 0.002) -> dict:
+    """Synthesize the soak's recording (the bench pipeline's workload generator)."""
+    from arbpipe import replay as RP
+    from bench.detect import make_stream
+    recs = make_stream(cfg, n, seed=seed, dislocation_p=dislocation_p)
+    RP.write_recording(path, recs, RP.names_from_config(cfg, source="bench soak workload"))
+    return {"path": path, "records": n, "seed": seed, "dislocation_p": dislocation_p,
+            "synthesized": True}
+
+
+class ReplayTree(Tree):
+    """A ``bench.reliability.Tree`` started with ``--replay FILE --rate R --loop``."""
+
+    def __init__(self, instance: str, workdir: str, config: str, recording: str, rate: float):
+        super().__init__(instance, workdir, config)
+        self.recording, self.rate = recording, rate
+
+    def up(self):
+        out = _cli("up", "--detach", "--config", self.config, "--replay", self.recording,
+                   "--rate", repr(float(self.rate)), "--loop", env=self.env, timeout=240,
+                   check=False)
+        if out.returncode != 0 or "running" not in out.stdout:
+            raise RuntimeError(f"arbpipe up --replay failed ({out.returncode}): "
+                               f"{out.stdout}{out.stderr}")
+        return self.status()
+
+
+def _replay_state(instance: str) -> dict | None:
+    from arbpipe.stateblob import read_blob
+    d = read_blob(instance, "replay.state")
+    return {k: v for k, v in d.items() if not k.startswith("_")} if d else None
+
+
 def run(minutes: float = 5.0, rate: float = 100_000.0, interval: float = 5.0,
-        warmup: float = 0.2, progress=True, out_dir: str | None = None) -> dict:
+        warmup: float = 0.2, progress=True, out_dir: str | None = None,
+        source: str = "sim", recording: str | None = None) -> dict:
+    """Soak the tree fed by ``source`` ("sim" or "replay") at ``rate`` updates/s for
+    ``minutes``; returns the ``summarize`` dict plus source, recording and replay state."""
     from arbpipe.config import load_config
-    from bench.reliability import Tree, tree_config
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r}: use one of {', '.join(SOURCES)}")
+    if not rate > 0 or not minutes > 0 or not interval > 0:
+        raise ValueError("rate, minutes and interval must be > 0")
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
     workdir = out_dir or tempfile.mkdtemp(prefix="arbpipe-soak-")
     cfg_path = os.path.join(workdir, "arbpipe.toml")
     tree_config(cfg_path, 1.0)
-    venues = len(load_config(cfg_path).enabled_venues())
-    tree_config(cfg_path, rate / venues)
+    cfg = load_config(cfg_path)
+    venues = len(cfg.enabled_venues())
     instance = "soak" + uuid.uuid4().hex[:6]
-    t = Tree(instance, workdir, cfg_path)
+    rec_info = None
+    if source == "sim":
+        tree_config(cfg_path, rate / venues)
+        t = Tree(instance, workdir, cfg_path)
+    else:
+        from arbpipe import replay as RP
+        if recording:
+            rec = RP.check_against_config(recording, cfg)
+            rec_info = {"path": os.path.abspath(recording), "records": len(rec),
+                        "synthesized": False}
+            del rec
+        else:
+            rec_info = make_recording(os.path.join(workdir, "soak.arbrec"), cfg)
+            log(f"soak: synthesized {rec_info['records']:,} records into {rec_info['path']}")
+        t = ReplayTree(instance, workdir, cfg_path, rec_info["path"], rate)
     samples = []
+    replay_end = None
+    log(f"soak: source {source}, {rate:,.0f} updates/s, {minutes} min, instance {instance}")
     t.up()
     try:
         t0 = time.monotonic()
@@ -114,9 +185,42 @@ def run(minutes: float = 5.0, rate: float = 100_000.0, interval: float = 5.0,
             if now >= end:
                 break
             time.sleep(min(max(nxt - time.monotonic(), 0.05), 1.0))
+        if source == "replay":
+            replay_end = _replay_state(instance)
     finally:
         t.down()
-    return summarize(samples, minutes, rate, warmup, instance)
+    res = summarize(samples, minutes, rate, warmup, instance)
+    res.update(source=source, rate=rate, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if source == "replay":
+        res["recording"] = rec_info
+        res["replay"] = replay_end
+        if rec_info.get("synthesized") and not out_dir:   # our temp dir: keep the logs only
+            try:
+                os.unlink(rec_info["path"])
+                rec_info["removed"] = True
+            except OSError:
+                pass
+    return res
+
+
+def save(res: dict, path: str = RESULTS_PATH) -> str:
+    """Write a soak result as JSON (bench/results/soak.json by default)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def latest(path: str = RESULTS_PATH) -> dict | None:
+    """The newest saved soak result, or None when there is none (or it is unreadable)."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and "rss_growth_pct" in d else None
 
 
 def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
@@ -197,7 +301,8 @@ def summarize(samples: list[dict], minutes: float, rate: float, warmup: float,
 
 
 def render(r: dict) -> str:
-    return (f"soak {r['minutes']} min at {r.get('updates_per_s', 0):,.0f} updates/s "
+    return (f"soak ({r.get('source', 'sim')}) {r['minutes']} min at "
+            f"{r.get('updates_per_s', 0):,.0f} updates/s "
             f"(target {r.get('target_updates_per_s', 0):,.0f}): RSS "
             f"{r.get('rss_mib_after_warmup')} -> {r.get('rss_mib_end')} MiB "
             f"({r['rss_growth_pct']:+.2f}%, {r.get('rss_slope_mib_per_min', 0):+.3f} MiB/min; "
@@ -211,5 +316,5 @@ def render(r: dict) -> str:
 
 if __name__ == "__main__":
     m = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
-    res = run(m)
+    res = run(m, source=sys.argv[2] if len(sys.argv) > 2 else "sim")
     print(json.dumps({k: v for k, v in res.items() if k != "series"}, indent=1))
