@@ -277,18 +277,30 @@ def bench_reliability(as_json: bool = typer.Option(False, "--json", help="print 
                                                                    "0.5; 0: report the newest "
                                                                    "saved soak result)"),
                       only: Optional[List[str]] = typer.Option(None, "--only", help="chains, tree, "
-                                                               "fuzz, soak"),
+                                                               "faults, fuzz, soak"),
+                      soak_source: str = typer.Option("replay", "--soak-source", help="replay "
+                                                      "(100K/s reachable) or sim"),
+                      soak_rate: float = typer.Option(100_000.0, "--soak-rate",
+                                                      help="soak updates/s"),
                       out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
     """Kills of every role (sequence-checked rings), parser fuzzing, soak drift: the figures."""
     from bench import reliability as B
+    parts = tuple(only) if only else ("chains", "tree", "faults", "fuzz", "soak")
+    unknown = sorted(set(parts) - {"chains", "tree", "faults", "fuzz", "soak"})
+    if unknown or soak_source not in ("replay", "sim"):
+        typer.echo(f"arbpipe: --only {unknown[0]!r}: expected chains, tree, faults, fuzz, soak"
+                   if unknown else f"arbpipe: --soak-source {soak_source!r}: expected replay "
+                   f"or sim", err=True)
+        raise SystemExit(2)
     res = B.run(quick=quick, kills=kills, fuzz_frames=fuzz_frames, soak_minutes=soak_minutes,
-                parts=tuple(only) if only else ("chains", "tree", "fuzz", "soak"))
+                parts=parts, soak_source=soak_source, soak_rate=soak_rate)
     text = json.dumps(res, indent=1, default=str)
     if out:
         with open(out, "w") as f:
             f.write(text)
     typer.echo(text if as_json else B.render(res))
-    bad = res["records_lost"] or res["torn_records"] or res["crashes"]
+    bad = res["records_lost"] or res["torn_records"] or res["crashes"] or \
+        res.get("venue_faults_ok") is False
     raise SystemExit(1 if bad else 0)
 
 

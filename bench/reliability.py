@@ -29,8 +29,13 @@ Parts (each returns a dict; ``run`` puts them together):
   ring counted drops; a broadcast reader of ours checks received + lost == published
   since it joined. Then the whole tree is SIGKILLed, `arbpipe up` run again: stale
   segments must be reclaimed and the new run must start from fresh rings.
+* ``faults``: bench/venue_faults.py: a fault per venue through the simulator (storm,
+  planned disconnects, bad frames, half-open, refusal, stall), each one's counts from
+  `arbpipe stat feeds`, and a venue gone silent without a word checked out of every
+  opportunity within the detector's max quote age.
 * ``fuzz``: bench/fuzz.py over every venue parser.
-* ``soak``: bench/soak.py (RSS, fds, drops over N minutes).
+* ``soak``: bench/soak.py (RSS, fds, drops over N minutes; by default the tree fed by the
+  replay process at 100 K updates/s, the issue's target rate).
 
 Output shape: {"kills": {role: n}, "records_checked", "records_lost", "torn_records",
 "frames_fuzzed", "crashes", "soak": {"minutes", "rss_growth_pct", "fd_growth", "drops"},
@@ -810,7 +815,8 @@ def whole_tree_kill(t: Tree, log=print) -> dict:
 
 def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None = None,
         soak_minutes: float | None = None, rate_hz: float | None = None, progress=True,
-        parts=("chains", "tree", "fuzz", "soak")) -> dict:
+        parts=("chains", "tree", "faults", "fuzz", "soak"), soak_source: str = "replay",
+        soak_rate: float = 100_000.0) -> dict:
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
     kills = kills if kills is not None else (3 if quick else 20)
     fuzz_frames = fuzz_frames if fuzz_frames is not None else (20_000 if quick else 1_000_000)
@@ -843,6 +849,12 @@ def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None =
         br = tr.get("broadcast_reader", {})
         out["records_lost"] += 0 if br.get("accounted", True) else 1
         out["restart_max_s"] = tr.get("restart_s", {}).get("max")
+    if "faults" in parts:
+        from bench import venue_faults
+        log("faults: a fault per venue through the simulator, then a silent venue")
+        vf = venue_faults.run(log=log)
+        out["venue_faults"] = {k: v for k, v in vf.items() if k not in ("pids", "faults")}
+        out["venue_faults_ok"] = bool(vf.get("ok"))
     if "fuzz" in parts:
         from bench import fuzz
         log(f"fuzz: {fuzz_frames:,} frames per venue")
@@ -857,8 +869,9 @@ def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None =
     if "soak" in parts:
         from bench import soak
         if soak_minutes > 0:
-            log(f"soak: {soak_minutes} min")
-            sk, saved = soak.run(minutes=soak_minutes, progress=progress), None
+            log(f"soak: {soak_minutes} min, {soak_source} at {soak_rate:,.0f} updates/s")
+            sk, saved = soak.run(minutes=soak_minutes, rate=soak_rate, source=soak_source,
+                                 progress=progress), None
         else:   # --soak-minutes 0: the newest saved soak result (`arbpipe bench soak`)
             sk, saved = soak.latest(), os.path.relpath(soak.RESULTS_PATH, ROOT)
         if sk is not None:
@@ -882,6 +895,9 @@ def render(r: dict) -> str:
         lines.append(f"  restart after SIGKILL: mean {rs.get('mean', 0):.3f} s, max "
                      f"{rs.get('max', 0):.3f} s; resumed: {r['tree'].get('resume_s', {})}")
         lines.append(f"  whole-tree SIGKILL then up: {r['tree'].get('whole_tree_kill')}")
+    if "venue_faults" in r:
+        from bench import venue_faults
+        lines.append("  " + venue_faults.render(r["venue_faults"]).replace("\n", "\n  "))
     lines.append(f"  frames fuzzed {r['frames_fuzzed']:,}, crashes {r['crashes']}")
     if "soak" in r:
         s = r["soak"]
