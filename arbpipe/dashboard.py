@@ -568,6 +568,9 @@ class Dashboard:
                 "last_msg_age_s": None if age is None else round(age, 3),
                 "frames": f["frames"], "updates": f["updates"],
                 "reconnects": f["reconnects"], "disconnects": f["disconnects"],
+                "planned_reconnects": f["planned_reconnects"],
+                "halfopen_reconnects": f.get("halfopen_reconnects", 0),
+                "connect_failures": f["connect_failures"],
                 "rejects": f["rejects_total"], "rejects_by_reason": f["rejects"],
                 "ring_dropped": f["ring_dropped"], "stale_symbols": f["stale_symbols"],
                 "symbols": f["symbols"], "pid": f["pid"], "last_error": f["last_error"]}

@@ -143,6 +143,34 @@ def _wait(cond, timeout: float, what: str, pump):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+_METRICS = ("arbpipe_venue_disconnects_total", "arbpipe_venue_planned_reconnects_total",
+            "arbpipe_venue_halfopen_reconnects_total", "arbpipe_venue_connect_failures_total",
+            "arbpipe_venue_stale_symbols")
+
+
+def _fault_metrics(instance: str) -> dict | None:
+    """The fault counters as Prometheus shows them (the dashboard's /metrics, port from its
+    state blob): {metric: {venue: value}}; None until the endpoint answers with them."""
+    import urllib.request
+
+    from arbpipe.dashboard import STATE_BLOB
+    from arbpipe.stateblob import read_blob
+    port = ((read_blob(instance, STATE_BLOB) or {}).get("metrics") or {}).get("port")
+    if not port:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out: dict = {m: {} for m in _METRICS}
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)\{venue="([^"]+)"\} (\S+)$', line)
+        if m and m.group(1) in out:
+            out[m.group(1)][m.group(2)] = float(m.group(3))
+    return out if all(out.values()) else None
+
+
 def run(instance: str | None = None, workdir: str | None = None, log=print) -> dict:
     """The scenario on a fresh tree; -> its figures (``ok`` False with ``error`` when a
     step timed out). The tree is always taken down."""
@@ -197,6 +225,8 @@ def run(instance: str | None = None, workdir: str | None = None, log=print) -> d
                          for v, r in sorted(f.items())}
         out["stat_feeds_text"] = _cli("stat", "feeds", "--instance", instance,
                                       env=tree.env).stdout
+        out["metrics"] = _wait(lambda: _fault_metrics(instance), 30, "the dashboard's metrics",
+                               pump)
         det = json.loads(_cli("stat", "detector", "--json", "--instance", instance,
                               env=tree.env).stdout)
 

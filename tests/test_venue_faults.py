@@ -51,6 +51,11 @@ def test_venue_faults_on_the_whole_tree(instance, tmp_path):
         assert c["reconnects"] == c["disconnects"] == c["halfopen_reconnects"] == 0, (v, c)
         assert c["rejects_total"] == 0 and c["connect_failures"] == 0, (v, c)
     assert all(c["quotes"] > 0 for c in f.values()), "a venue stopped quoting for good"
+    m = r["metrics"]                             # and Prometheus sees the same
+    assert m["arbpipe_venue_halfopen_reconnects_total"]["kraken"] >= 1
+    assert m["arbpipe_venue_planned_reconnects_total"]["okx"] >= 1
+    assert m["arbpipe_venue_disconnects_total"]["bybit-linear"] >= 2
+    assert m["arbpipe_venue_halfopen_reconnects_total"]["binance"] == 0
     text = r["stat_feeds_text"]
     assert re.search(r"kraken.*\n.*half_open=\d", text), text
     assert re.search(r"bybit-linear.*\n.*lost=\d", text), text
