@@ -14,6 +14,10 @@ Memory-ordering rules (see DESIGN.md "Invariants"):
     ``head`` and discards what may have been overwritten meanwhile (seqlock-style).
   * Doorbells: a sleeper does RMW(sleepers += 1), fence, re-check; a publisher
     stores, fences, loads ``sleepers``. One of the two always sees the other.
+    The sleeper also registers its token (CAS 0 -> token) after the increment and
+    unregisters (CAS token -> 0) before the decrement, so that a dead sleeper's
+    count can be undone exactly once (``reclaim_sleeper``) and never more than it
+    added (see shm_layouts.ring, "Doorbell sleepers").
 Kernels return packed ints: ``count | wake << 32`` where ``wake`` tells the
 Python side to post a doorbell.
 """
@@ -21,8 +25,8 @@ from numba import njit
 
 from arbpipe.atomics import (cas, cpu_relax, fence_acquire, fence_release, fence_seq_cst,
                              fetch_add, load_acquire, load_relaxed, store_release)
-from shm_layouts.ring import (D_ARMED, D_POSTS, D_SLEEPERS, P_CLAIM_N, P_CLAIM_POS, P_PID,
-                              PRODUCER_SLOT_WORDS, R_ARMED, R_CLAIM_N, R_CLAIM_POS, R_LAPS,
+from shm_layouts.ring import (D_ARMED, D_POSTS, D_RECLAIMED, D_SLEEPERS, P_CLAIM_N,
+                              P_CLAIM_POS, P_PID, PRODUCER_SLOT_WORDS, R_ARMED, R_CLAIM_N, R_CLAIM_POS, R_LAPS,
                               R_LOST, R_OWNER_PID, R_POSITION, R_RECEIVED, READER_SLOT_WORDS,
                               SEQ_POISON, W_ABANDONED, W_BATCHES, W_CDOOR, W_CLAIM, W_DROPPED,
                               W_FULL_EVENTS, W_GEOM, W_HEAD, W_OFFSETS, W_ORPHANED, W_PDOOR,
@@ -544,20 +548,60 @@ def peek(w, kind, pos, dst, m, out):
 # --------------------------------------------------- doorbells and slots -------
 
 @njit(**_KW)
-def announce_sleep(w, door, armed_w):
-    """Become a sleeper: count, arm, full fence. The caller re-checks readiness next."""
+def announce_sleep(w, door, armed_w, reg_w, token):
+    """Become a sleeper: count, register ``token`` at ``reg_w`` (CAS from 0; 0: no
+    registration word), arm, full fence. The caller re-checks readiness next. Returns
+    True if registered (then only ``leave_sleep`` or ``reclaim_sleeper`` undoes it)."""
     fetch_add(w, door + D_SLEEPERS, 1)
+    registered = False
+    if reg_w > 0:
+        ok, _ = cas(w, reg_w, 0, token)
+        registered = ok
     store_release(w, armed_w, 1)
     fence_seq_cst()
+    return registered
 
 
 @njit(**_KW)
-def leave_sleep(w, door, armed_w, sleeps_w, wakes_w, woken):
-    fetch_add(w, door + D_SLEEPERS, -1)
+def leave_sleep(w, door, armed_w, sleeps_w, wakes_w, woken, reg_w, token, registered):
+    """Stop being a sleeper. A registered sleeper takes its token back first and
+    subtracts itself only if nobody reclaimed it meanwhile."""
+    if registered:
+        ok, _ = cas(w, reg_w, token, 0)
+        if ok:
+            fetch_add(w, door + D_SLEEPERS, -1)
+    else:
+        fetch_add(w, door + D_SLEEPERS, -1)
     store_release(w, armed_w, 0)
     fetch_add(w, sleeps_w, 1)
     if woken:
         fetch_add(w, wakes_w, 1)
+
+
+@njit(**_KW)
+def reclaim_sleeper(w, reg_w, token, door):
+    """Undo the registration ``token`` at ``reg_w`` of a sleeper found dead: CAS it to 0
+    and, if this call won, subtract it from the doorbell's sleepers and count it in
+    ``sleepers_reclaimed``. Returns 1 if it did, 0 if the word no longer held token."""
+    ok, _ = cas(w, reg_w, token, 0)
+    if not ok:
+        return 0
+    fetch_add(w, door + D_SLEEPERS, -1)
+    fetch_add(w, door + D_RECLAIMED, 1)
+    return 1
+
+
+@njit(**_KW)
+def claim_dead_slot(w, owner_w, start_w, dead_pid, dead_start, pid):
+    """Take over a slot whose owner (dead_pid, dead_start) was found dead: CAS the start
+    word to 0, then the owner word to pid. True if this call took the slot (the caller
+    then stores its own start ticks). Zeroing the start first means nobody ever reads
+    the new pid with the dead owner's start ticks (which would make it look dead)."""
+    ok, _ = cas(w, start_w, dead_start, 0)
+    if not ok:
+        return False
+    ok, _ = cas(w, owner_w, dead_pid, pid)
+    return ok
 
 
 @njit(**_KW)
@@ -666,8 +710,11 @@ def warm_up() -> None:
             bcast_push(w, src, 2)
             bcast_pop(w, src, 2, sw)
             bcast_readable(w, sw, 1)
-        announce_sleep(w, W_CDOOR, W_CDOOR + D_ARMED)
-        leave_sleep(w, W_CDOOR, W_CDOOR + D_ARMED, W_CDOOR + 1, W_CDOOR + 2, True)
+        reg = W_CDOOR + D_RECLAIMED + 1   # a spare word of the scratch ring
+        r = announce_sleep(w, W_CDOOR, W_CDOOR + D_ARMED, reg, 5)
+        leave_sleep(w, W_CDOOR, W_CDOOR + D_ARMED, W_CDOOR + 1, W_CDOOR + 2, True, reg, 5, r)
+        reclaim_sleeper(w, reg, 5, W_CDOOR)
+        claim_dead_slot(w, reg, reg + 1, 0, 0, 1)
         take_armed(w, W_CDOOR + D_ARMED)
         armed_readers(w, 2, st)
         claim_slot(w, 2, 0, 1, -1)

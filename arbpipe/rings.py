@@ -15,6 +15,20 @@ Waiting (consumers on an empty ring, BLOCK producers on a full one): spin for
 block on a doorbell semaphore. The sleeper arms a flag in the segment before
 re-checking, and the other side posts only when the flag is armed, so posts are
 rare and a wake-up is never lost.
+
+Sleepers killed asleep: every sleeper registers a token (its pid and start time)
+while it is counted in a doorbell's ``sleepers`` (the SPSC side in the doorbell
+block, MPMC and broadcast endpoints in their own slot). A process SIGKILLed asleep
+would otherwise stay counted for good, and every publish would take the Python wake
+path looking for it. Its registration is undone, exactly once, by whoever meets it
+first: the next owner of its slot (``join``, ``join_producer``), the SPSC side's
+next sleeper, or the other side's wake path, which runs ``reclaim_sleepers`` when it
+finds ``sleepers`` > 0 but nobody armed (every ``RECLAIM_EVERY`` such calls, at most
+once per ``RECLAIM_INTERVAL_S``). Counted as ``sleepers_reclaimed`` (``producer_``
+for the producer doorbell) in ``ring_stats``.
+
+Reader slots record the owner's start time next to its pid, so a dead reader's slot
+never looks alive because its pid was reused.
 """
 from __future__ import annotations
 
@@ -35,6 +49,29 @@ _LOW = 0xFFFFFFFF
 DEFAULT_SPIN = 20_000      # pause iterations (~tens of µs) before yielding
 DEFAULT_YIELDS = 50        # sched_yield calls before blocking on the doorbell
 MAX_BLOCK_S = 1.0          # a sleeper re-checks at least this often
+RECLAIM_EVERY = 64         # fruitless wake-ups (sleepers > 0, none armed) per clock read
+RECLAIM_INTERVAL_S = 0.5   # ... and at most one dead-sleeper scan per this many seconds
+
+_me = (0, 0)               # (pid, start ticks) of this process, cached
+
+
+def my_start_ticks() -> int:
+    """Start time of this process in clock ticks since boot (cached; fork-safe)."""
+    global _me
+    pid = os.getpid()
+    if _me[0] != pid:
+        _me = (pid, process_start_ticks(pid))
+    return _me[1]
+
+
+def sleeper_token() -> int:
+    """This process's doorbell registration token: start ticks << 24 | pid."""
+    return my_start_ticks() << L.SLEEPER_PID_BITS | os.getpid()
+
+
+def token_alive(token: int) -> bool:
+    """True if the process incarnation a sleeper token names still runs."""
+    return pid_alive(token & L.SLEEPER_PID_MASK, token >> L.SLEEPER_PID_BITS)
 
 
 def _record_spec(record):
@@ -69,12 +106,15 @@ def _policy(policy) -> FullPolicy:
 
 
 class Doorbell:
-    """The sleeping side of a ring: a semaphore plus counters/armed flag in the segment."""
+    """The sleeping side of a ring: a semaphore plus counters/armed flag in the segment.
+    ``reg_w``: the word where this sleeper registers its token while it is counted in
+    ``sleepers`` (0: no registration, a death while asleep cannot be undone)."""
 
     def __init__(self, ring: "Ring", door_w: int, sem: posix_ipc.Semaphore, armed_w: int,
-                 sleeps_w: int, wakes_w: int):
+                 sleeps_w: int, wakes_w: int, reg_w: int = 0):
         self.ring, self.door_w, self.sem = ring, door_w, sem
         self.armed_w, self.sleeps_w, self.wakes_w = armed_w, sleeps_w, wakes_w
+        self.reg_w = reg_w
 
     def wait(self, ready, timeout: float | None) -> bool:
         """Wait until ``ready(spins)`` is true or ``timeout`` s pass (None: forever)."""
@@ -87,13 +127,17 @@ class Doorbell:
                 return True
         deadline = None if timeout is None else time.monotonic() + timeout
         w = r.w
+        reg_w, token, door = self.reg_w, sleeper_token(), self.door_w
+        if reg_w and int(w[reg_w]) not in (0, token):
+            r._reclaim_word(reg_w, door)   # left by a sleeper that died asleep?
         while True:
             remaining = MAX_BLOCK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            K.announce_sleep(w, self.door_w, self.armed_w)
+            reg = K.announce_sleep(w, door, self.armed_w, reg_w, token)
             if ready(0):
-                K.leave_sleep(w, self.door_w, self.armed_w, self.sleeps_w, self.wakes_w, False)
+                K.leave_sleep(w, door, self.armed_w, self.sleeps_w, self.wakes_w, False,
+                              reg_w, token, reg)
                 return True
             try:
                 self.sem.acquire(min(remaining, MAX_BLOCK_S))
@@ -103,16 +147,21 @@ class Doorbell:
             except posix_ipc.SignalError:
                 # a signal (e.g. SIGTERM with a handler) interrupted the sleep: leave the
                 # sleeper count as we found it and return, so the caller sees its stop flag
-                K.leave_sleep(w, self.door_w, self.armed_w, self.sleeps_w, self.wakes_w, False)
+                K.leave_sleep(w, door, self.armed_w, self.sleeps_w, self.wakes_w, False,
+                              reg_w, token, reg)
                 return bool(ready(0))
-            K.leave_sleep(w, self.door_w, self.armed_w, self.sleeps_w, self.wakes_w, woken)
+            K.leave_sleep(w, door, self.armed_w, self.sleeps_w, self.wakes_w, woken,
+                          reg_w, token, reg)
             if ready(0):
                 return True
 
     def post_if_armed(self) -> None:
+        """Called when a publish saw sleepers > 0: post if a sleeper is armed."""
         if K.take_armed(self.ring.w, self.armed_w):
             self.sem.release()
             K.count_post(self.ring.w, self.door_w)
+        else:
+            self.ring._fruitless_wake()
 
 
 class Ring:
@@ -144,6 +193,9 @@ class Ring:
         self._one = np.zeros(self.rw, np.int64)
         self._one_out = np.zeros(self.rw, np.int64)
         self._closed = False
+        self._fruitless = 0         # wake paths that found sleepers but nobody armed
+        self._next_reclaim = 0.0    # monotonic time before which no dead-sleeper scan runs
+        self._regs = None           # (registration words, their doorbells), built lazily
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -197,8 +249,7 @@ class Ring:
         if self._closed:
             return
         self._closed = True
-        if self.slot >= 0:
-            self.leave()
+        self.leave()      # reader slot, and an MPMC producer's slot in the producer table
         for s in self._sems.values():
             try:
                 s.close()
@@ -230,27 +281,35 @@ class Ring:
         reader = (reader or f"pid{os.getpid()}")[:L.READER_NAME_LEN]
         pid = os.getpid()
         for i in range(self.max_readers):
-            sw = self._slot_word(i)
-            owner = int(self.w[sw + L.R_OWNER_PID])
-            if owner and self._slot_name(i) == reader and not pid_alive(owner):
-                if K.claim_slot(self.w, self.max_readers, owner, pid, i) == i:
-                    return self._took(i, reader, fresh=False)
+            if self._slot_name(i) == reader and self._take_dead_slot(i, pid):
+                return self._took(i, reader, fresh=False)
         i = K.claim_slot(self.w, self.max_readers, 0, pid, -1)
         if i < 0:  # reclaim a dead reader's slot
             for j in range(self.max_readers):
-                owner = int(self.w[self._slot_word(j) + L.R_OWNER_PID])
-                if owner and not pid_alive(owner):
-                    i = K.claim_slot(self.w, self.max_readers, owner, pid, j)
-                    if i >= 0:
-                        break
+                if self._take_dead_slot(j, pid):
+                    i = j
+                    break
         if i < 0:
             raise SegmentError(f"ring {self.name!r}: all {self.max_readers} reader slots are taken")
         return self._took(i, reader, fresh=True)
 
+    def _take_dead_slot(self, i: int, pid: int) -> bool:
+        """Take reader slot i if its owner is dead (pid and start ticks); True if taken."""
+        sw = self._slot_word(i)
+        start = int(self.w[sw + L.R_OWNER_START])
+        owner = int(self.w[sw + L.R_OWNER_PID])
+        if not owner or pid_alive(owner, start):
+            return False
+        return bool(K.claim_dead_slot(self.w, sw + L.R_OWNER_PID, sw + L.R_OWNER_START,
+                                      owner, start, pid))
+
     def _took(self, i, reader, fresh):
         sw = self._slot_word(i)
+        self.w[sw + L.R_OWNER_START] = my_start_ticks()
+        self.w[sw + L.R_ARMED] = 0        # the previous owner may have died armed
+        self.reclaim_sleepers()           # ... and asleep (its token, or the SPSC side's)
         if fresh:
-            for r in (L.R_RECEIVED, L.R_LOST, L.R_LAPS, L.R_ARMED, L.R_SLEEPS, L.R_WAKES):
+            for r in (L.R_RECEIVED, L.R_LOST, L.R_LAPS, L.R_SLEEPS, L.R_WAKES):
                 self.w[sw + r] = 0
             self.w[sw + L.R_POSITION] = self._join_position()
         off = (sw * 8) + L.READER_NAME_OFF
@@ -271,8 +330,55 @@ class Ring:
 
     def leave(self) -> None:
         if self.slot >= 0 and self.w is not None:
+            self.w[self.slot_w + L.R_OWNER_START] = 0   # before the pid: see _take_dead_slot
             self.w[self.slot_w + L.R_OWNER_PID] = 0
         self.slot = -1
+
+    # -- dead sleepers ---------------------------------------------------------
+    def _registration_words(self) -> list[tuple[int, int]]:
+        """(registration word, its doorbell) of every sleeper this ring kind can have."""
+        regs = [(L.W_CDOOR + L.D_SLEEPER, L.W_CDOOR), (L.W_PDOOR + L.D_SLEEPER, L.W_PDOOR)]
+        regs += [(self._slot_word(i) + L.R_SLEEPER, L.W_CDOOR)
+                 for i in range(self.max_readers)]
+        return regs
+
+    def _reclaim_word(self, reg_w: int, door: int) -> int:
+        t = int(self.w[reg_w])
+        if t == 0 or token_alive(t):
+            return 0
+        return int(K.reclaim_sleeper(self.w, reg_w, t, door))
+
+    def reclaim_sleepers(self) -> int:
+        """Undo the doorbell registration of every sleeper whose process is gone (killed
+        while asleep), so that publishers stop looking for it; each is counted in its
+        doorbell's ``sleepers_reclaimed``. Safe from any process at any time (one CAS
+        per registration: a live or newer sleeper is never touched). Returns how many."""
+        if self._regs is None:
+            r = self._registration_words()
+            self._regs = (np.array([a for a, _ in r], np.int64),
+                          np.array([d for _, d in r], np.int64))
+        regs, doors = self._regs
+        toks = self.w[regs]
+        n = 0
+        for j in np.flatnonzero(toks):
+            t = int(toks[j])
+            if not token_alive(t):
+                n += int(K.reclaim_sleeper(self.w, int(regs[j]), t, int(doors[j])))
+        return n
+
+    def _fruitless_wake(self) -> None:
+        """A publish saw sleepers > 0 but nobody was armed: normal for a moment (a sleeper
+        already posted has not left yet), for good if a sleeper died asleep. Scan for
+        dead sleepers every ``RECLAIM_EVERY`` such calls, at most once per
+        ``RECLAIM_INTERVAL_S``."""
+        self._fruitless += 1
+        if self._fruitless % RECLAIM_EVERY:
+            return
+        now = time.monotonic()
+        if now < self._next_reclaim:
+            return
+        self._next_reclaim = now + RECLAIM_INTERVAL_S
+        self.reclaim_sleepers()
 
     # -- records ----------------------------------------------------------------
     def words_of(self, recs) -> np.ndarray:
@@ -309,9 +415,11 @@ class SpscRing(Ring):
     def __init__(self, seg):
         super().__init__(seg)
         self._cdoor = Doorbell(self, L.W_CDOOR, self._sem("c"), L.W_CDOOR + L.D_ARMED,
-                               L.W_CDOOR + L.D_SLEEPS, L.W_CDOOR + L.D_WAKES)
+                               L.W_CDOOR + L.D_SLEEPS, L.W_CDOOR + L.D_WAKES,
+                               L.W_CDOOR + L.D_SLEEPER)
         self._pdoor = Doorbell(self, L.W_PDOOR, self._sem("p"), L.W_PDOOR + L.D_ARMED,
-                               L.W_PDOOR + L.D_SLEEPS, L.W_PDOOR + L.D_WAKES)
+                               L.W_PDOOR + L.D_SLEEPS, L.W_PDOOR + L.D_WAKES,
+                               L.W_PDOOR + L.D_SLEEPER)
 
     # producer
     def push_words(self, words: np.ndarray, n: int, timeout: float | None = None) -> int:
@@ -420,22 +528,26 @@ class MpmcRing(SpscRing):
         self._stall = np.zeros(2, np.int64)
         self._stuck: dict[int, tuple] = {}   # side -> (position, monotonic time first seen)
         self._next_check = [0.0, 0.0]         # per side: no stall check before this time
+        # many sleepers per side: each registers in its own reader / producer slot
+        self._cdoor.reg_w = 0
+        self._pdoor.reg_w = 0
 
     # -- producer slot ------------------------------------------------------------------
     def join_producer(self) -> int:
         """Take a slot in the producer table (done by the first push)."""
         if self.pslot >= 0:
             return self.pslot
-        pid, ticks = os.getpid(), process_start_ticks(os.getpid())
+        pid, ticks = os.getpid(), my_start_ticks()
         w, tw = self.w, self._table_w
         for attempt in (0, 1):
             for i in range(L.PRODUCER_SLOTS):
                 sw = tw + i * L.PRODUCER_SLOT_WORDS
+                start = int(w[sw + L.P_START])
                 owner = int(w[sw + L.P_PID])
                 if attempt == 0 and owner != 0:
                     continue
                 if attempt == 1:
-                    if owner == 0 or pid_alive(owner, int(w[sw + L.P_START])):
+                    if owner == 0 or pid_alive(owner, start):
                         continue
                     # a dead producer's slot: only once nothing it claimed is unresolved
                     if int(w[sw + L.P_CLAIM_N]) and K.mpmc_unresolved(
@@ -444,23 +556,35 @@ class MpmcRing(SpscRing):
                         if K.mpmc_unresolved(w, int(w[sw + L.P_CLAIM_POS]),
                                              int(w[sw + L.P_CLAIM_N])):
                             continue
-                if K.claim_slot_at(w, sw + L.P_PID, owner, pid):
+                if K.claim_slot_at(w, sw + L.P_PID, 0, pid) if attempt == 0 else \
+                        K.claim_dead_slot(w, sw + L.P_PID, sw + L.P_START, owner, start, pid):
                     w[sw + L.P_START] = ticks
                     w[sw + L.P_CLAIM_N] = 0
+                    self._reclaim_word(sw + L.P_SLEEPER, L.W_PDOOR)  # it died asleep?
                     self.pslot, self.pslot_w = i, sw
+                    self._pdoor.reg_w = sw + L.P_SLEEPER
                     return i
         raise SegmentError(f"ring {self.name!r}: all {L.PRODUCER_SLOTS} producer slots are taken")
 
     def leave(self) -> None:
         if self.pslot >= 0 and self.w is not None:
+            self.w[self.pslot_w + L.P_START] = 0   # before the pid: see claim_dead_slot
             self.w[self.pslot_w + L.P_PID] = 0
             self.pslot, self.pslot_w = -1, 0
+        self._pdoor.reg_w = self._cdoor.reg_w = 0
         super().leave()
 
     def join(self, reader=None):
         if self.slot < 0:
             self.recover()  # a dead consumer's slot may be taken over: settle its claim first
-        return super().join(reader)
+        i = super().join(reader)
+        self._cdoor.reg_w = self.slot_w + L.R_SLEEPER
+        return i
+
+    def _registration_words(self):
+        return super()._registration_words() + [
+            (self._table_w + i * L.PRODUCER_SLOT_WORDS + L.P_SLEEPER, L.W_PDOOR)
+            for i in range(L.PRODUCER_SLOTS)]
 
     # -- records ------------------------------------------------------------------------
     def push_words(self, words, n, timeout=None):
@@ -547,7 +671,7 @@ class MpmcRing(SpscRing):
             pid = int(w[sw + pid_w])
             if pid == 0:
                 continue
-            ticks = int(w[sw + L.P_START]) if producers else 0
+            ticks = int(w[sw + (L.P_START if producers else L.R_OWNER_START)])
             dead[i] = 0 if pid_alive(pid, ticks) else 1
         return dead
 
@@ -586,7 +710,7 @@ class BroadcastRing(Ring):
         i = super().join(reader)
         sw = self.slot_w
         self._rdoor = Doorbell(self, L.W_CDOOR, self._sem(f"r{i}"), sw + L.R_ARMED,
-                               sw + L.R_SLEEPS, sw + L.R_WAKES)
+                               sw + L.R_SLEEPS, sw + L.R_WAKES, sw + L.R_SLEEPER)
         return i
 
     # writer
@@ -602,6 +726,8 @@ class BroadcastRing(Ring):
         for j in range(k):
             self._sem(f"r{int(self._armed[j])}").release()
             K.count_post(self.w, L.W_CDOOR)
+        if k == 0:
+            self._fruitless_wake()
 
     def push(self, rec, timeout=None) -> bool:
         return self.push_batch(rec) == 1
@@ -685,11 +811,12 @@ def ring_stats(seg: Segment) -> dict:
         pid = int(w[sw + L.R_OWNER_PID])
         if not pid:
             continue
+        start = int(w[sw + L.R_OWNER_START])
         off = sw * 8 + L.READER_NAME_OFF
         name = bytes(seg.bytes[off:off + L.READER_NAME_LEN]).rstrip(b"\0").decode("ascii",
                                                                                   "replace")
         pos = int(w[sw + L.R_POSITION]) if kind == RingKind.BROADCAST else tail
-        readers.append({"name": name, "pid": pid, "alive": pid_alive(pid),
+        readers.append({"name": name, "pid": pid, "alive": pid_alive(pid, start),
                         "position": pos, "lag": max(head - pos, 0),
                         "received": int(w[sw + L.R_RECEIVED]), "lost": int(w[sw + L.R_LOST]),
                         "lapped": int(w[sw + L.R_LAPS]), "sleeps": int(w[sw + L.R_SLEEPS]),
@@ -708,7 +835,10 @@ def ring_stats(seg: Segment) -> dict:
         "abandoned": int(w[L.W_ABANDONED]), "orphaned": int(w[L.W_ORPHANED]),
         "sleeps": int(w[cd + L.D_SLEEPS]), "wakes": int(w[cd + L.D_WAKES]),
         "posts": int(w[cd + L.D_POSTS]), "sleepers": int(w[cd + L.D_SLEEPERS]),
+        "sleepers_reclaimed": int(w[cd + L.D_RECLAIMED]),
         "producer_sleeps": int(w[pd + L.D_SLEEPS]), "producer_wakes": int(w[pd + L.D_WAKES]),
+        "producer_posts": int(w[pd + L.D_POSTS]), "producer_sleepers": int(w[pd + L.D_SLEEPERS]),
+        "producer_sleepers_reclaimed": int(w[pd + L.D_RECLAIMED]),
         "readers": readers,
     }
 

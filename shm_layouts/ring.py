@@ -42,6 +42,10 @@ never couples a writer's line with a reader's).
      +16                    8  wakes (blocked consumers woken by a post)
      +24                    8  armed (1: a sleeper wants a post; the poster clears it by CAS)
      +32                    8  posts (semaphore posts made)
+     +40                    8  sleeper (SPSC only: token of the process counted in
+                               `sleepers` now, 0 = none; MPMC/broadcast sleepers register
+                               in their own reader / producer slot instead)
+     +48                    8  sleepers_reclaimed (dead sleepers' registrations undone)
     PRODUCER_DOORBELL (640)    producers waiting for space (policy BLOCK), same shape
     READER_SLOTS (1024)        max_readers blocks of READER_SLOT_SIZE (128) bytes
       +0                    8  position (broadcast: next record to read)
@@ -56,11 +60,17 @@ never couples a writer's line with a reader's).
      +96                    8  claim_pos (MPMC consumer: first position of its dequeue claim)
     +104                    8  claim_n (MPMC: records claimed; < 0 once counted in received;
                                the last claim stays announced after it is done)
+    +112                    8  owner_start (start ticks of owner_pid: pid-reuse guard; 0 =
+                               unknown or a takeover in progress, judge by the pid alone)
+    +120                    8  sleeper (the owner's token while it is counted in the
+                               consumer doorbell's `sleepers`; 0 = not asleep)
     PRODUCERS (MPMC only, producers_offset(max_readers)): PRODUCER_SLOTS x 64 bytes
       +0                    8  pid (0 = free slot)
       +8                    8  start ticks of that pid (pid-reuse guard)
      +16                    8  claim_pos (first position of the producer's enqueue claim)
      +24                    8  claim_n (records of its last claim; 0 = none yet)
+     +32                    8  sleeper (its token while counted in the producer doorbell's
+                               `sleepers`; 0 = not asleep)
     SEQ (seq_offset)           MPMC only: capacity x u8 per-slot sequence (Vyukov); bit 62
                                (SEQ_POISON) marks a slot abandoned by a dead producer
     DATA (data_offset)         capacity x record_size bytes, 128-byte aligned
@@ -74,11 +84,28 @@ claim_n) before the CAS that makes it. A slot stuck between
 claim and commit (or dequeue and release) whose every announced claimant is dead is
 poisoned (skipped, `abandoned`) or released (`orphaned`) by whoever waits on it
 (arbpipe.rings.MpmcRing.recover).
+
+Doorbell sleepers: a sleeper adds 1 to its doorbell's `sleepers`, then stores its
+sleeper token (start_ticks << SLEEPER_PID_BITS | pid: one process incarnation) into
+its registration word (by CAS from 0); it leaves by CAS(token -> 0) and only then
+subtracts 1. A process SIGKILLed asleep leaves its token behind: whoever finds a
+token whose process is gone (the next owner of the slot, the restarted SPSC side,
+or the other side's rate-limited check when it finds `sleepers` > 0 but nobody
+armed) CASes it to 0 and, only if that CAS won, subtracts 1 from `sleepers` and
+adds 1 to `sleepers_reclaimed`. One CAS per token: a registration is undone once,
+and a live (or newer) sleeper's token is never mistaken for the dead one's.
+
+Slot takeover (reader slots, MPMC producer slots): a slot whose owner is dead is
+taken by CAS(start: dead owner's ticks -> 0) then CAS(pid: dead -> new); the new
+owner then stores its own start ticks. A reader of the slot thus never pairs the new
+pid with the old owner's start ticks (which would make a live owner look dead).
 """
 import enum
 
 MAGIC = 0x3150495042524141  # bytes b"AARBPIP1" little-endian
 LAYOUT_VERSION = 2   # 2: MPMC producer table, claim words, abandoned/orphaned
+# (sleeper registration and reader owner_start use words that version 2 reserved and
+# left zero; zero means "none" / "unknown" in both, so the version is unchanged)
 
 BLOCK = 128  # bytes between independently written cursor groups
 
@@ -126,6 +153,8 @@ D_SLEEPS = 1
 D_WAKES = 2
 D_ARMED = 3
 D_POSTS = 4
+D_SLEEPER = 5        # SPSC sleeper registration (token)
+D_RECLAIMED = 6      # sleepers_reclaimed
 # header words read by kernels (two u32 fields per word)
 W_GEOM = OFF_RECORD_SIZE // 8     # record_size | capacity << 32
 W_POLICY = OFF_CREATOR_PID // 8   # creator_pid | policy << 32
@@ -143,6 +172,8 @@ R_SLEEPS = 6
 R_WAKES = 7
 R_CLAIM_POS = 12
 R_CLAIM_N = 13
+R_OWNER_START = 14
+R_SLEEPER = 15
 # MPMC producer table
 PRODUCER_SLOTS = 64
 PRODUCER_SLOT_SIZE = 64
@@ -151,7 +182,11 @@ P_PID = 0
 P_START = 1
 P_CLAIM_POS = 2
 P_CLAIM_N = 3
+P_SLEEPER = 4
 SEQ_POISON = 1 << 62
+# sleeper token = start_ticks << SLEEPER_PID_BITS | pid (pid_max is at most 2**22 on Linux)
+SLEEPER_PID_BITS = 24
+SLEEPER_PID_MASK = (1 << SLEEPER_PID_BITS) - 1
 
 
 class RingKind(enum.IntEnum):

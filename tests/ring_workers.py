@@ -53,7 +53,8 @@ def produce(kind, instance, name, pid, count, batch_max, seed, timeout=30.0):
 
 
 def consume(kind, instance, name, total, out_q, reader="c", idle_exit=5.0, batch=512):
-    """Pop until `total` records (or idle_exit s without records); send results to out_q."""
+    """Pop until `total` records (or idle_exit s without records once the first came: a
+    producer spawned on a loaded host may take seconds to start); send results to out_q."""
     ring = CLASSES[kind].attach(name, instance=instance)
     ring.join(reader)
     buf = np.zeros(batch * ring.rw, np.int64)
@@ -62,7 +63,7 @@ def consume(kind, instance, name, total, out_q, reader="c", idle_exit=5.0, batch
     while n_total < total:
         n = ring.pop_words(buf)
         if n == 0:
-            if not ring.wait(idle_exit):
+            if not ring.wait(idle_exit if n_total else max(idle_exit, 120.0)):
                 break
             continue
         p, s = check_batch(buf, n, ring.rw)
@@ -76,18 +77,26 @@ def consume(kind, instance, name, total, out_q, reader="c", idle_exit=5.0, batch
     out_q.put((reader, pids.tolist(), seqs.tolist(), stats))
 
 
-def produce_forever(kind, instance, name, ready_q):
-    """Push big batches as fast as possible until killed (for the SIGKILL test)."""
+def produce_forever(kind, instance, name, ready_q, pid=7, claim_and_die=False):
+    """Push big batches of records (pid, 0, 1, ...) as fast as possible until killed (for
+    the SIGKILL test); what a full ring refuses is pushed again, so the records committed
+    are always 0..c-1. ``claim_and_die`` (MPMC): once publishing, claim 5 positions
+    without committing them and SIGKILL itself there."""
+    from arbpipe import ring_kernels as K
     ring = CLASSES[kind].attach(name, instance=instance)
     seq = 0
     ready = False
     while True:
+        if ready and claim_and_die and K.mpmc_claim_only(ring.w, 5, ring.pslot_w) >= 0:
+            os.kill(os.getpid(), signal.SIGKILL)
         b = 64
-        pushed = ring.push_words(make_batch(7, np.arange(seq, seq + b, dtype=np.int64)), b,
+        pushed = ring.push_words(make_batch(pid, np.arange(seq, seq + b, dtype=np.int64)), b,
                                  timeout=0.0)
         seq += pushed
         if not ready and pushed:  # compiled and publishing: the kill may come any time now
             ready_q.put(os.getpid())
+            ready_q.close()
+            ready_q.join_thread()   # flushed before any kill (ours or the test's)
             ready = True
         if pushed == 0:
             time.sleep(0)
@@ -97,3 +106,20 @@ def create_and_die(kind, instance, name):
     """Create a ring, then die without cleaning up (a crashed supervisor)."""
     CLASSES[kind].create(name, 64, "MarketUpdate", instance=instance)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sleep_on_doorbell(kind, instance, name, side="consumer", reader="sleepy"):
+    """Block on a ring's doorbell (for the tests that SIGKILL a sleeper). side
+    'consumer': take reader slot ``reader`` and sleep until a record is readable, then
+    exit; side 'producer' (BLOCK policy): fill the ring, then push one record more and
+    wait for space."""
+    ring = CLASSES[kind].attach(name, instance=instance)
+    ring.spin, ring.yields = 0, 0          # go to sleep at once
+    if side == "consumer":
+        ring.join(reader)
+        ring.wait(None)       # returns once a record is readable (woken by a post)
+        ring.close()
+        return
+    n = ring.capacity + 1
+    ring.push_words(make_batch(1, np.arange(n, dtype=np.int64)), n, timeout=None)
+    ring.close()

@@ -376,7 +376,7 @@ def test_once_and_metrics_show_a_known_run_exactly(instance, tmp_path):
         # a crashed dashboard is restarted: the new one continues the accumulated state
         p.kill()
         p.wait(10)
-        sleepers = ring.stats()["sleepers"]   # a reader killed asleep stays counted (rings)
+        sleepers = ring.stats()["sleepers"]   # 1 if it died asleep: its successor undoes it
         p2, ready2 = start_dashboard(cfg_path, instance, env)
         procs.append(p2)
         assert ready2["restored"]
@@ -393,7 +393,9 @@ def test_once_and_metrics_show_a_known_run_exactly(instance, tmp_path):
         m2 = scrape(ready2["metrics"]["port"])
         assert m2[("arbpipe_dashboard_records_total", ())] == 7
         assert stop(p2) == 0
-        assert ring.stats()["sleepers"] == sleepers, "SIGTERM left a doorbell sleeper behind"
+        st = ring.stats()
+        assert st["sleepers"] == 0, "SIGTERM left a doorbell sleeper behind"
+        assert st["sleepers_reclaimed"] == sleepers, "the killed reader's sleep was not undone"
         assert read_blob(instance, STATE_BLOB) is None, "a stopped dashboard unlinks its blob"
         r = cli("attach", "dashboard", "--once", "--wait", "0", "--instance", instance,
                 env=env, check=False)
