@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
@@ -24,6 +23,8 @@ from arbpipe.rings import BroadcastRing
 from arbpipe.stateblob import StateBlob, read_blob
 from shm_layouts import OPPORTUNITY, CloseReason, OppState
 from shm_layouts.records import OPP_SELL_PERP
+from tests import helpers
+from tests.helpers import cli
 
 T0 = 1_700_000_000_000_000_000          # ns
 RUN1, RUN2 = 1_700_000_000 << 32, 1_700_000_100 << 32
@@ -237,19 +238,8 @@ def test_config_section_is_validated_with_key_paths():
 
 # ------------------------------------------------------------------ the process ---------
 
-def cli(*args, env, check=True, timeout=120):
-    return subprocess.run([sys.executable, "-m", "arbpipe.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, check=check)
-
-
-def wait_for(cond, timeout=60, what="condition", every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(cond, timeout=60, what="condition"):
+    return helpers.wait_for(cond, timeout, what, every=0.1)
 
 
 def scrape(port) -> dict:

@@ -1,6 +1,7 @@
 """The persister against a real redis-server: streams and their fields, the top-of-book hash,
 outages (server paused / restarted) with bounded buffering and catch-up, no credentials in
 any output, and the whole tree (`arbpipe up --detach`) with an external and an embedded Redis."""
+import functools
 import json
 import os
 import re
@@ -19,18 +20,13 @@ from arbpipe.rings import BroadcastRing, SpscRing
 from arbpipe.stateblob import read_blob
 from shm_layouts import (JOURNAL, MARKET_UPDATE, OPPORTUNITY, BreakerReason, JournalFlag,
                          JournalKind, Kind, OppState, RejectReason, Side)
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wait_for(cond, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return helpers.wait_for(cond, timeout, what, every=0.05)
 
 
 def write_config(tmp_path, **redis):
@@ -401,9 +397,7 @@ def _tree_config(tmp_path):
     return str(p)
 
 
-def _cli(*args, env, check=True, timeout=180):
-    return subprocess.run([sys.executable, "-m", "arbpipe.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, check=check)
+_cli = functools.partial(helpers.cli, timeout=180)
 
 
 def _down(env, run):

@@ -3,8 +3,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
@@ -14,23 +12,9 @@ from arbpipe import segments
 from arbpipe.config import DEFAULT_PATH
 from arbpipe.rings import BroadcastRing
 from shm_layouts import OppState
+from tests.helpers import cli, wait_for
 
 VENUE_IDS = set(range(1, 9))
-
-
-def cli(*args, env, check=True, timeout=120):
-    return subprocess.run([sys.executable, "-m", "arbpipe.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, check=check)
-
-
-def wait_for(cond, timeout=90, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

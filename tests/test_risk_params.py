@@ -1,11 +1,10 @@
 """Runtime risk limits through a real redis-server: validation, hot reload, outages,
 the breaker mirror, `arbpipe risk set|unset|show`, and no credentials in any output."""
+import functools
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -14,17 +13,12 @@ import pytest
 
 from arbpipe.config import RISK_KEYS, load_config
 from arbpipe.risk_params import RiskError, RiskSource, check_change, parse_value
+from tests import helpers
 from tests.redis_fixture import TestRedis, require_redis_server
 
 
 def wait_for(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return helpers.wait_for(cond, timeout, what, every=0.05)
 
 
 @pytest.fixture
@@ -33,9 +27,7 @@ def cfg():
     return msgspec.structs.replace(c, redis=msgspec.structs.replace(c.redis, risk_poll_ms=100.0))
 
 
-def cli(*args, env, timeout=60):
-    return subprocess.run([sys.executable, "-m", "arbpipe.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)
+cli = functools.partial(helpers.cli, timeout=60, check=False)
 
 
 # -- validation (no Redis) --------------------------------------------------------------

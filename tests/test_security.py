@@ -5,6 +5,7 @@ record size / kind, a segment chown'ed to another uid, and `nobody` failing to o
 ours; here: every object of a running tree, our own attach code run as a second uid,
 truncated or doctored ring headers, listening sockets, and credentials.)
 """
+import functools
 import json
 import mmap
 import os
@@ -13,7 +14,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -26,14 +26,14 @@ from arbpipe import segments
 from arbpipe.rings import MpmcRing, SpscRing, attach_any
 from bench.reliability import Tree, tree_config
 from shm_layouts import ring as L
+from tests import helpers
+from tests.helpers import wait_for
 
 ROOT = os.geteuid() == 0
 NOBODY = 65534
 
 
-def _cli(*args, env, timeout=120):
-    return subprocess.run([sys.executable, "-m", "arbpipe.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)
+_cli = functools.partial(helpers.cli, check=False)
 
 
 def _tree_pids(t: Tree) -> list[int]:
@@ -43,16 +43,6 @@ def _tree_pids(t: Tree) -> list[int]:
         return [sup.pid] + [c.pid for c in sup.children(recursive=True)]
     except (KeyError, psutil.Error):
         return []
-
-
-def _wait(cond, timeout=90, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -68,7 +58,7 @@ def tree(instance, tmp_path):
 # ------------------------------------------------------------------ shared memory -----
 
 def test_every_object_of_a_running_tree_is_0600_and_ours(tree, instance):
-    _wait(lambda: any(s.name == "detector.stats" for s in segments.list_segments(instance)),
+    wait_for(lambda: any(s.name == "detector.stats" for s in segments.list_segments(instance)),
           what="the detector's segment")
     entries = [e for e in os.listdir("/dev/shm") if f"arbpipe.{instance}." in e]
     kinds = {e.split(".")[0] for e in entries}
@@ -175,9 +165,9 @@ def test_a_doctored_ring_header_is_refused(instance, field, off, dtype, value, m
 
 def test_every_listening_socket_of_the_tree_binds_loopback(tree):
     t = tree
-    ready = _wait(lambda: _dashboard_ready(t), what="the dashboard's ready line")
+    ready = wait_for(lambda: _dashboard_ready(t), what="the dashboard's ready line")
     assert ready.get("port"), ready
-    socks = _wait(lambda: [s for s in [_listening(t)] if len(s) >= 2 and
+    socks = wait_for(lambda: [s for s in [_listening(t)] if len(s) >= 2 and
                            any(a.port == ready["port"] for _, a in s)],
                   what="the simulator and metrics ports")[0]
     for pid, addr in socks:
@@ -221,7 +211,7 @@ def redis_with_password(tmp_path):
                     f"appendonly no\ndir {tmp_path}\n")
     p = subprocess.Popen([exe, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _connects(port), timeout=20, what="redis-server")
+        wait_for(lambda: _connects(port), timeout=20, what="redis-server")
         yield port
     finally:
         p.send_signal(signal.SIGTERM)
@@ -257,7 +247,7 @@ def test_no_credential_in_logs_status_stats_or_metrics(instance, tmp_path, redis
         st = t.status()
         assert any(p["role"] == "persister" for p in st["processes"]), st
         # let the persister connect and write (or fail to) for a while
-        _wait(lambda: "no persister state" not in _cli("stat", "persister", "--instance",
+        wait_for(lambda: "no persister state" not in _cli("stat", "persister", "--instance",
                                                        instance, env=t.env).stdout,
               what="the persister's state")
         time.sleep(3)
@@ -269,7 +259,7 @@ def test_no_credential_in_logs_status_stats_or_metrics(instance, tmp_path, redis
             outputs[" ".join(args)] = r.stdout + r.stderr
         if password == "right":
             assert "***" in outputs["stat persister"] or "***" in outputs["status"], outputs
-        ready = _wait(lambda: _dashboard_ready(t), what="the dashboard's ready line")
+        ready = wait_for(lambda: _dashboard_ready(t), what="the dashboard's ready line")
         if ready.get("url"):
             outputs["metrics"] = urllib.request.urlopen(ready["url"], timeout=10).read().decode()
         for s in segments.list_segments(instance):    # state blobs, stats segments: raw bytes

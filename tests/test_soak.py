@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from bench import soak
 from bench.detect import make_stream
 from bench.reliability import tree_config
 from shm_layouts import Flag
+from tests import helpers
 
 
 def _recording(path, cfg, n=20_000):
@@ -37,13 +37,7 @@ def _recording(path, cfg, n=20_000):
 
 
 def _wait(cond, timeout=90.0, what=""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return helpers.wait_for(cond, timeout, what, every=0.1)
 
 
 def _feed_rows(instance):
