@@ -57,8 +57,14 @@ class Proc:
         self.p = subprocess.Popen([sys.executable, "-m", "procs.persister", "--config", cfg_path,
                                    "--instance", instance], env=env, cwd=ROOT,
                                   stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.blob() is not None or self.p.poll() is not None, 120,
-                 "the persister to start")
+        try:
+            wait_for(lambda: self.blob() is not None or self.p.poll() is not None, 120,
+                     "the persister to start")
+        except BaseException:                # a failed start must not leave it running
+            self.p.kill()
+            self.p.wait(10)
+            self.log.close()
+            raise
         assert self.p.poll() is None, self.output()
 
     def blob(self):
