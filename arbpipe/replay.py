@@ -59,6 +59,22 @@ W_EXCH, W_RECV, W_SEQ = 5, 6, 7   # word index of exchange_ts_ns / recv_ts_ns / 
 _REPLAYED_BITS = int(Flag.REPLAYED) << 56   # flags is byte 7 of word 0
 
 
+@njit(inline="always", **_KW)
+def restamp(dst, d, src, o, now, flag_bits):
+    """Copy the record at word ``o`` of ``src`` to word ``d`` of ``dst`` as if received at
+    ``now``: recv_ts = now, exchange_ts moved by the same amount (0 stays 0), ``flag_bits``
+    or-ed into word 0. Word 7 (seq) is left to the caller."""
+    recv = src[o + W_RECV]
+    exch = src[o + W_EXCH]
+    dst[d] = src[o] | flag_bits
+    dst[d + 1] = src[o + 1]
+    dst[d + 2] = src[o + 2]
+    dst[d + 3] = src[o + 3]
+    dst[d + 4] = src[o + 4]
+    dst[d + W_EXCH] = exch + (now - recv) if exch != 0 else 0
+    dst[d + W_RECV] = now
+
+
 class RecordingError(ValueError):
     """A file that is not a recording this version can read (the message says why)."""
 
@@ -447,15 +463,7 @@ def replay_step(rings, sts, stage, cnt, words, order, ring_of, rel, span, pos, t
         o = idx * 8
         d = c * 8
         row = stage[r]
-        recv = words[o + W_RECV]
-        exch = words[o + W_EXCH]
-        row[d] = words[o] | _REPLAYED_BITS
-        row[d + 1] = words[o + 1]
-        row[d + 2] = words[o + 2]
-        row[d + 3] = words[o + 3]
-        row[d + 4] = words[o + 4]
-        row[d + 5] = exch + (now - recv) if exch != 0 else 0
-        row[d + 6] = now
+        restamp(row, d, words, o, now, _REPLAYED_BITS)
         if reseq:
             s = seqs[r] + 1
             seqs[r] = s

@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from arbpipe.detector import hist_record
+from arbpipe.replay import restamp
 from shm_layouts import Flag
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
@@ -58,17 +59,8 @@ def stamp(stage, pool, n_pool, cursor, k, now):
     """Copy k pool records from ``cursor`` (wrapping) into ``stage`` with recv_ts = now,
     exchange_ts shifted alike and the SYNTHETIC flag."""
     for i in range(k):
-        src = ((cursor + i) % n_pool) * 8
         d = i * 8
-        recv = pool[src + 6]
-        exch = pool[src + 5]
-        stage[d] = pool[src] | _SYNTH_BITS
-        stage[d + 1] = pool[src + 1]
-        stage[d + 2] = pool[src + 2]
-        stage[d + 3] = pool[src + 3]
-        stage[d + 4] = pool[src + 4]
-        stage[d + 5] = exch + (now - recv) if exch != 0 else 0
-        stage[d + 6] = now
+        restamp(stage, d, pool, ((cursor + i) % n_pool) * 8, now, _SYNTH_BITS)
         stage[d + 7] = cursor + i + 1
 
 
