@@ -301,6 +301,19 @@ def _start(pr) -> None:
         signal.signal(signal.SIGINT, old)
 
 
+def _stop_setup(env, ctl, c, procs, rings) -> None:
+    """End a setup: tell the workers to stop, join them, stop whatever is left, close our
+    ring handles and remove the instance's segments."""
+    ctl.put(("stop",))
+    c[W.STOP] = 1
+    for pr in procs:
+        pr.join(10)
+    env.kill_all()
+    for r in rings:
+        r.close()
+    segments.clean(env.instance, everything=True)
+
+
 def _collect(res, want: set, timeout: float, procs=()) -> dict:
     """Wait for ("ready", role, pid) from every role in ``want``; raise on ("error", ...)."""
     got = {}
@@ -454,14 +467,7 @@ def run_harness(env: Env, transport: str, rates, duration, warmup, plan, prog) -
             runs.append(_phase(env, "harness", transport, rate, duration, warmup, c, ctl, res,
                                pids, prog, probe))
     finally:
-        ctl.put(("stop",))
-        c[W.STOP] = 1
-        for pr in procs:
-            pr.join(10)
-        env.kill_all()
-        for r in keep:
-            r.close()
-        segments.clean(env.instance, everything=True)
+        _stop_setup(env, ctl, c, procs, keep)
     return runs
 
 
@@ -651,16 +657,7 @@ def run_tree(env: Env, rates, duration, warmup, plan, prog, reader: str = "auto"
             search.append(r)
             lo, hi = (mid, hi) if r["sustained"] else (lo, mid)
     finally:
-        ctl.put(("stop",))
-        c[W.STOP] = 1
-        for pr in procs:
-            pr.join(10)
-        env.kill_all()
-        if opp_ring is not None:
-            opp_ring.close()
-        for r in rings:
-            r.close()
-        segments.clean(env.instance, everything=True)
+        _stop_setup(env, ctl, c, procs, ([opp_ring] if opp_ring is not None else []) + rings)
     return runs, reader_desc, search
 
 
