@@ -103,24 +103,30 @@ def worker(kind: str, instance: str, index: int, rate: float, stop_file: str) ->
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
     rng = random.Random(os.getpid())
     buf = np.zeros(256 * RW, np.int64)
-    t0, sent = time.monotonic(), 0
+    t0 = time.monotonic()
 
     def idle():
         return os.path.exists(stop_file)
+
+    def produce(ring, inc, seq, max_batch):
+        """Push batches of 1..max_batch records numbered from ``seq`` at ``rate`` until
+        SIGTERM (pausing while the stop file exists)."""
+        sent = 0
+        while not stopping:
+            if idle():
+                time.sleep(0.05)
+                continue
+            b = rng.randint(1, max_batch)
+            k = ring.push_words(records(inc, seq, b), b, timeout=0.5)
+            seq += k
+            sent += k
+            _throttle(t0, sent, rate)
 
     if kind == "spsc-producer":
         ring = SpscRing.attach("rel.spsc", instance=instance)
         seq = int(K.head_of(ring.w))       # records carry seq == ring position
         say("ready", kind=kind, start=seq)
-        while not stopping:
-            if idle():
-                time.sleep(0.05)
-                continue
-            b = rng.randint(1, 64)
-            k = ring.push_words(records(0, seq, b), b, timeout=0.5)
-            seq += k
-            sent += k
-            _throttle(t0, sent, rate)
+        produce(ring, 0, seq, 64)
     elif kind == "spsc-checker":
         ring = SpscRing.attach("rel.spsc", instance=instance)
         ring.join("checker")
@@ -150,17 +156,9 @@ def worker(kind: str, instance: str, index: int, rate: float, stop_file: str) ->
     elif kind == "mpmc-producer":
         ring = MpmcRing.attach("rel.mpmc", instance=instance)
         ring.join_producer()
-        inc, seq = os.getpid(), 0
+        inc = os.getpid()
         say("ready", kind=kind, inc=inc)
-        while not stopping:
-            if idle():
-                time.sleep(0.05)
-                continue
-            b = rng.randint(1, 256)
-            k = ring.push_words(records(inc, seq, b), b, timeout=0.5)
-            seq += k
-            sent += k
-            _throttle(t0, sent, rate)
+        produce(ring, inc, 0, 256)
     elif kind == "mpmc-consumer":
         ring = MpmcRing.attach("rel.mpmc", instance=instance)
         ring.join(f"c{index}")
@@ -174,15 +172,7 @@ def worker(kind: str, instance: str, index: int, rate: float, stop_file: str) ->
         ring = BroadcastRing.attach("rel.bcast", instance=instance)
         seq = int(K.head_of(ring.w))
         say("ready", kind=kind, start=seq)
-        while not stopping:
-            if idle():
-                time.sleep(0.05)
-                continue
-            b = rng.randint(1, 64)
-            ring.push_words(records(0, seq, b), b)
-            seq += b
-            sent += b
-            _throttle(t0, sent, rate)
+        produce(ring, 0, seq, 64)           # never blocks: every record goes in
     elif kind == "bcast-reader":
         ring = BroadcastRing.attach("rel.bcast", instance=instance)
         fresh = ring.join("checker")
