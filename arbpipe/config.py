@@ -96,7 +96,7 @@ class VenueConfig(_Base, kw_only=True):
 
 
 class DetectorConfig(_Base, kw_only=True):
-    """Detection rules (see arbpipe.detector for the formulas)."""
+    """Detection rules (see arbpipe.detect.detector for the formulas)."""
     min_net_bps: float = 1.0             # publish when net spread >= this
     max_quote_age_ms: float = 1000.0     # a leg quote older than this (vs the trigger) is stale
     max_plausible_spread_bps: float = 300.0  # gross above this is treated as bad data

@@ -35,7 +35,14 @@ import dataclasses
 import hashlib
 from typing import Iterable, Mapping
 
-from arbpipe.venues.base import Instrument
+
+@dataclasses.dataclass
+class Instrument:
+    """A subscribed instrument on one venue."""
+    native: str           # venue's native symbol, e.g. "BTCUSDT", "BTC-USDT-SWAP"
+    instrument_id: int    # canonical instrument id (symbol map)
+    contract_size: float = 1.0  # base units per contract (OKX SWAP); 1 for spot
+
 
 # -- venues ----------------------------------------------------------------------------
 VENUE_IDS: dict[str, int] = {

@@ -9,13 +9,13 @@ updates. Each (instrument, leg) is re-quoted every ~9 ms of stream time (recv ts
 both directions (16 pair evaluations).
 
 Modes (both after one untimed pass that fills the book and loads the kernels):
-  * ``kernel``: ``arbpipe.detector.process_words`` over the stream in batches of
+  * ``kernel``: ``arbpipe.detect.detector.process_words`` over the stream in batches of
     ``batch`` updates (what the process does per ring batch), output collected in memory.
   * ``kernel-stress``: as ``kernel`` with 5 % of quotes dislocated (many more candidate
     pairs, opens, updates and closes per update).
   * ``rings``: the process's real path: 8 real SPSC rings (one per venue, POSIX shared
     memory, in this process) pre-filled with the venue's updates, drained by
-    ``arbpipe.detector.pump`` (spsc_pop per ring in batches, detect, bcast_push into a
+    ``arbpipe.detect.detector.pump`` (spsc_pop per ring in batches, detect, bcast_push into a
     real ``opportunities`` BroadcastRing). Filling is not timed; draining is.
 ns/update = wall time / updates applied, best and median of ``repeats`` runs.
 """
@@ -89,7 +89,7 @@ def _retime(rec: np.ndarray, base: int) -> None:
 
 
 def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
-    from arbpipe import detector as D
+    from arbpipe.detect import detector as D
     det = D.Detector(cfg, out_records=batch * 2 * 9 + 16)
     words = stream.view(np.int64)
     n = len(stream)
@@ -117,9 +117,9 @@ def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
 def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
     from numba.typed import List
 
-    from arbpipe import detector as D
-    from arbpipe import segments
-    from arbpipe.rings import BroadcastRing, SpscRing
+    from arbpipe.detect import detector as D
+    from arbpipe.transport import segments
+    from arbpipe.transport.rings import BroadcastRing, SpscRing
     inst = "bench" + uuid.uuid4().hex[:8]
     venues = list(cfg.enabled_venues())
     rings = []

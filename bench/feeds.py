@@ -33,10 +33,10 @@ import uuid
 import numpy as np
 import psutil
 
-from arbpipe.feed import Feed, RingSink, _Conn, build_adapter, read_feed_stats
-from arbpipe.rings import SpscRing
-from arbpipe import segments
-from arbpipe.venues.binance import BinanceSpot
+from arbpipe.feeds.runtime import Feed, RingSink, _Conn, build_adapter, read_feed_stats
+from arbpipe.transport.rings import SpscRing
+from arbpipe.transport import segments
+from arbpipe.feeds.venues.binance import BinanceSpot
 from shm_layouts import Flag
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

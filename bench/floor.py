@@ -7,7 +7,7 @@
 """
 from numba import njit
 
-from arbpipe.atomics import cpu_relax, load_acquire, store_release
+from arbpipe.transport.atomics import cpu_relax, load_acquire, store_release
 from arbpipe.clock import monotonic_ns
 
 HEAD, TAIL, DATA = 16, 32, 64  # word offsets (each cursor on its own 128-byte block)

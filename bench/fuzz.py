@@ -1,6 +1,6 @@
 """Venue parser fuzzing: generated and mutated frames through every adapter's parse path.
 
-Each venue's adapter is built as the feed runtime builds it (``arbpipe.feed.build_adapter``
+Each venue's adapter is built as the feed runtime builds it (``arbpipe.feeds.runtime.build_adapter``
 with the symbol map of ``config/arbpipe.toml``) and driven as ``Feed._on_frame`` drives it:
 ``sink.recv_ns = now``, ``adapter.parse(frame, now, sink, socket_index)``, ``sink.flush()``
 into a real SPSC ring (``RingSink``), with ``adapter.on_connect`` now and then as a
@@ -335,7 +335,7 @@ class FuzzStats(dict):
 
 def _adapter(venue: str):
     from arbpipe.config import load_config
-    from arbpipe.feed import build_adapter
+    from arbpipe.feeds.runtime import build_adapter
     from arbpipe.symbols import SymbolMap
     smap = SymbolMap.from_config(load_config())
     adapter, _ = build_adapter(venue, None, smap)
@@ -375,8 +375,8 @@ def _check_records(recs, venue_id, ids, next_seq) -> tuple[int, list]:
 
 def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None) -> dict:
     """Fuzz one venue with n frames; returns its FuzzStats (see the module docstring)."""
-    from arbpipe.feed import RingSink
-    from arbpipe.rings import SpscRing
+    from arbpipe.feeds.runtime import RingSink
+    from arbpipe.transport.rings import SpscRing
     from shm_layouts import MARKET_UPDATE
     from shm_layouts.feed_stats import REJECT_REASONS
     rng = random.Random(seed)

@@ -3,7 +3,7 @@
 Two setups, one run, one workload:
 
 * **tree** (arbpipe only): the real process tree pieces. One SPSC ``feed.<venue>`` ring per
-  venue fed by ``arbpipe.replay.Replayer`` at a fixed rate (one process, each ring still
+  venue fed by ``arbpipe.replay.recording.Replayer`` at a fixed rate (one process, each ring still
   has one producer), the real ``python -m procs.detector --config F --instance I``, the
   ``opportunities`` broadcast ring and a reader: the real strategy (``procs.strategy``, in
   "observe" mode with the kill switch on) when the supervisor's plan has one and it comes
@@ -52,8 +52,8 @@ import time
 
 import numpy as np
 
-from arbpipe import histogram as H
-from arbpipe import segments
+from arbpipe.transport import histogram as H
+from arbpipe.transport import segments
 from bench import pipeline_workers as W
 
 CTX = mp.get_context("spawn")
@@ -137,7 +137,7 @@ def make_workload(path: str, cfg, n: int = WORKLOAD_UPDATES, seed: int = 2026112
                   dislocation_p: float = 0.002) -> dict:
     """Write the synthetic workload recording; return its description (opportunity share
     measured by running the detector kernel over it once)."""
-    from arbpipe import replay as RP
+    from arbpipe.replay.recording import recording as RP
     from bench.detect import make_stream
     recs = make_stream(cfg, n, seed=seed, dislocation_p=dislocation_p)
     RP.write_recording(path, recs, RP.names_from_config(cfg, source="bench pipeline workload"))
@@ -355,7 +355,7 @@ def _wait_done(res, timeout: float) -> dict:
 def _channels(env: Env, transport: str) -> tuple[dict, dict, list]:
     """(in spec, out spec, objects to keep alive) of a harness transport."""
     if transport == "arbpipe":
-        from arbpipe.rings import BroadcastRing, SpscRing
+        from arbpipe.transport.rings import BroadcastRing, SpscRing
         a = SpscRing.create("bench.in", CAP, "MarketUpdate", policy="drop",
                             instance=env.instance)
         b = BroadcastRing.create("bench.out", CAP, "Opportunity", instance=env.instance)
@@ -474,7 +474,7 @@ def run_harness(env: Env, transport: str, rates, duration, warmup, plan, prog) -
 def _strategy_argv(env: Env) -> list[str] | None:
     """argv of the real strategy process from the supervisor's plan, if the tree has one."""
     try:
-        from arbpipe.supervisor import plan
+        from arbpipe.ops.supervisor import plan
         specs, _ = plan(env.cfg, env.config, env.instance, live=True)
     except Exception:
         return None
@@ -486,7 +486,7 @@ def _strategy_argv(env: Env) -> list[str] | None:
 
 def _tree_rings(env: Env) -> list:
     """Create the tree's rings as the supervisor would (feed rings, opportunities, ...)."""
-    from arbpipe.supervisor import plan
+    from arbpipe.ops.supervisor import plan
     _, rings = plan(env.cfg, env.config, env.instance, live=True)
     made = []
     try:
@@ -537,7 +537,7 @@ def _start_strategy(env: Env, argv, plan, child_env, timeout=60.0):
     """Start the real strategy; None (and a reason) if it does not come up as a reader."""
     import psutil
 
-    from arbpipe.rings import attach_any
+    from arbpipe.transport.rings import attach_any
     p = subprocess.Popen(_niced(env, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          stdin=subprocess.DEVNULL, env=child_env, start_new_session=True)
     env.procs.append(p)
@@ -575,8 +575,8 @@ def run_tree(env: Env, rates, duration, warmup, plan, prog, reader: str = "auto"
     ``search_steps``: after the fixed rates, bisect (geometrically) between the highest
     rate sustained with zero drops and the lowest one that was not. Returns (runs,
     reader description, search runs)."""
-    from arbpipe.detector import read_stats
-    from arbpipe.rings import attach_any
+    from arbpipe.detect.detector import read_stats
+    from arbpipe.transport.rings import attach_any
     c_raw = CTX.RawArray("q", W.N_SLOTS)
     c = W.counters(c_raw)
     ctl, res = CTX.Queue(), CTX.Queue()

@@ -2,7 +2,7 @@
 
 Harness (same shape for every transport, only the channel differs):
 
-    gen --(MarketUpdate, 64 B)--> det (arbpipe.detector.Detector, collect mode)
+    gen --(MarketUpdate, 64 B)--> det (arbpipe.detect.detector.Detector, collect mode)
         --(Opportunity, 128 B)--> reader
 
 * ``gen``: paced by absolute deadlines (record p of a phase is due at t0 + p / rate);
@@ -18,7 +18,7 @@ Harness (same shape for every transport, only the channel differs):
   ``hist.publish_to_strategy`` (now - detect_ns) and ``hist.total`` (now -
   trigger_recv_ns) per OPEN/UPDATE record.
 
-Tree: ``replay`` (``arbpipe.replay.Replayer`` at a fixed rate into the feed rings) and
+Tree: ``replay`` (``arbpipe.replay.recording.Replayer`` at a fixed rate into the feed rings) and
 ``tree_reader`` (the reader above on the real detector's ``opportunities`` ring).
 
 Counters live in a shared int64 array (one writer per slot); commands and results go
@@ -34,8 +34,8 @@ import time
 import numpy as np
 from numba import njit
 
-from arbpipe.detector import hist_record
-from arbpipe.replay import restamp
+from arbpipe.detect.detector import hist_record
+from arbpipe.replay.recording import restamp
 from shm_layouts import Flag
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
@@ -87,7 +87,7 @@ def record_opps(hp, ht, words, k, now):
 
 
 def warm_kernels():
-    from arbpipe import histogram as H
+    from arbpipe.transport import histogram as H
     h = H.empty()
     pool = np.zeros(16, np.int64)
     st = np.zeros(16, np.int64)
@@ -130,7 +130,7 @@ class Channel:
         self.t, self.end, self.rw = transport, end, rec_words
         self.lost = 0
         if transport == "arbpipe":
-            from arbpipe.rings import BroadcastRing, SpscRing
+            from arbpipe.transport.rings import BroadcastRing, SpscRing
             cls = BroadcastRing if spec["kind"] == "broadcast" else SpscRing
             self.ring = cls.attach(spec["name"], instance=instance)
             if end == "recv":
@@ -260,7 +260,7 @@ def main(role, transport, p, raw, ctl, res):
 
 
 def _gen(transport, p, c, ctl, res):
-    from arbpipe.replay import Recording
+    from arbpipe.replay.recording import Recording
     low_timer_slack()
     pool = Recording(p["workload"]).words()
     n_pool = len(pool) // RW
@@ -307,9 +307,9 @@ def _gen(transport, p, c, ctl, res):
 
 
 def _det(transport, p, c, ctl, res):
-    from arbpipe import histogram as H
+    from arbpipe.transport import histogram as H
     from arbpipe.config import load_config
-    from arbpipe.detector import Detector
+    from arbpipe.detect.detector import Detector
     inst = p["instance"]
     cfg = load_config(p["config"])
     hf = H.Histogram.create(inst, "feed_to_detector")
@@ -346,7 +346,7 @@ def _det(transport, p, c, ctl, res):
 
 
 def _reader(transport, p, c, ctl, res):
-    from arbpipe import histogram as H
+    from arbpipe.transport import histogram as H
     inst = p["instance"]
     hp = H.Histogram.create(inst, "publish_to_strategy")
     ht = H.Histogram.create(inst, "total")
@@ -373,7 +373,7 @@ def _reader(transport, p, c, ctl, res):
 
 
 def _replay(transport, p, c, ctl, res):
-    from arbpipe.replay import Replayer
+    from arbpipe.replay.recording import Replayer
     low_timer_slack()
     rp = Replayer(p["workload"], p["instance"], rate=1.0, loop=True, on_full="drop",
                   tick_s=p.get("tick_ns", 0) / 1e9)

@@ -2,7 +2,7 @@
 
 Parts (each returns a dict; ``run`` puts them together):
 
-* ``chains``: dedicated rings under the real ``Supervisor`` (arbpipe.supervisor), their
+* ``chains``: dedicated rings under the real ``Supervisor`` (arbpipe.ops.supervisor), their
   producers and consumers SIGKILLed at random moments and restarted by it:
     - SPSC ``rel.spsc`` (block): a producer whose records carry seq == ring position
       (a restarted producer continues at ``head``) and a checker that peeks, verifies
@@ -58,8 +58,8 @@ import uuid
 
 import numpy as np
 
-from arbpipe import ring_kernels as K
-from arbpipe import segments
+from arbpipe.transport import ring_kernels as K
+from arbpipe.transport import segments
 
 RW = 8
 MAGIC = 0x5EED_0000_0000
@@ -98,7 +98,7 @@ def _throttle(t0, sent, rate):
 
 def worker(kind: str, instance: str, index: int, rate: float, stop_file: str) -> int:
     """One chain process (run by the supervisor as ``python -m bench.reliability worker``)."""
-    from arbpipe.rings import BroadcastRing, MpmcRing, SpscRing
+    from arbpipe.transport.rings import BroadcastRing, MpmcRing, SpscRing
     stopping = []
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
     rng = random.Random(os.getpid())
@@ -131,7 +131,7 @@ def worker(kind: str, instance: str, index: int, rate: float, stop_file: str) ->
         ring = SpscRing.attach("rel.spsc", instance=instance)
         ring.join("checker")
         out = np.zeros(3, np.int64)
-        from arbpipe.atomics import load_acquire
+        from arbpipe.transport.atomics import load_acquire
         from shm_layouts import ring as L
         say("ready", kind=kind, start=int(ring.w[L.W_TAIL]))
         while not stopping:
@@ -218,8 +218,8 @@ class _KillPlan:
 
 def chains(kills: int = 20, rate: float = 20_000.0, seed: int = 1, log=print) -> dict:
     """SPSC / MPMC / broadcast chains under kill (see the module docstring)."""
-    from arbpipe import supervisor as S
-    from arbpipe.rings import BroadcastRing, MpmcRing, SpscRing
+    from arbpipe.ops import supervisor as S
+    from arbpipe.transport.rings import BroadcastRing, MpmcRing, SpscRing
     instance = "rel" + uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="arbpipe-rel-")
     os.environ["ARBPIPE_RUN_DIR"] = tmp
@@ -416,7 +416,7 @@ def _dist(xs):
 # ====================================================================== tree =======
 
 def _cli(*args, env, timeout=180, check=True):
-    return subprocess.run([sys.executable, "-m", "arbpipe.cli", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "procs.cli", *args], env=env, text=True,
                           capture_output=True, timeout=timeout, check=check)
 
 
@@ -507,7 +507,7 @@ class Tapper(threading.Thread):
         self.t_lo = time.time_ns() - 60 * 10**9
 
     def _attach(self):
-        from arbpipe.rings import attach_any
+        from arbpipe.transport.rings import attach_any
         for s in segments.list_segments(self.instance):
             n = s.name
             if n in self.rings or not (n.startswith("feed.") and not n.endswith(".stats")
@@ -600,7 +600,7 @@ class Tapper(threading.Thread):
 
 
 def _ring_rows(instance):
-    from arbpipe.stat import snapshot
+    from arbpipe.ops.stat import snapshot
     return {r["name"]: r for r in snapshot(instance)}
 
 
@@ -609,7 +609,7 @@ def tree(kills: int = 20, rate_hz: float = 200.0, seed: int = 2, log=print,
          max_restart_s: float = 1.0) -> dict:
     """The whole tree under kill (see the module docstring)."""
     from arbpipe.config import load_config
-    from arbpipe.rings import BroadcastRing
+    from arbpipe.transport.rings import BroadcastRing
     from arbpipe.symbols import VENUE_IDS
     rng = random.Random(seed)
     instance = instance or "rt" + uuid.uuid4().hex[:8]

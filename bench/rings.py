@@ -24,10 +24,10 @@ import numpy as np
 import psutil
 from numba import njit
 
-from arbpipe import ring_kernels as K
-from arbpipe.atomics import cpu_relax
+from arbpipe.transport import ring_kernels as K
+from arbpipe.transport.atomics import cpu_relax
 from arbpipe.clock import monotonic_ns
-from arbpipe.rings import BroadcastRing, MpmcRing, SpscRing
+from arbpipe.transport.rings import BroadcastRing, MpmcRing, SpscRing
 from bench import floor as F
 from shm_layouts import ring as L
 
@@ -471,7 +471,7 @@ class Env:
         return p
 
     def teardown(self, transport, p):
-        from arbpipe import segments
+        from arbpipe.transport import segments
         if transport == "floor":
             import posix_ipc
             posix_ipc.unlink_shared_memory(p["shm"])
@@ -484,7 +484,7 @@ class Env:
             self.redis.terminate()
             self.redis.wait(10)
         shutil.rmtree(self.tmp, ignore_errors=True)
-        from arbpipe import segments
+        from arbpipe.transport import segments
         segments.clean(self.instance, everything=True)
 
 

@@ -29,7 +29,7 @@ binance-usdm   none (the control)                           nothing counted
 =============  ==========================================  ===================================
 
 The silent-venue check is made record by record against a recording of the feed rings
-(``arbpipe.replay.Recorder``) and every record of the ``opportunities`` ring: from the
+(``arbpipe.replay.recording.Recorder``) and every record of the ``opportunities`` ring: from the
 newest binance quote + ``max_quote_age_ms`` until the venue is back, no OPEN / UPDATE may
 use binance, and opportunities of the other venues in that window show it was checked.
 """
@@ -113,7 +113,7 @@ class _Opps:
     """Every record of the ``opportunities`` broadcast ring from now on (a reader slot)."""
 
     def __init__(self, instance: str):
-        from arbpipe.rings import BroadcastRing
+        from arbpipe.transport.rings import BroadcastRing
         self.ring = BroadcastRing.attach("opportunities", instance=instance)
         self.ring.join("venue-faults")
         self.buf = self.ring.empty(1024)
@@ -153,8 +153,8 @@ def _fault_metrics(instance: str) -> dict | None:
     state blob): {metric: {venue: value}}; None until the endpoint answers with them."""
     import urllib.request
 
-    from arbpipe.dashboard import STATE_BLOB
-    from arbpipe.stateblob import read_blob
+    from arbpipe.ui.dashboard import STATE_BLOB
+    from arbpipe.transport.stateblob import read_blob
     port = ((read_blob(instance, STATE_BLOB) or {}).get("metrics") or {}).get("port")
     if not port:
         return None
@@ -175,7 +175,7 @@ def run(instance: str | None = None, workdir: str | None = None, log=print) -> d
     """The scenario on a fresh tree; -> its figures (``ok`` False with ``error`` when a
     step timed out). The tree is always taken down."""
     from arbpipe.config import parse_config
-    from arbpipe.replay import Recorder, open_recording
+    from arbpipe.replay.recording import Recorder, open_recording
     from bench.reliability import Tree, _cli
     from shm_layouts import Kind, OppState
     instance = instance or "flt" + uuid.uuid4().hex[:8]

@@ -5,8 +5,8 @@
 Reads the ``opportunities`` broadcast ring (reader ``dashboard``; attached once it
 exists) and every other process's counters, keeps the view's state since start and
 publishes it in the state blob ``dashboard.state`` at ``[dashboard] refresh_hz``
-(``arbpipe.dashboard``); serves Prometheus metrics on ``metrics_host:metrics_port``
-(``arbpipe.metrics``; port 0 = a free one). Idle: sleeps on the ring's doorbell with the
+(``arbpipe.ui.dashboard``); serves Prometheus metrics on ``metrics_host:metrics_port``
+(``arbpipe.ui.metrics``; port 0 = a free one). Idle: sleeps on the ring's doorbell with the
 next publication as timeout, waking at most ~20 times a second.
 
 Prints one JSON line on stdout when running:
@@ -49,9 +49,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    from arbpipe import metrics
-    from arbpipe.dashboard import Dashboard
-    from arbpipe.segments import SegmentError
+    from arbpipe.ui import metrics
+    from arbpipe.ui.dashboard import Dashboard
+    from arbpipe.transport.segments import SegmentError
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

@@ -5,8 +5,8 @@
 Attaches ``feed.<venue>`` (SPSC, MarketUpdate) of every enabled venue of the config
 (waiting until they exist), attaches or creates the ``opportunities`` broadcast ring
 (Opportunity, capacity ``rings.opportunities.capacity``), creates the ``detector.stats``
-segment (counters; ``arbpipe.detector.read_stats``) and runs the numba loop
-(``arbpipe.detector.DetectorService``). Prints one JSON line on stdout when running:
+segment (counters; ``arbpipe.detect.detector.read_stats``) and runs the numba loop
+(``arbpipe.detect.detector.DetectorService``). Prints one JSON line on stdout when running:
 ``{"event":"ready","pid":..,"instance":..,"inputs":[ring names],"legs":[..]}``.
 SIGTERM / SIGINT: drain the inputs, close every open opportunity (SHUTDOWN), detach,
 unlink what this process created; exit 0. Bad config exits 2 naming the key.
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    from arbpipe.detector import DetectorService
-    from arbpipe.segments import SegmentError
+    from arbpipe.detect.detector import DetectorService
+    from arbpipe.transport.segments import SegmentError
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

@@ -22,7 +22,7 @@ import argparse
 import logging
 import sys
 
-from arbpipe.feed import FeedOptions, run_feed
+from arbpipe.feeds.runtime import FeedOptions, run_feed
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -31,7 +31,7 @@ def _setup_logging(verbose: bool = False) -> None:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s feed %(levelname)s %(message)s"))
         root.addHandler(h)
-    logging.getLogger("arbpipe.feed").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("arbpipe.feeds.runtime").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def feed_command(venue: str, url: str | None = None, symbol: list[str] | None = None,

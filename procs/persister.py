@@ -5,7 +5,7 @@
 Reads the ``opportunities`` broadcast ring (reader ``persister``) and the strategy's
 ``journal`` SPSC ring, peeks the feed rings for a top-of-book snapshot, and writes Redis
 Streams ``<prefix>:<instance>:opportunities|trades|events`` and the hash ``...:tob``
-(``arbpipe.persister``). Redis URL: ``$ARBPIPE_REDIS_URL``, else ``[redis] url``, else the
+(``arbpipe.persist.persister``). Redis URL: ``$ARBPIPE_REDIS_URL``, else ``[redis] url``, else the
 embedded server of a running tree of the instance; none at all exits 2 naming
 ``redis.url``. Prints one JSON line when running: ``{"event":"ready",...}`` (URL redacted).
 SIGTERM / SIGINT: read what is left, write the backlog for up to ``--flush-s`` seconds,
@@ -35,10 +35,10 @@ def main(argv=None) -> int:
         print(f"persister: config: {e}", file=sys.stderr)
         return 2
 
-    from arbpipe.persister import Persister
+    from arbpipe.persist.persister import Persister
     from arbpipe.redact import redact_url
-    from arbpipe.redis_embed import resolve_url
-    from arbpipe.segments import SegmentError, default_instance
+    from arbpipe.persist.redis_embed import resolve_url
+    from arbpipe.transport.segments import SegmentError, default_instance
     instance = args.instance or default_instance()
     url = resolve_url(cfg, instance)
     if not url:

@@ -5,16 +5,16 @@
 
 What ``arbpipe up --replay FILE`` runs instead of the simulator and the feed handlers
 (role ``replay``, stage 1). Publishes the recording into the ``feed.<venue>`` rings the
-supervisor created (``arbpipe.replay.Replayer``: timestamps rebased to the publish time,
+supervisor created (``arbpipe.replay.recording.Replayer``: timestamps rebased to the publish time,
 REPLAYED set; ``--rate`` records/s evenly spaced, else ``--speed`` 1x / 10x / max of the
 recorded timing; ``--loop`` starts over at the end). Each ring's seq numbers continue
-from the ring itself (``arbpipe.replay.ring_seq_start``), so a restarted replay process
+from the ring itself (``arbpipe.replay.recording.ring_seq_start``), so a restarted replay process
 never starts a ring over at seq 1; and it resumes at the recording position its previous
 incarnation last published in the ``replay.state`` blob (written every 50 ms: after a
 SIGKILL at most that much of the recording goes out a second time, with new seq numbers
 and timestamps).
 
-State blob ``replay.state`` (``arbpipe.stateblob.read_blob``): recording, position,
+State blob ``replay.state`` (``arbpipe.transport.stateblob.read_blob``): recording, position,
 records, loops, published / dropped / skipped (this incarnation and all incarnations),
 target rate, behind (records due by the schedule but not yet sent), done. A replay that
 is not looping and reaches the end stays up idle (blocked in a 0.5 s sleep) until
@@ -54,9 +54,9 @@ def main(argv=None) -> int:
                     help="a full ring: drop and count (default), or wait (default at max)")
     a = ap.parse_args(argv)
 
-    from arbpipe import replay as RP
-    from arbpipe import segments
-    from arbpipe.stateblob import StateBlob, read_blob
+    from arbpipe.replay.recording import recording as RP
+    from arbpipe.transport import segments
+    from arbpipe.transport.stateblob import StateBlob, read_blob
     try:
         speed = RP.parse_speed(a.speed or "1x")
         if a.rate is not None and not a.rate > 0:

@@ -39,12 +39,12 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *a: stopping.append(1))
 
-    from arbpipe.segments import SegmentError
-    from arbpipe.strategy import StrategyService
+    from arbpipe.transport.segments import SegmentError
+    from arbpipe.trading.strategy import StrategyService
 
     risk = None
     try:
-        from arbpipe.risk_params import RiskSource
+        from arbpipe.trading.params import RiskSource
         risk = RiskSource(cfg, args.instance or os.environ.get("ARBPIPE_INSTANCE", "default"),
                           log=lambda m: print(m, flush=True))
     except ImportError:

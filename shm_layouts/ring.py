@@ -83,7 +83,7 @@ MPMC crash recovery: every producer and consumer announces its claim (claim_pos,
 claim_n) before the CAS that makes it. A slot stuck between
 claim and commit (or dequeue and release) whose every announced claimant is dead is
 poisoned (skipped, `abandoned`) or released (`orphaned`) by whoever waits on it
-(arbpipe.rings.MpmcRing.recover).
+(arbpipe.transport.rings.MpmcRing.recover).
 
 Doorbell sleepers: a sleeper adds 1 to its doorbell's `sleepers`, then stores its
 sleeper token (start_ticks << SLEEPER_PID_BITS | pid: one process incarnation) into

@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from arbpipe import segments
+from arbpipe.transport import segments
 
 
 def _ours(instance):

@@ -17,6 +17,6 @@ def wait_for(cond, timeout=90.0, what="condition", every=0.2):
 
 
 def cli(*args, env, check=True, timeout=120):
-    """``python -m arbpipe.cli ARGS`` with ``env``: the CompletedProcess, output captured."""
-    return subprocess.run([sys.executable, "-m", "arbpipe.cli", *args], env=env, text=True,
+    """``python -m procs.cli ARGS`` with ``env``: the CompletedProcess, output captured."""
+    return subprocess.run([sys.executable, "-m", "procs.cli", *args], env=env, text=True,
                           capture_output=True, timeout=timeout, check=check)

@@ -1,4 +1,4 @@
-"""Real redis-server fixtures (``arbpipe.redis_embed.EmbeddedRedis`` on a unix socket).
+"""Real redis-server fixtures (``arbpipe.persist.redis_embed.EmbeddedRedis`` on a unix socket).
 
 ``redis_server``: a private server for one test (no password), ``redis_server_auth``: one
 with ``--requirepass`` (``.password``). Both yield the ``EmbeddedRedis`` (``.url``,
@@ -16,8 +16,8 @@ import tempfile
 
 import pytest
 
-from arbpipe.persister import connect
-from arbpipe.redis_embed import EmbeddedRedis, redis_server_path
+from arbpipe.persist.persister import connect
+from arbpipe.persist.redis_embed import EmbeddedRedis, redis_server_path
 
 
 def require_redis_server() -> str:

@@ -1,0 +1,285 @@
+"""Bybit v5 public adapters (venue-protocols.md section 2).
+
+``bybit-spot``    ``orderbook.1.<SYMBOL>`` on ``/v5/public/spot``. Level 1 is snapshot-only;
+                  the top bid/ask levels are the quote (any ``orderbook.<N>`` snapshot works
+                  the same way; a depth > 1 ``delta`` cannot be applied without a book and is
+                  rejected as ``unsupported``). Exchange time = ``cts`` (matching engine),
+                  else ``ts``.
+``bybit-linear``  ``tickers.<SYMBOL>`` on ``/v5/public/linear``: one ``snapshot`` then
+                  ``delta`` frames in which absent fields are unchanged, so the adapter keeps
+                  merged per-symbol state. Every accepted frame re-publishes the merged quote
+                  (``bid1Price/bid1Size/ask1Price/ask1Size``; a push re-asserts the BBO as of
+                  its ``ts``) and publishes funding (``fundingRate``, ``nextFundingTime``,
+                  ``fundingIntervalHour``, ``markPrice``) when the frame carries one of those.
+                  Exchange time = ``ts``.
+
+Units: prices in quote currency, sizes in base coin, ms on the wire -> ns (x 1_000_000),
+funding interval hours -> seconds. ``Flag.SNAPSHOT`` is set when the frame's ``type`` is
+``snapshot``.
+
+Ordering, per (topic kind, symbol), by the key (update id, ts) with update id = ``data.u``
+(orderbook) or ``cs`` (tickers): an equal key is a ``duplicate``, a smaller one
+``out_of_order``. An equal update id with a newer ``ts`` is accepted: this is the idle
+re-send of the level-1 snapshot every 3 s (same ``u``), and the ticker push whose ``cs`` did
+not move; it is re-published so the quote stays fresh downstream. ``u == 1`` in an
+orderbook snapshot means a venue service restart and resets the symbol's order, and so does
+any ticker ``snapshot`` (only an exact repeat of the last key is a ``duplicate``). State is
+per connection and reset by ``on_connect``.
+
+Keep-alive: the client sends ``{"op":"ping"}`` every 20 s; spot and linear pongs differ
+(``req_id`` only on linear) and both classify as ``Control("pong")``. One subscribe frame
+per topic with ``req_id`` = topic, so a failed ack names its topic even when ``ret_msg``
+does not (e.g. ``"Params Error"``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
+from arbpipe.symbols import Instrument
+from arbpipe.feeds.venues.binance import split_concatenated
+from shm_layouts import Flag
+
+_INF = math.inf
+_MAX_MS = (2**63 - 1) // 1_000_000
+_F4_MAX = 3.0e38
+_SNAP = int(Flag.SNAPSHOT)
+_DEFAULT_INTERVAL_S = 8 * 3600
+_TOPIC_RE = re.compile(r"((?:orderbook\.\d+|tickers)\.([^\s,;:\]\"']+))")
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    """Data frames (topic type ts cts cs data) and op replies (success ret_msg op req_id)."""
+    topic: str | None = None
+    type: str | None = None
+    ts: int = 0
+    cts: int = 0
+    cs: int | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    success: bool | None = None
+    ret_msg: str = ""
+    op: str | None = None
+    req_id: Any = None
+
+
+class _Book(msgspec.Struct, gc=False):
+    """``orderbook.N`` data: levels are [price, size] strings, bids descending."""
+    s: str
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    u: int
+    seq: int | None = None
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    """``tickers`` data; None = absent from this frame (unchanged in a delta)."""
+    symbol: str
+    bid1Price: str | None = None
+    bid1Size: str | None = None
+    ask1Price: str | None = None
+    ask1Size: str | None = None
+    markPrice: str | None = None
+    fundingRate: str | None = None
+    nextFundingTime: str | None = None
+    fundingIntervalHour: str | None = None
+
+
+_decode_env = msgspec.json.Decoder(_Envelope).decode
+_decode_book = msgspec.json.Decoder(_Book).decode
+_decode_ticker = msgspec.json.Decoder(_Ticker).decode
+
+
+class _TickerState:
+    """Merged ``tickers`` fields of one symbol, parsed; None = unknown or cleared."""
+    __slots__ = ("bid", "bid_qty", "ask", "ask_qty", "rate", "next_ms", "hours", "mark")
+
+    def __init__(self):
+        self.bid = self.bid_qty = self.ask = self.ask_qty = None
+        self.rate = self.next_ms = self.hours = self.mark = None
+
+
+class _BybitBase(VenueAdapter):
+    """Shared parsing; subclasses set ``name``, ``market``, ``_path`` and ``_channel``."""
+
+    default_url = "wss://stream.bybit.com"
+    _path: str
+    _channel: str                       # topic prefix subscribed per symbol
+
+    def __init__(self, instruments: list[Instrument], venue_id: int = 0):
+        super().__init__(instruments, venue_id)
+        self._ids = {i.native: i.instrument_id for i in instruments}
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}   # (kind, sym) -> (id, ts)
+        self._tickers: dict[str, _TickerState] = {}               # merged ticker fields
+
+    @staticmethod
+    def native_to_canonical(native: str) -> str | None:
+        return split_concatenated(native)
+
+    def sockets(self) -> list[SocketSpec]:
+        subs = [json.dumps({"req_id": t, "op": "subscribe", "args": [t]})
+                for t in (f"{self._channel}{i.native}" for i in self.instruments)]
+        return [SocketSpec(path=self._path, subscribe=subs, ping_text='{"op":"ping"}',
+                           ping_interval_s=20.0)]
+
+    def on_connect(self, socket_index: int) -> None:
+        self._last.clear()
+        self._tickers.clear()
+
+    # -- parse -----------------------------------------------------------------
+    def parse(self, frame, recv_ns: int, sink, socket_index: int = 0) -> Control | None:
+        env = decode_frame(_decode_env, frame, sink)
+        if env is None:
+            return None
+        topic = env.topic
+        try:
+            if topic is None:
+                return self._reply(env, sink)
+            if not len(env.data) or env.type not in ("snapshot", "delta"):
+                sink.reject("bad_shape")
+            elif not 0 <= env.ts <= _MAX_MS or not 0 <= env.cts <= _MAX_MS:
+                sink.reject("bad_ts")
+            elif topic.startswith("orderbook."):
+                self._book(env, sink)
+            elif topic.startswith("tickers."):
+                self._ticker(env, sink)
+            else:
+                sink.reject("unknown_topic")
+        except msgspec.ValidationError:
+            sink.reject("bad_shape")
+        except (ValueError, TypeError, OverflowError, RecursionError):  # float("x"), odd Any
+            sink.reject("bad_shape")
+        return None
+
+    def _in_order(self, key: tuple[str, str], seq: tuple[int, int], sink) -> bool:
+        last = self._last.get(key)
+        if last is not None and seq <= last:
+            sink.reject("duplicate" if seq == last else "out_of_order")
+            return False
+        return True
+
+    def _book(self, env: _Envelope, sink) -> None:
+        if env.type != "snapshot":
+            sink.reject("unsupported")     # depth > 1 delta; level 1 is snapshot-only
+            return
+        d = _decode_book(env.data)
+        iid = self._ids.get(d.s)
+        if iid is None:
+            sink.reject("unknown_symbol")
+            return
+        if not d.b or not d.a:
+            sink.reject("empty_book")
+            return
+        (bp, bq), (ap, aq) = d.b[0], d.a[0]
+        bid, bid_qty, ask, ask_qty = float(bp), float(bq), float(ap), float(aq)
+        if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bid_qty < _INF
+                and 0.0 <= ask_qty < _INF):
+            sink.reject("bad_price")
+            return
+        if bid > ask:
+            sink.reject("crossed")
+            return
+        key = ("ob", d.s)
+        if d.u == 1:                       # service restart: the book starts over
+            self._last.pop(key, None)
+        seq = (d.u, env.ts)
+        if not self._in_order(key, seq, sink):
+            return
+        self._last[key] = seq
+        sink.quote(iid, bid, ask, bid_qty, ask_qty, (env.cts or env.ts) * 1_000_000, _SNAP)
+
+    def _ticker(self, env: _Envelope, sink) -> None:
+        d = _decode_ticker(env.data)
+        sym = d.symbol
+        iid = self._ids.get(sym)
+        if iid is None:
+            sink.reject("unknown_symbol")
+            return
+        key = ("tk", sym)
+        seq = (env.cs if env.cs is not None else 0, env.ts)
+        snapshot = env.type == "snapshot"
+        if snapshot and self._last.get(key) != seq:
+            pass                           # a new snapshot restarts the symbol's order
+        elif not self._in_order(key, seq, sink):
+            return
+        old = _TickerState() if snapshot else self._tickers.get(sym) or _TickerState()
+        # absent (None) = unchanged; "" = cleared (empty side, no funding); ValueError on
+        # a non-numeric string rejects the whole frame as bad_shape before anything changes
+        v0, v1, v2, v3 = d.bid1Price, d.bid1Size, d.ask1Price, d.ask1Size
+        f0, f1, f2, f3 = d.fundingRate, d.nextFundingTime, d.fundingIntervalHour, d.markPrice
+        st = _TickerState()
+        st.bid = old.bid if v0 is None else float(v0) if v0 else None
+        st.bid_qty = old.bid_qty if v1 is None else float(v1) if v1 else None
+        st.ask = old.ask if v2 is None else float(v2) if v2 else None
+        st.ask_qty = old.ask_qty if v3 is None else float(v3) if v3 else None
+        st.rate = old.rate if f0 is None else float(f0) if f0 else None
+        st.next_ms = old.next_ms if f1 is None else int(f1) if f1 else None
+        st.hours = old.hours if f2 is None else int(f2) if f2 else None
+        st.mark = old.mark if f3 is None else float(f3) if f3 else None
+        self._tickers[sym] = st
+        self._last[key] = seq
+        ts_ns = env.ts * 1_000_000
+        emitted = False
+        bid, ask, bid_qty, ask_qty = st.bid, st.ask, st.bid_qty, st.ask_qty
+        if bid is not None and ask is not None and bid_qty is not None and ask_qty is not None:
+            emitted = True
+            if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bid_qty < _INF
+                    and 0.0 <= ask_qty < _INF):
+                sink.reject("bad_price")
+            elif bid > ask:
+                sink.reject("crossed")
+            else:
+                sink.quote(iid, bid, ask, bid_qty, ask_qty, ts_ns, _SNAP if snapshot else 0)
+        if (f0 is not None or f1 is not None or f2 is not None or f3 is not None) \
+                and st.rate is not None and st.next_ms is not None:
+            emitted = True
+            rate, mark = st.rate, st.mark or 0.0
+            interval_s = st.hours * 3600 if st.hours is not None else _DEFAULT_INTERVAL_S
+            if not (-_INF < rate < _INF and 0.0 <= mark < _F4_MAX):
+                sink.reject("bad_price")
+            elif not (0 < st.next_ms <= _MAX_MS and 0 < interval_s < 2**32):
+                sink.reject("bad_ts")
+            else:
+                sink.funding(iid, rate, st.next_ms * 1_000_000, interval_s, mark, ts_ns)
+        if not emitted:
+            sink.reject("no_bbo")          # nothing publishable yet (e.g. spot tickers)
+
+    def _reply(self, env: _Envelope, sink) -> Control | None:
+        """Op replies: pong (spot and linear shapes), subscribe acks and failures."""
+        op, msg = env.op, env.ret_msg
+        if op is None and env.success is None:
+            sink.reject("bad_shape")
+            return None
+        if op in ("ping", "pong") or msg == "pong":
+            return Control(kind="pong" if env.success is not False else "error", detail=msg)
+        if env.success is False:
+            where = f"{msg} {env.req_id if isinstance(env.req_id, str) else ''}"
+            hit = _TOPIC_RE.search(where)
+            topic = hit.group(1) if hit else ""
+            sym = hit.group(2) if hit else ""
+            if not topic and "topic:" in msg:
+                topic = msg.split("topic:", 1)[1].strip()
+            return Control(kind="error", detail=f"{op}: {msg} [{topic}]", symbol=sym)
+        if op in ("subscribe", "unsubscribe"):
+            return Control(kind="ack", detail=f"{op} {env.req_id}")
+        return Control(kind="other", detail=f"{op}: {msg}")
+
+
+class BybitSpot(_BybitBase):
+    """Bybit spot BBO from ``orderbook.1.<SYMBOL>``."""
+    name = "bybit-spot"
+    market = "spot"
+    _path = "/v5/public/spot"
+    _channel = "orderbook.1."
+
+
+class BybitLinear(_BybitBase):
+    """Bybit USDT/USDC perpetual BBO + funding from ``tickers.<SYMBOL>`` (merged deltas)."""
+    name = "bybit-linear"
+    market = "perp"
+    _path = "/v5/public/linear"
+    _channel = "tickers."

@@ -1,0 +1,349 @@
+"""The operator commands of ``arbpipe`` (typer): up, down, status, stat, tap, attach, record,
+replay, clean, kill-switch, breaker, risk. ``procs.cli`` adds ``bench``, ``sim`` and ``feed``
+and is the console script. Exit codes: 0 ok, 1 runtime failure, 2 bad usage/config."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+from arbpipe.transport import segments
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="arbpipe: cross-exchange arbitrage over shared-memory rings.")
+stat_app = typer.Typer(no_args_is_help=True, help="Counters of a running pipeline.")
+app.add_typer(stat_app, name="stat")
+
+InstanceOpt = typer.Option(None, "--instance", "-i", envvar="ARBPIPE_INSTANCE",
+                           help="pipeline instance name (default: 'default')")
+
+
+@app.command()
+def clean(instance: Optional[str] = InstanceOpt,
+          all_: bool = typer.Option(False, "--all", help="also remove segments of live pipelines "
+                                    "of this instance (all instances without --instance)")):
+    """Remove stale shared-memory segments (creator gone) and orphan semaphores."""
+    removed = segments.clean(instance, everything=all_)
+    for r in removed:
+        typer.echo(f"removed {r}")
+    typer.echo(f"{len(removed)} object(s) removed")
+
+
+def _feed_table(instance) -> str:
+    from arbpipe.feeds.runtime import read_feed_stats, render_feed_stats
+    rows = read_feed_stats(instance=instance)
+    return "\n\nfeeds\n" + render_feed_stats(rows) if rows else ""
+
+
+@stat_app.command("rings")
+def stat_rings(instance: Optional[str] = InstanceOpt,
+               as_json: bool = typer.Option(False, "--json", help="one JSON list"),
+               watch: bool = typer.Option(False, "--watch", help="refresh every second"),
+               interval: float = typer.Option(0.5, help="seconds over which rates are measured")):
+    """One row per ring: kind, capacity, published, rate, fill, drops, readers' lag and laps."""
+    from arbpipe.ops import stat
+    rows = stat.with_rates(instance, interval)
+    if as_json and not watch:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    while True:
+        out = json.dumps(rows) if as_json else stat.render(rows) + _feed_table(instance)
+        if watch and not as_json:
+            sys.stdout.write("\x1b[2J\x1b[H")
+        typer.echo(out)
+        if not watch:
+            return
+        rows = stat.with_rates(instance, 1.0)
+
+
+@stat_app.command("feeds")
+def stat_feeds(instance: Optional[str] = InstanceOpt,
+               as_json: bool = typer.Option(False, "--json")):
+    """Per-venue feed counters: frames, updates, rejects by reason, reconnects, last message age."""
+    from arbpipe.feeds.runtime import read_feed_stats, render_feed_stats
+    rows = read_feed_stats(instance=instance)
+    typer.echo(json.dumps(rows, indent=1, default=str) if as_json else render_feed_stats(rows))
+
+
+@stat_app.command("detector")
+def stat_detector(instance: Optional[str] = InstanceOpt,
+                  as_json: bool = typer.Option(False, "--json")):
+    """Detector counters: updates in, opportunities opened/updated/closed, filters by reason."""
+    from arbpipe.detect.detector import read_stats, render_stats
+    d = read_stats(instance)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_stats(d))
+
+
+@stat_app.command("strategy")
+def stat_strategy(instance: Optional[str] = InstanceOpt,
+                  as_json: bool = typer.Option(False, "--json")):
+    """Strategy state: mode, kill switch, breaker, orders/fills/rejects by reason, positions, PnL."""
+    from arbpipe.trading.strategy import read_state, render_state
+    d = read_state(instance)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_state(d))
+
+
+@app.command("kill-switch")
+def kill_switch(state: str = typer.Argument(..., help="on | off"),
+                instance: Optional[str] = InstanceOpt):
+    """Halt (on) or resume (off) new paper orders; takes effect on the strategy's next order."""
+    from arbpipe.trading.strategy import Control
+    if state not in ("on", "off"):
+        typer.echo(f"arbpipe: kill-switch takes 'on' or 'off', got {state!r}", err=True)
+        raise SystemExit(2)
+    inst = instance or segments.default_instance()
+    try:
+        ctl = Control.attach(inst)
+    except segments.SegmentNotFound:
+        typer.echo(f"arbpipe: no strategy control segment: is pipeline {inst!r} running?", err=True)
+        raise SystemExit(1)
+    try:
+        prev = ctl.set_kill(state == "on")
+    finally:
+        ctl.close()
+    typer.echo(f"kill switch {state.upper()} (was {'ON' if prev else 'OFF'}) for pipeline {inst!r}")
+
+
+@app.command("breaker")
+def breaker(action: str = typer.Argument(..., help="reset"),
+            instance: Optional[str] = InstanceOpt):
+    """Reset a tripped circuit breaker (daily loss / drawdown); the kill switch resets its own."""
+    from arbpipe.trading.strategy import Control
+    if action != "reset":
+        typer.echo(f"arbpipe: breaker takes 'reset', got {action!r}", err=True)
+        raise SystemExit(2)
+    inst = instance or segments.default_instance()
+    try:
+        ctl = Control.attach(inst)
+    except segments.SegmentNotFound:
+        typer.echo(f"arbpipe: no strategy control segment: is pipeline {inst!r} running?", err=True)
+        raise SystemExit(1)
+    try:
+        if ctl.kill:
+            typer.echo("arbpipe: the kill switch is on; `arbpipe kill-switch off` first", err=True)
+            raise SystemExit(1)
+        ctl.request_reset()
+    finally:
+        ctl.close()
+    typer.echo(f"breaker reset requested for pipeline {inst!r}")
+
+
+@app.command()
+def record(out: str = typer.Option(..., "--out", "-o", help="recording file to write"),
+           rings: Optional[List[str]] = typer.Option(None, "--rings", help="rings to tap, "
+                                                     "comma list (default: every feed.* ring)"),
+           duration: Optional[float] = typer.Option(None, help="stop after S seconds"),
+           count: Optional[int] = typer.Option(None, help="stop after N records"),
+           config: Optional[str] = typer.Option(None, "--config", help="names of venues and "
+                                                "instruments for the header"),
+           instance: Optional[str] = InstanceOpt):
+    """Append every MarketUpdate flowing into the detector to a file, new or an existing
+    recording (a tap: never slows the producer). Layout: shm_layouts/recording.py."""
+    from arbpipe.replay.recording import record_command
+    raise SystemExit(record_command(out, rings, duration, count, config, instance,
+                                    echo=typer.echo))
+
+
+@app.command()
+def replay(file: str = typer.Argument(..., help="a recording made by `arbpipe record`"),
+           speed: str = typer.Option("1x", help="1x, 10x, ... or max"),
+           rate: Optional[float] = typer.Option(None, help="records/s, evenly spaced "
+                                                "(instead of the recorded timing)"),
+           loop: bool = typer.Option(False, help="start over at the end"),
+           duration: Optional[float] = typer.Option(None, help="stop after S seconds"),
+           create: bool = typer.Option(False, help="create missing feed rings"),
+           on_full: Optional[str] = typer.Option(None, "--on-full", help="drop | wait "
+                                                 "(default: wait at max speed, else drop)"),
+           instance: Optional[str] = InstanceOpt):
+    """Publish a recording into the feed.<venue> rings as if from the venues (timestamps
+    rebased, REPLAYED flag). Stop the feed handlers first: a feed ring has one producer."""
+    from arbpipe.replay.recording import replay_command
+    raise SystemExit(replay_command(file, speed, rate, loop, duration, create, on_full,
+                                    instance, echo=typer.echo))
+
+
+attach_app = typer.Typer(no_args_is_help=True, help="Live views of a running pipeline.")
+app.add_typer(attach_app, name="attach")
+
+
+@attach_app.command("dashboard")
+def attach_dashboard(instance: Optional[str] = InstanceOpt,
+                     once: bool = typer.Option(False, "--once", help="print one frame as "
+                                               "plain text and exit (scripts, tests)"),
+                     width: Optional[int] = typer.Option(None, "--width", help="columns "
+                                                         "(--once default 160)"),
+                     wait: float = typer.Option(5.0, "--wait", help="seconds to wait for a "
+                                                "starting dashboard")):
+    """Live terminal view: opportunities, venues, rings, latency, strategy. q quits (the
+    tree keeps running); any number of attaches; state accumulated since start."""
+    from arbpipe.ui.view import attach
+    raise SystemExit(attach(instance or segments.default_instance(), once=once, width=width,
+                            wait_s=wait))
+
+
+@app.command()
+def down(instance: Optional[str] = InstanceOpt,
+         timeout: float = typer.Option(30.0, help="seconds to wait for a clean stop")):
+    """Stop a running pipeline gracefully; its segments are unlinked."""
+    from arbpipe.ops import supervisor
+    name = instance or segments.default_instance()
+    if supervisor.down(name, timeout):
+        typer.echo(f"pipeline {name!r} stopped")
+    else:
+        typer.echo(f"pipeline {name!r} is not running (stale segments, if any, removed)")
+
+
+@app.command()
+def tap(ring: str = typer.Argument(..., help="ring name, e.g. feed.binance or opportunities"),
+        count: Optional[int] = typer.Option(None, "--count", "-n", help="stop after N records"),
+        as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+        instance: Optional[str] = InstanceOpt):
+    """Print records flowing through a ring without consuming them or slowing its producer."""
+    from arbpipe.ops import tap as T
+    try:
+        res = T.tap(ring, instance=instance, count=count, as_json=as_json,
+                    emit=lambda line: typer.echo(line))
+    except KeyboardInterrupt:
+        return
+    if res["missed"]:
+        typer.echo(f"(tap skipped {res['missed']} records it could not print in time)", err=True)
+
+
+@app.command()
+def up(config: Optional[str] = typer.Option(None, "--config"), live: bool = False,
+       detach: bool = False, instance: Optional[str] = InstanceOpt,
+       replay: Optional[str] = typer.Option(None, "--replay", help="feed every feed.<venue> "
+                                            "ring from this recording (one replay process "
+                                            "instead of the simulator and the feed handlers)"),
+       rate: Optional[float] = typer.Option(None, "--rate", help="with --replay: records/s, "
+                                            "evenly spaced"),
+       speed: Optional[str] = typer.Option(None, "--speed", help="with --replay: 1x (default), "
+                                           "10x, ... or max"),
+       loop: bool = typer.Option(False, "--loop", help="with --replay: start over at the end "
+                                 "(timestamps keep moving forward)")):
+    """Start the whole tree (supervisor)."""
+    replay_args = None
+    if replay is None and (rate is not None or speed is not None or loop):
+        typer.echo("arbpipe: --rate, --speed and --loop go with --replay FILE", err=True)
+        raise SystemExit(2)
+    if replay is not None:
+        from arbpipe.replay.recording import tree_source_args
+        try:
+            if live:
+                raise ValueError("--live and --replay: give one of them")
+            replay_args = tree_source_args(replay, rate, speed, loop)
+        except ValueError as e:
+            typer.echo(f"arbpipe: {e}", err=True)
+            raise SystemExit(2)
+    try:
+        from arbpipe.ops import supervisor
+    except ImportError:
+        typer.echo("arbpipe: the process tree (supervisor, detector) is not built yet in this "
+                   "version.\nWhat works now: `arbpipe bench rings`, `arbpipe stat rings`, "
+                   "`arbpipe clean`; see README.md.")
+        removed = segments.clean(instance)
+        if removed:
+            typer.echo(f"reclaimed {len(removed)} stale segment(s) of a crashed run")
+        return
+    raise SystemExit(supervisor.main(config=config, live=live, detach=detach, instance=instance,
+                                     replay=replay_args))
+
+
+@app.command()
+def status(instance: Optional[str] = InstanceOpt):
+    """Processes (pids, cpus, restarts, uptime) and segments of a running pipeline."""
+    from arbpipe.ops import supervisor
+    st = supervisor.read_status(instance or segments.default_instance())
+    if st:
+        typer.echo(f"pipeline {st['instance']!r}: supervisor pid {st['supervisor_pid']}, up "
+                   f"{st['uptime_s']:.0f} s, logs in {st['run_dir']}")
+        for p in st["processes"]:
+            typer.echo(f"  {p['name']:<20} {p['state']:<10} pid {str(p['pid']):<8} cpus "
+                       f"{str(p['cpus']):<8} restarts {p['restarts']:<3} up {p['uptime_s']:.0f} s")
+        from arbpipe.persist.persister import status_line
+        typer.echo(status_line(st["instance"]))
+        from arbpipe.trading.strategy import read_state, status_line as strategy_line
+        typer.echo(strategy_line(read_state(st["instance"])))
+    rows = segments.list_segments(instance)
+    if not rows:
+        typer.echo("no arbpipe segments")
+        return
+    for s in rows:
+        h = s.header
+        who = f"creator pid {h.creator_pid}" if h else "unreadable header"
+        typer.echo(f"{s.instance:<12} {s.name:<28} {who:<22} {'STALE' if s.stale else 'live'}")
+
+
+risk_app = typer.Typer(no_args_is_help=True, help="Strategy risk limits changed at runtime "
+                       "(Redis hash <prefix>:<instance>:risk).")
+app.add_typer(risk_app, name="risk")
+ConfigOpt = typer.Option(None, "--config", help="pipeline config (default config/arbpipe.toml)")
+
+
+def _risk_cfg(config):
+    from arbpipe.config import ConfigError, load_config
+    try:
+        return load_config(config)
+    except ConfigError as e:
+        typer.echo(f"arbpipe: bad config: {e}", err=True)
+        raise SystemExit(2)
+
+
+@risk_app.command("set")
+def risk_set(key: str = typer.Argument(..., help="a key of arbpipe.config.RISK_KEYS"),
+             value: str = typer.Argument(..., help="number (int keys: an integer)"),
+             config: Optional[str] = ConfigOpt, instance: Optional[str] = InstanceOpt):
+    """Validate (the config's rules) and write one limit; the strategy applies it within
+    redis.risk_poll_ms. Exit 2 naming the key when invalid, 1 when Redis is unreachable."""
+    from arbpipe.trading import params as R
+    cfg = _risk_cfg(config)
+    inst = instance or segments.default_instance()
+    try:
+        v = R.set_risk(cfg, inst, key, value)
+    except (R.RiskError, R.RedisUnavailable) as e:
+        typer.echo(f"arbpipe: risk {e}", err=True)
+        raise SystemExit(e.code)
+    typer.echo(f"{key} = {v!r} (config {getattr(cfg.strategy, key)!r}) written for pipeline "
+               f"{inst!r}")
+
+
+@risk_app.command("unset")
+def risk_unset(key: str = typer.Argument(...), config: Optional[str] = ConfigOpt,
+               instance: Optional[str] = InstanceOpt):
+    """Remove a runtime override: the strategy goes back to the config value."""
+    from arbpipe.trading import params as R
+    cfg = _risk_cfg(config)
+    inst = instance or segments.default_instance()
+    try:
+        had = R.unset_risk(cfg, inst, key)
+    except (R.RiskError, R.RedisUnavailable) as e:
+        typer.echo(f"arbpipe: risk {e}", err=True)
+        raise SystemExit(e.code)
+    typer.echo(f"{key}: {'override removed' if had else 'no override'}; config value "
+               f"{getattr(cfg.strategy, key)!r}")
+
+
+@risk_app.command("show")
+def risk_show(config: Optional[str] = ConfigOpt, instance: Optional[str] = InstanceOpt,
+              as_json: bool = typer.Option(False, "--json")):
+    """Each risk key: config value, Redis override, the running strategy's value."""
+    from arbpipe.trading import params as R
+    cfg = _risk_cfg(config)
+    try:
+        d = R.show_risk(cfg, instance or segments.default_instance())
+    except R.RedisUnavailable as e:
+        typer.echo(f"arbpipe: risk {e}", err=True)
+        raise SystemExit(1)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else R.render_risk(d))
+
+
+@stat_app.command("persister")
+def stat_persister(instance: Optional[str] = InstanceOpt,
+                   as_json: bool = typer.Option(False, "--json")):
+    """Persister: Redis connection (URL redacted), backlog, written/dropped per stream."""
+    from arbpipe.persist.persister import BLOB_NAME, render_stats
+    from arbpipe.transport.stateblob import read_blob
+    d = read_blob(instance, BLOB_NAME)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_stats(d))

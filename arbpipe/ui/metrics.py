@@ -1,0 +1,416 @@
+"""Prometheus metrics of the tree, served by the dashboard process (text format 0.0.4).
+
+``render(state, hists)`` turns the dashboard's published view (``arbpipe.ui.dashboard``) plus
+the newest latency histogram snapshots into the exposition text; ``MetricsServer`` serves
+it on ``GET /metrics`` from a small ``http.server`` thread, bound to 127.0.0.1 unless the
+config says otherwise (``[dashboard] metrics_host / metrics_port``; port 0 = a free one).
+
+Conventions: every name starts with ``arbpipe_``; counters end in ``_total`` (monotonic
+since the writing process started: a restart is a counter reset); times are in seconds,
+sizes of rings in records; money in the quote currency (USDT). Labels: ``ring``,
+``reader``, ``venue``, ``hop``, ``reason``, ``instrument``, ``market``, ``quantile``.
+Latency: ``arbpipe_latency_seconds{hop}`` is a histogram (``_bucket``/``_sum``/``_count``
+since the recording process started, coarse ``le`` bounds from the fine shared-memory
+buckets: a value counts under ``le`` when its whole fine bucket is <= le);
+``arbpipe_latency_last_minute_seconds{hop,quantile}`` the dashboard's last-minute p50/p99/
+p99.9.
+"""
+from __future__ import annotations
+
+import http.server
+import math
+import re
+import threading
+
+import numpy as np
+
+from arbpipe.transport import histogram as H
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LE_SECONDS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
+              5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _bucket_highs() -> np.ndarray:
+    """Largest value (ns) of each fine bucket; the last bucket is open-ended."""
+    lows = np.array([H.bucket_low(b) for b in range(H.NB)], np.float64)
+    highs = np.empty(H.NB, np.float64)
+    highs[:-1] = lows[1:] - 1
+    highs[-1] = math.inf
+    return highs
+
+
+_HIGHS = _bucket_highs()
+_NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _esc(v) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(v) -> str:
+    if v is None:
+        return "NaN"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+def metric_name(text: str) -> str:
+    """A string made safe as part of a metric name (``opportunities_read`` stays)."""
+    s = _NAME_RE.sub("_", str(text).lower())
+    return s if s and not s[0].isdigit() else "_" + s
+
+
+class Exposition:
+    """Builds the text: one ``family`` (HELP/TYPE) then its samples; a family with no
+    samples is still declared."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.seen: set[str] = set()
+
+    def family(self, name: str, mtype: str, help_: str) -> None:
+        if name in self.seen:
+            raise ValueError(f"metric family {name} declared twice")
+        self.seen.add(name)
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {mtype}")
+
+    def sample(self, name: str, value, **labels) -> None:
+        if labels:
+            lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{lab}}} {_num(value)}")
+        else:
+            self.lines.append(f"{name} {_num(value)}")
+
+    def one(self, name: str, mtype: str, help_: str, value, **labels) -> None:
+        self.family(name, mtype, help_)
+        self.sample(name, value, **labels)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _rings(x: Exposition, rings: list[dict]) -> None:
+    fams = [
+        ("arbpipe_ring_published_total", "counter", "Records published into the ring.",
+         lambda r: r["published"]),
+        ("arbpipe_ring_dropped_total", "counter",
+         "Records the ring refused because it was full (drop policy) or timed out (block).",
+         lambda r: r["dropped"]),
+        ("arbpipe_ring_full_events_total", "counter", "Times a producer found the ring full.",
+         lambda r: r["full_events"]),
+        ("arbpipe_ring_capacity_records", "gauge", "Ring capacity in records.",
+         lambda r: r["capacity"]),
+        ("arbpipe_ring_fill_records", "gauge",
+         "Records waiting in the ring (0 for broadcast rings: see reader lag).",
+         lambda r: r["fill"]),
+        ("arbpipe_ring_fill_ratio", "gauge", "Fill as a fraction of capacity (0..1).",
+         lambda r: r["fill_pct"] / 100.0),
+        ("arbpipe_ring_throughput_records_per_second", "gauge",
+         "Records published per second over the last seconds.", lambda r: r["rate"]),
+    ]
+    for name, mtype, help_, get in fams:
+        x.family(name, mtype, help_)
+        for r in rings:
+            x.sample(name, get(r), ring=r["name"], kind=r["kind"])
+    rfams = [
+        ("arbpipe_ring_reader_lag_records", "gauge", "Records published but not yet read.",
+         "lag"),
+        ("arbpipe_ring_reader_received_total", "counter", "Records read by the reader.",
+         "received"),
+        ("arbpipe_ring_reader_lost_total", "counter",
+         "Records a lapped broadcast reader never saw.", "lost"),
+        ("arbpipe_ring_reader_laps_total", "counter", "Times the reader was lapped.", "laps"),
+    ]
+    for name, mtype, help_, key in rfams:
+        x.family(name, mtype, help_)
+        for r in rings:
+            for rd in r["readers"]:
+                x.sample(name, rd[key], ring=r["name"], reader=rd["name"])
+
+
+def _venues(x: Exposition, venues: list[dict]) -> None:
+    fams = [
+        ("arbpipe_venue_messages_total", "counter", "Websocket data frames received.",
+         "frames"),
+        ("arbpipe_venue_updates_total", "counter", "MarketUpdate records produced.",
+         "updates"),
+        ("arbpipe_venue_reconnects_total", "counter", "Connections made after the first.",
+         "reconnects"),
+        ("arbpipe_venue_disconnects_total", "counter", "Connections lost unexpectedly.",
+         "disconnects"),
+        ("arbpipe_venue_planned_reconnects_total", "counter",
+         "Reconnects the venue asked for (notices, sequence gaps, refusals).",
+         "planned_reconnects"),
+        ("arbpipe_venue_halfopen_reconnects_total", "counter",
+         "Connections replaced because nothing answered an idle probe (half-open).",
+         "halfopen_reconnects"),
+        ("arbpipe_venue_connect_failures_total", "counter", "Connection attempts that failed.",
+         "connect_failures"),
+        ("arbpipe_venue_ring_dropped_total", "counter",
+         "Updates the venue's feed ring refused (full).", "ring_dropped"),
+        ("arbpipe_venue_connected_sockets", "gauge", "Websockets connected now.",
+         "connected"),
+        ("arbpipe_venue_stale_symbols", "gauge",
+         "Symbols silent past the watchdog now.", "stale_symbols"),
+        ("arbpipe_venue_messages_per_second", "gauge",
+         "Frames received per second over the last seconds.", "msg_rate"),
+    ]
+    for name, mtype, help_, key in fams:
+        x.family(name, mtype, help_)
+        for v in venues:
+            x.sample(name, v[key], venue=v["venue"])
+    x.family("arbpipe_venue_rejects_total", "counter",
+             "Frames or updates rejected by the feed, by reason.")
+    for v in venues:
+        for reason, n in sorted(v["rejects_by_reason"].items()):
+            x.sample("arbpipe_venue_rejects_total", n, venue=v["venue"], reason=reason)
+    x.family("arbpipe_venue_up", "gauge", "1 while the venue is connected and fresh.")
+    for v in venues:
+        x.sample("arbpipe_venue_up", v["status"] == "connected", venue=v["venue"])
+    x.family("arbpipe_venue_stale", "gauge",
+             "1 while the venue is connected but (partly) silent.")
+    for v in venues:
+        x.sample("arbpipe_venue_stale", v["status"] == "stale", venue=v["venue"])
+    x.family("arbpipe_venue_last_message_age_seconds", "gauge",
+             "Seconds since the venue's newest frame (NaN: none yet).")
+    for v in venues:
+        x.sample("arbpipe_venue_last_message_age_seconds", v["last_msg_age_s"],
+                 venue=v["venue"])
+
+
+_DET_COUNTERS = (("updates", "MarketUpdate records read."),
+                 ("quotes", "Quote updates read."), ("funding", "Funding updates read."),
+                 ("status", "Venue status updates read."),
+                 ("evaluations", "Cross-venue spread evaluations."),
+                 ("published", "Opportunity records published."),
+                 ("dropped_out", "Opportunity records that did not fit the output."))
+
+
+def _detector(x: Exposition, d: dict | None) -> None:
+    x.one("arbpipe_detector_up", "gauge", "1 while the detector process is alive.",
+          bool(d and d.get("alive")))
+    for key, help_ in _DET_COUNTERS:
+        x.family(f"arbpipe_detector_{key}_total", "counter", help_)
+        if d:
+            x.sample(f"arbpipe_detector_{key}_total", d[key])
+    for key in ("opened", "updated"):
+        x.family(f"arbpipe_detector_opportunities_{key}_total", "counter",
+                 f"Opportunities {key} (OPEN / UPDATE records).")
+        if d:
+            x.sample(f"arbpipe_detector_opportunities_{key}_total", d[key])
+    x.family("arbpipe_detector_opportunities_closed_total", "counter",
+             "Opportunities closed, by reason.")
+    x.family("arbpipe_detector_filtered_total", "counter",
+             "Evaluations that did not publish, by filter.")
+    x.family("arbpipe_detector_open_opportunities", "gauge", "Opportunities open now.")
+    x.family("arbpipe_detector_latency_mean_seconds", "gauge",
+             "Mean feed receive -> OPEN/UPDATE publish since the detector started.")
+    x.family("arbpipe_detector_latency_max_seconds", "gauge",
+             "Max feed receive -> OPEN/UPDATE publish since the detector started.")
+    if not d:
+        return
+    for k, v in d.items():
+        if k.startswith("closed_"):
+            x.sample("arbpipe_detector_opportunities_closed_total", v, reason=k[7:])
+        elif k.startswith("filter_"):
+            x.sample("arbpipe_detector_filtered_total", v, reason=k[7:])
+    x.sample("arbpipe_detector_open_opportunities", d["open_now"])
+    x.sample("arbpipe_detector_latency_mean_seconds", d["latency_mean_ns"] / 1e9)
+    x.sample("arbpipe_detector_latency_max_seconds", d["latency_max_ns"] / 1e9)
+
+
+def _latency(x: Exposition, rows: list[dict], hists: dict) -> None:
+    name = "arbpipe_latency_seconds"
+    x.family(name, "histogram",
+             "Latency of a pipeline hop (feed_to_detector, detect, publish_to_strategy, "
+             "total) since its recording process started.")
+    for hop in sorted(hists):
+        snap = hists[hop]
+        counts = snap[H.W_DATA:H.W_DATA + H.NB]
+        cum = np.cumsum(counts)
+        for le in LE_SECONDS:
+            k = int(np.searchsorted(_HIGHS, le * 1e9, side="right"))
+            x.sample(f"{name}_bucket", int(cum[k - 1]) if k else 0, hop=hop, le=_num(le))
+        total = int(cum[-1])
+        x.sample(f"{name}_bucket", total, hop=hop, le="+Inf")
+        x.sample(f"{name}_sum", float(snap[H.W_SUM]) / 1e9, hop=hop)
+        x.sample(f"{name}_count", total, hop=hop)
+    q = "arbpipe_latency_last_minute_seconds"
+    x.family(q, "gauge", "Latency percentiles of a hop over the last minute (NaN: no values).")
+    for r in rows:
+        for quant, key in (("0.5", "p50_ns"), ("0.99", "p99_ns"), ("0.999", "p999_ns")):
+            v = r[key]
+            x.sample(q, None if v is None else v / 1e9, hop=r["hop"], quantile=quant)
+    x.family("arbpipe_latency_last_minute_values", "gauge",
+             "Values recorded for a hop over the last minute.")
+    for r in rows:
+        x.sample("arbpipe_latency_last_minute_values", r["count"], hop=r["hop"])
+
+
+def _strategy(x: Exposition, s: dict | None) -> None:
+    up = bool(s and s.get("_alive"))
+    x.one("arbpipe_strategy_up", "gauge", "1 while the strategy publishes its state.", up)
+    pnl = (s or {}).get("pnl") or {}
+    for key, help_ in (("realized", "Realized PnL (quote currency)."),
+                       ("unrealized", "Unrealized PnL at marks (quote currency)."),
+                       ("fees", "Fees paid (quote currency)."),
+                       ("net", "Net PnL: realized + unrealized - fees (quote currency)."),
+                       ("day_net", "Net PnL since 00:00 UTC (quote currency)."),
+                       ("drawdown", "Net PnL below its running peak (quote currency).")):
+        name = f"arbpipe_strategy_{key}_pnl" if key not in ("fees", "drawdown") else \
+            f"arbpipe_strategy_{key}"
+        x.family(name, "gauge", help_)
+        if key in pnl:
+            x.sample(name, pnl[key])
+    br = (s or {}).get("breaker") or {}
+    x.family("arbpipe_strategy_breaker_tripped", "gauge",
+             "1 while the circuit breaker stops new orders.")
+    x.family("arbpipe_strategy_breaker_reason", "gauge",
+             "1 for the breaker's current reason (none when not tripped).")
+    x.family("arbpipe_strategy_kill_switch", "gauge", "1 while the kill switch is on.")
+    if s:
+        x.sample("arbpipe_strategy_breaker_tripped", bool(br.get("tripped")))
+        x.sample("arbpipe_strategy_breaker_reason", 1, reason=br.get("reason", "none"))
+        x.sample("arbpipe_strategy_kill_switch", bool(s.get("kill_switch")))
+    for key, n in sorted(((s or {}).get("counters") or {}).items()):
+        name = f"arbpipe_strategy_{metric_name(key)}_total"
+        if name in x.seen:
+            continue
+        x.one(name, "counter", f"Strategy counter {key}.", n)
+    x.family("arbpipe_strategy_rejects_by_reason_total", "counter",
+             "Orders the risk checks refused, by reason.")
+    for reason, n in sorted(((s or {}).get("rejects") or {}).items()):
+        x.sample("arbpipe_strategy_rejects_by_reason_total", n, reason=reason)
+    x.family("arbpipe_strategy_position", "gauge",
+             "Position in base units per instrument and venue market.")
+    x.family("arbpipe_strategy_position_unrealized_pnl", "gauge",
+             "Unrealized PnL of a position (quote currency).")
+    for p in (s or {}).get("positions") or []:
+        lab = dict(instrument=p.get("instrument", ""), venue=p.get("venue", ""),
+                   market=p.get("market", ""))
+        x.sample("arbpipe_strategy_position", p.get("qty", 0.0), **lab)
+        x.sample("arbpipe_strategy_position_unrealized_pnl", p.get("unrealized", 0.0), **lab)
+
+
+def _dashboard(x: Exposition, state: dict) -> None:
+    o = state["opps"]
+    c = o["counters"]
+    x.one("arbpipe_dashboard_records_total", "counter",
+          "Opportunity records the dashboard read.", c["records"])
+    x.one("arbpipe_dashboard_opportunities_opened_total", "counter",
+          "OPEN records the dashboard read.", c["opened"])
+    x.one("arbpipe_dashboard_lost_total", "counter",
+          "Opportunity records the dashboard lost to laps.", o["reader"]["lost"])
+    x.one("arbpipe_dashboard_open_opportunities", "gauge",
+          "Opportunities open now as the dashboard sees them.", o["open_count"])
+    best = max((r["net_bps"] for r in o["open"]), default=None)
+    x.one("arbpipe_dashboard_best_net_bps", "gauge",
+          "Best net spread (bps) among open opportunities (NaN: none open).", best)
+    x.family("arbpipe_dashboard_opportunities_closed_total", "counter",
+             "Opportunities closed as the dashboard saw them, by reason.")
+    for reason, n in sorted(o["closed_by_reason"].items()):
+        x.sample("arbpipe_dashboard_opportunities_closed_total", n, reason=reason)
+    x.one("arbpipe_dashboard_publishes_total", "counter", "View documents published.",
+          state["publishes"])
+    x.one("arbpipe_dashboard_scrapes_total", "counter", "Scrapes of this endpoint.",
+          state["metrics"].get("scrapes", 0))
+    x.one("arbpipe_dashboard_refresh_seconds", "gauge",
+          "Time the newest counter refresh took.", state["refresh_ms"] / 1e3)
+    x.one("arbpipe_dashboard_start_time_seconds", "gauge",
+          "Unix time the dashboard's accumulated state began.", state["started_ns"] / 1e9)
+
+
+def render(state: dict | None, hists: dict | None = None) -> str:
+    """The exposition text of one dashboard state (None: only ``arbpipe_dashboard_up 0``)."""
+    x = Exposition()
+    x.one("arbpipe_dashboard_up", "gauge", "1 once the dashboard has published its view.",
+          state is not None)
+    if state is None:
+        return x.text()
+    _dashboard(x, state)
+    _rings(x, state["rings"])
+    _venues(x, state["venues"])
+    _detector(x, state["detector"])
+    _latency(x, state["latency"], hists or {})
+    _strategy(x, state["strategy"])
+    return x.text()
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class MetricsServer:
+    """``GET /metrics`` -> ``provider()`` text, served by one daemon thread."""
+
+    def __init__(self, provider, host: str = "127.0.0.1", port: int = 0):
+        self.provider = provider
+        self.host, self.port = host, port
+        self.scrapes = 0
+        self.errors = 0
+        self.httpd = None
+        self.thread = None
+
+    def start(self) -> int:
+        """Bind and serve; returns the bound port (OSError if the address is in use)."""
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = 5.0
+            server_version = "arbpipe-metrics"
+
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                if path not in ("/metrics", "/"):
+                    self.send_error(404, "try /metrics")
+                    return
+                if path == "/":
+                    body = b"arbpipe dashboard: metrics at /metrics\n"
+                    ctype = "text/plain; charset=utf-8"
+                else:
+                    outer.scrapes += 1
+                    try:
+                        body = outer.provider().encode("utf-8")
+                    except Exception as e:   # never take the dashboard down
+                        outer.errors += 1
+                        self.send_error(500, f"{type(e).__name__}: {e}")
+                        return
+                    ctype = CONTENT_TYPE
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+            def log_message(self, fmt, *args):
+                pass
+
+        import socket
+        cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) \
+            if ":" in self.host else _Server
+        self.httpd = cls((self.host, self.port), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={
+            "poll_interval": 0.5}, name="metrics", daemon=True)
+        self.thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None

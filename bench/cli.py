@@ -1,0 +1,157 @@
+"""``arbpipe bench ...``: the benchmark commands (figures and ratios against peers)."""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from arbpipe.transport import segments
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures and ratios vs peers).")
+
+
+@bench_app.command("rings")
+def bench_rings(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                records: int = typer.Option(2_000_000, help="records per throughput run"),
+                latency_samples: int = typer.Option(20_000, help="records per latency run"),
+                rate: int = typer.Option(20_000, help="records/s for the latency runs"),
+                only: Optional[List[str]] = typer.Option(None, "--only", help="transports to run"),
+                out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
+    """arbpipe rings vs multiprocessing.Queue/Pipe, faster-fifo, pyzmq, Redis Streams, one run."""
+    from bench import rings as B
+    result = B.run_all(records=records, latency_samples=latency_samples, rate=rate,
+                       only=only or None, progress=not as_json)
+    text = json.dumps(result, indent=1)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    typer.echo(text if as_json else B.render(result))
+
+
+@bench_app.command("feeds")
+def bench_feeds(as_json: bool = typer.Option(False, "--json"),
+                seconds: float = typer.Option(5.0, help="seconds of the simulator throughput run")):
+    """Frame -> record cost (msgspec adapters vs json.loads + dicts) and feed throughput."""
+    from bench import feeds as B
+    res = B.run(as_json=as_json, seconds=seconds)
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
+
+
+@bench_app.command("detect")
+def bench_detect(as_json: bool = typer.Option(False, "--json"),
+                 instruments: int = typer.Option(1000, help="instruments (x 8 venues)"),
+                 updates: int = typer.Option(2_000_000, help="updates in the stream")):
+    """ns per update of the detector kernel, 8 venues x N instruments, batch mode."""
+    from bench import detect as B
+    res = B.run(n_instruments=instruments, updates=updates)
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, updates/s"),
+                   duration: float = typer.Option(3.0, help="measured seconds per rate"),
+                   warmup: float = typer.Option(0.5, help="unmeasured seconds before each"),
+                   transports: str = typer.Option("arbpipe,mp-queue,faster-fifo,pyzmq",
+                                                  help="harness transports (comma list)"),
+                   tree: bool = typer.Option(True, "--tree/--no-tree",
+                                             help="also run the real process tree"),
+                   reader: str = typer.Option("auto", help="tree reader: auto|strategy|bench"),
+                   as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                   out_dir: Optional[str] = typer.Option(None, help="where pipeline.json/.md/"
+                                                         ".png go (default bench/results)"),
+                   instance: Optional[str] = typer.Option(None, "--instance", help="private "
+                                                          "instance to run in (bench-<pid>)"),
+                   nice: int = typer.Option(0, help="CPU priority of the measured processes "
+                                            "(e.g. -10 on a busy host; root)"),
+                   tick_us: float = typer.Option(200.0, "--tick-us", help="generator's "
+                                                 "shortest sleep between sends (0: per record)")):
+    """Feed ring -> detector -> strategy latency per hop at fixed rates, vs mp.Queue,
+    faster-fifo and pyzmq carrying the same pipeline."""
+    from bench import pipeline as B
+    try:
+        rate_list = B.parse_rates(rates)
+        if reader not in ("auto", "strategy", "bench") or not duration > 0 or warmup < 0:
+            raise ValueError("--reader auto|strategy|bench, --duration > 0, --warmup >= 0")
+        res = B.run(rate_list, duration, warmup, [t for t in transports.split(",") if t],
+                    tree=tree, reader=reader, progress=True, instance=instance, nice=nice,
+                    tick_us=tick_us)
+    except (ValueError, segments.SegmentError) as e:
+        typer.echo(f"arbpipe bench pipeline: {e}", err=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; bench processes stopped and segments removed", err=True)
+        raise SystemExit(1)
+    paths = B.save(res, out_dir or B.RESULTS_DIR)
+    typer.echo(json.dumps(res, indent=1) if as_json else
+               B.render(res) + "\n\nwritten: " + ", ".join(paths.values()))
+
+
+@bench_app.command("reliability")
+def bench_reliability(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                      quick: bool = typer.Option(False, "--quick", help="short version (< 5 min)"),
+                      kills: Optional[int] = typer.Option(None, help="kills per role (20; quick 3)"),
+                      fuzz_frames: Optional[int] = typer.Option(None, help="frames per venue "
+                                                                "(1M; quick 20K)"),
+                      soak_minutes: Optional[float] = typer.Option(None, help="soak (5; quick "
+                                                                   "0.5; 0: report the newest "
+                                                                   "saved soak result)"),
+                      only: Optional[List[str]] = typer.Option(None, "--only", help="chains, tree, "
+                                                               "faults, fuzz, soak"),
+                      soak_source: str = typer.Option("replay", "--soak-source", help="replay "
+                                                      "(100K/s reachable) or sim"),
+                      soak_rate: float = typer.Option(100_000.0, "--soak-rate",
+                                                      help="soak updates/s"),
+                      out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
+    """Kills of every role (sequence-checked rings), parser fuzzing, soak drift: the figures."""
+    from bench import reliability as B
+    parts = tuple(only) if only else ("chains", "tree", "faults", "fuzz", "soak")
+    unknown = sorted(set(parts) - {"chains", "tree", "faults", "fuzz", "soak"})
+    if unknown or soak_source not in ("replay", "sim"):
+        typer.echo(f"arbpipe: --only {unknown[0]!r}: expected chains, tree, faults, fuzz, soak"
+                   if unknown else f"arbpipe: --soak-source {soak_source!r}: expected replay "
+                   f"or sim", err=True)
+        raise SystemExit(2)
+    res = B.run(quick=quick, kills=kills, fuzz_frames=fuzz_frames, soak_minutes=soak_minutes,
+                parts=parts, soak_source=soak_source, soak_rate=soak_rate)
+    text = json.dumps(res, indent=1, default=str)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    typer.echo(text if as_json else B.render(res))
+    bad = res["records_lost"] or res["torn_records"] or res["crashes"] or \
+        res.get("venue_faults_ok") is False
+    raise SystemExit(1 if bad else 0)
+
+
+@bench_app.command("soak")
+def bench_soak(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+               minutes: float = typer.Option(5.0, help="how long"),
+               rate: float = typer.Option(100_000.0, help="updates/s over all venues"),
+               interval: float = typer.Option(5.0, help="seconds between samples"),
+               source: str = typer.Option("sim", "--source", help="sim: the simulator and the "
+                                          "feed handlers; replay: one replay process looping "
+                                          "a recording into the feed rings"),
+               recording: Optional[str] = typer.Option(None, "--recording", help="with "
+                                                       "--source replay: this file instead "
+                                                       "of a synthesized one"),
+               out: Optional[str] = typer.Option(None, "--out", help="write the JSON result "
+                                                 "here (default bench/results/soak.json; '': "
+                                                 "nowhere)")):
+    """The tree at a fixed rate for N minutes: RSS, fds, ring lag and drops; drift report."""
+    from bench import soak as B
+    if source not in B.SOURCES or (recording and source != "replay"):
+        typer.echo("arbpipe bench soak: --source sim|replay (--recording goes with replay)",
+                   err=True)
+        raise SystemExit(2)
+    try:
+        res = B.run(minutes=minutes, rate=rate, interval=interval, progress=not as_json,
+                    source=source, recording=recording)
+    except ValueError as e:        # bad numbers, or a recording the tree cannot take
+        typer.echo(f"arbpipe bench soak: {e}", err=True)
+        raise SystemExit(2)
+    out = B.RESULTS_PATH if out is None else out
+    if out:
+        B.save(res, out)
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else
+               B.render(res) + (f"\nwritten: {out}" if out else ""))
