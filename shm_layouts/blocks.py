@@ -45,15 +45,17 @@ Counters only grow, so a window (e.g. the last minute) is the difference of two
 snapshots; the single writer needs no atomics (readers tolerate a torn snapshot of
 independent counters).
 """
+from shm_layouts.kinds import SegmentKind
 
-STATE_BLOB_KIND = 30
+
+STATE_BLOB_KIND = int(SegmentKind.STATE_BLOB)
 BLOB_GEN = 128
 BLOB_LENGTH = 136
 BLOB_UPDATED_NS = 144
 BLOB_WRITES = 152
 BLOB_DATA = 256
 
-HISTOGRAM_KIND = 31
+HISTOGRAM_KIND = int(SegmentKind.HISTOGRAM)
 HIST_SUB = 32
 HIST_MAX_POW = 42                      # values up to 2**42 ns (about 73 min) are bucketed
 HIST_BUCKETS = 64 + (HIST_MAX_POW - 6 + 1) * HIST_SUB
@@ -78,7 +80,7 @@ HIST_SEGMENT_SIZE = HIST_DATA + 8 * HIST_BUCKETS
 #        136    8 i8    kill_changed_ns   CLOCK_REALTIME ns of the last flip
 #        144    8 i8    reset_requests    +1 per ``arbpipe breaker reset``
 #        152    8 i8    kill_flips        flips so far
-CONTROL_KIND = 32
+CONTROL_KIND = int(SegmentKind.CONTROL)
 CTL_KILL = 128
 CTL_KILL_CHANGED_NS = 136
 CTL_RESET_REQUESTS = 144

@@ -62,7 +62,9 @@ or changed. Counters are monotonic except the per-connection ones and the gauges
 """
 import numpy as np
 
-FEED_STATS_KIND = 10          # ring_kind value in the header; not a ring
+from shm_layouts.kinds import SegmentKind
+
+FEED_STATS_KIND = int(SegmentKind.FEED_STATS)  # header kind; not a ring
 FEED_STATS_VERSION = 2
 FEED_STATS_OFFSET = 128       # bytes: the record follows the 128-byte header
 MAX_SOCKETS = 4

@@ -177,12 +177,13 @@ assert OPPORTUNITY.itemsize == 128, OPPORTUNITY.itemsize
 # Record type ids stored in a ring header so `stat` / `tap` can decode any ring.
 # 0 means raw words (benchmarks, tests); the id is part of the attach check.
 from shm_layouts.journal import JOURNAL  # noqa: E402
+from shm_layouts.kinds import RECORD_TYPE_NAMES as _TYPE_NAMES, RecordType  # noqa: E402
 
 RECORD_TYPES = {
-    0: None,
-    1: MARKET_UPDATE,
-    2: OPPORTUNITY,
-    3: JOURNAL,
+    int(RecordType.RAW): None,
+    int(RecordType.MARKET_UPDATE): MARKET_UPDATE,
+    int(RecordType.OPPORTUNITY): OPPORTUNITY,
+    int(RecordType.JOURNAL): JOURNAL,
 }
-RECORD_TYPE_IDS = {"raw": 0, "MarketUpdate": 1, "Opportunity": 2, "JournalEntry": 3}
+RECORD_TYPE_IDS = {name: int(t) for t, name in _TYPE_NAMES.items()}
 RECORD_TYPE_NAMES = {v: k for k, v in RECORD_TYPE_IDS.items()}

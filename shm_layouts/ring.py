@@ -102,6 +102,8 @@ pid with the old owner's start ticks (which would make a live owner look dead).
 """
 import enum
 
+from shm_layouts.kinds import RingKind  # noqa: F401 (the ring kinds, defined once there)
+
 MAGIC = 0x3150495042524141  # bytes b"AARBPIP1" little-endian
 LAYOUT_VERSION = 2   # 2: MPMC producer table, claim words, abandoned/orphaned
 # (sleeper registration and reader owner_start use words that version 2 reserved and
@@ -187,12 +189,6 @@ SEQ_POISON = 1 << 62
 # sleeper token = start_ticks << SLEEPER_PID_BITS | pid (pid_max is at most 2**22 on Linux)
 SLEEPER_PID_BITS = 24
 SLEEPER_PID_MASK = (1 << SLEEPER_PID_BITS) - 1
-
-
-class RingKind(enum.IntEnum):
-    SPSC = 1
-    MPMC = 2
-    BROADCAST = 3
 
 
 class FullPolicy(enum.IntEnum):

@@ -5,12 +5,13 @@ import time
 
 from arbpipe.transport import segments
 from arbpipe.transport.rings import ring_stats
+from shm_layouts.kinds import is_ring
 
 
 def snapshot(instance: str | None = None) -> list[dict]:
     out = []
     for s in segments.list_segments(instance):
-        if s.header is None or s.header.kind not in (1, 2, 3):
+        if s.header is None or not is_ring(s.header.kind):
             continue
         try:
             seg = segments.Segment.attach(s.instance, s.name)

@@ -35,8 +35,9 @@ import psutil
 from arbpipe.paths import run_dir
 from arbpipe.transport import segments
 from shm_layouts import ring as L
+from shm_layouts.kinds import SegmentKind
 
-SUPERVISOR_KIND = 11  # header kind of the liveness segment (not a ring)
+SUPERVISOR_KIND = int(SegmentKind.SUPERVISOR)  # header kind of the liveness segment (not a ring)
 BACKOFF_MIN_S, BACKOFF_MAX_S, STABLE_S = 0.1, 5.0, 30.0
 CRASH_LOOP_S = 2.0  # a child that dies sooner than this after its start is crash-looping
 
