@@ -6,7 +6,7 @@ with the symbol map of ``config/arbpipe.toml``) and driven as ``Feed._on_frame``
 into a real SPSC ring (``RingSink``), with ``adapter.on_connect`` now and then as a
 reconnect would. Frames are bytes, as websocket-client hands them over (a share are str).
 
-Frames: valid frames of the venue's documented shapes (venue-protocols.md; sequence ids
+Frames: valid frames of the venue's documented shapes (docs/venues.md; sequence ids
 increasing, the instruments of the config), the venue's control frames (acks, errors,
 pongs, notices), replays of earlier frames (duplicates, out of order), and mutants of
 those: byte flips, inserted/deleted/duplicated bytes, truncation, splices; and at the JSON

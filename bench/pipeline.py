@@ -137,7 +137,7 @@ def make_workload(path: str, cfg, n: int = WORKLOAD_UPDATES, seed: int = 2026112
                   dislocation_p: float = 0.002) -> dict:
     """Write the synthetic workload recording; return its description (opportunity share
     measured by running the detector kernel over it once)."""
-    from arbpipe.replay.recording import recording as RP
+    from arbpipe.replay import recording as RP
     from bench.detect import make_stream
     recs = make_stream(cfg, n, seed=seed, dislocation_p=dislocation_p)
     RP.write_recording(path, recs, RP.names_from_config(cfg, source="bench pipeline workload"))

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     from arbpipe.persist.persister import Persister
     from arbpipe.redact import redact_url
-    from arbpipe.persist.redis_embed import resolve_url
+    from arbpipe.redis_conn import resolve_url
     from arbpipe.transport.segments import SegmentError, default_instance
     instance = args.instance or default_instance()
     url = resolve_url(cfg, instance)

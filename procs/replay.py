@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                     help="a full ring: drop and count (default), or wait (default at max)")
     a = ap.parse_args(argv)
 
-    from arbpipe.replay.recording import recording as RP
+    from arbpipe.replay import recording as RP
     from arbpipe.transport import segments
     from arbpipe.transport.stateblob import StateBlob, read_blob
     try:

@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from arbpipe.persist.persister import connect
+from arbpipe.redis_conn import connect
 from arbpipe.persist.redis_embed import EmbeddedRedis, redis_server_path
 
 

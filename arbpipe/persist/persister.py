@@ -44,6 +44,7 @@ import posix_ipc
 
 from arbpipe.transport import ring_kernels as K
 from arbpipe.redact import redact_url, scrub
+from arbpipe.redis_conn import IO_TIMEOUT_S, connect, key_prefix  # noqa: F401
 from shm_layouts import (JOURNAL, MARKET_UPDATE, OPPORTUNITY, BreakerReason, CloseReason,
                          JournalFlag, JournalKind, Kind, OppState, RejectReason, Side)
 from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP
@@ -51,7 +52,6 @@ from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP
 STREAMS = ("opportunities", "trades", "events")
 BLOB_NAME = "persister.state"
 OPP_RING, JOURNAL_RING, READER = "opportunities", "journal", "persister"
-IO_TIMEOUT_S = 2.0            # connect and per-round-trip timeout
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0
 POLL_S = 0.1                  # idle: the journal ring is checked this often
 STATUS_POLL_S = 0.5           # detector leg status and state blob refresh
@@ -61,20 +61,6 @@ EVENT_JOURNAL_KINDS = (int(JournalKind.BREAKER), int(JournalKind.RESET),
 _TRANSIENT = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY",
               "NOAUTH", "WRONGPASS", "NOPERM")
 _DUPLICATE = "equal or smaller than the target stream top item"
-
-
-def key_prefix(cfg, instance: str) -> str:
-    return f"{cfg.redis.stream_prefix}:{instance}"
-
-
-def connect(url: str, timeout: float = IO_TIMEOUT_S, name: str = "arbpipe"):
-    """A redis-py client that fails fast (no hidden retries); ``rediss://`` is TLS."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0), health_check_interval=0,
-                                client_name=name, decode_responses=True)
 
 
 # ------------------------------------------------------------------ field maps ----

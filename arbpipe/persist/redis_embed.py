@@ -30,9 +30,8 @@ import tempfile
 import time
 
 from arbpipe.redact import redact_url
+from arbpipe.redis_conn import ENV_URL, URL_FILE, configured_url, ping  # noqa: F401 (ENV_URL: the children's variable)
 
-ENV_URL = "ARBPIPE_REDIS_URL"
-URL_FILE = "redis.url"          # in the run dir while an embedded server runs
 SOCKET_NAME = "redis.sock"
 RDB_NAME = "redis-dump.rdb"     # only with save=True ([redis] embedded_persist)
 SUN_PATH_MAX = 100              # keep clear of the 108-byte sun_path (with NUL)
@@ -54,35 +53,6 @@ def redis_server_path() -> str | None:
     return None
 
 
-def configured_url(cfg) -> str:
-    """$ARBPIPE_REDIS_URL, else ``cfg.redis.url`` (``""``: none configured)."""
-    env = os.environ.get(ENV_URL, "").strip()
-    return env or (cfg.redis.url if cfg is not None else "")
-
-
-def embedded_url(instance: str) -> str:
-    """URL of the embedded server of a running tree of ``instance`` ("" if none)."""
-    from arbpipe.paths import run_dir
-    try:
-        with open(os.path.join(run_dir(instance), URL_FILE)) as f:
-            url, _, pid = f.read().strip().partition(" ")
-    except OSError:
-        return ""
-    try:
-        alive = pid and os.kill(int(pid), 0) is None
-    except (OSError, ValueError):
-        alive = False
-    return url if alive else ""
-
-
-def resolve_url(cfg, instance: str | None = None) -> str:
-    """The Redis URL to use (see the module docstring), or "" for none."""
-    url = configured_url(cfg)
-    if url or instance is None:
-        return url
-    return embedded_url(instance)
-
-
 def redis_available(cfg) -> bool:
     """True when the tree will have a Redis: one is configured or redis-server can be embedded."""
     return bool(configured_url(cfg)) or redis_server_path() is not None
@@ -97,21 +67,6 @@ except (OSError, AttributeError):
 def _pdeathsig():  # runs in the child between fork and exec: no allocation, no locks
     if _prctl is not None:
         _prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG: die with the starting thread
-
-
-def ping(url: str, timeout: float = 1.0) -> bool:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-    try:
-        c = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                 retry=Retry(NoBackoff(), 0))
-        try:
-            return bool(c.ping())
-        finally:
-            c.close()
-    except Exception:  # noqa: BLE001 - any failure means "not answering"
-        return False
 
 
 class EmbeddedRedis:

@@ -1,6 +1,6 @@
 """Binance spot (``binance``) and USD-M futures (``binance-usdm``), server side.
 
-Paths (venue-protocols.md section 1):
+Paths (docs/venues.md, "Binance"):
   spot   ``/ws`` (live SUBSCRIBE), ``/ws/<stream>[/<stream>...]`` (raw streams),
          ``/stream?streams=a/b`` (combined wrapper ``{"stream":..,"data":..}``).
   USD-M  the same under ``/public`` (``@bookTicker``) and ``/market`` (``@markPrice``,

@@ -1,6 +1,6 @@
 """Bybit v5 public spot (``bybit-spot``) and linear (``bybit-linear``), server side.
 
-Paths: ``/v5/public/spot`` and ``/v5/public/linear`` (venue-protocols.md section 2).
+Paths: ``/v5/public/spot`` and ``/v5/public/linear`` (docs/venues.md, "Bybit").
 
 Protocol: ``{"req_id":..,"op":"subscribe","args":["orderbook.1.BTCUSDT", ..]}`` gets one
 ack for the request; spot ``{"success":true,"ret_msg":"subscribe","conn_id":..,

@@ -1,6 +1,6 @@
 """Coinbase Advanced Trade market data (``coinbase``), server side.
 
-Path: ``/`` (venue-protocols.md section 4).
+Path: ``/`` (docs/venues.md, "Coinbase").
 
 Protocol: one channel per message, ``{"type":"subscribe","product_ids":[..],"channel":"level2"}``;
 ``{"type":"subscribe","channel":"heartbeats"}``. Without a subscribe within

@@ -1,6 +1,6 @@
 """Gate.io v4 spot (``gate``), server side.
 
-Path: ``/ws/v4/`` (venue-protocols.md section 6).
+Path: ``/ws/v4/`` (docs/venues.md, "Gate").
 
 Protocol: ``{"time":<s>,"channel":"spot.book_ticker","event":"subscribe","payload":["BTC_USDT"]}``
 (``time`` in seconds, within 60 s of the server's clock; optional ``id`` echoed) ->

@@ -1,6 +1,6 @@
 """Kraken spot websocket v2 (``kraken``), server side.
 
-Path: ``/v2`` (venue-protocols.md section 5).
+Path: ``/v2`` (docs/venues.md, "Kraken").
 
 On connect the server sends a ``status`` frame. ``{"method":"subscribe","params":
 {"channel":"ticker","symbol":[..],"event_trigger":"bbo"},"req_id":1}`` is acked once per

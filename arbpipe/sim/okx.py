@@ -1,6 +1,6 @@
 """OKX v5 public (``okx``: SPOT and SWAP instruments on one socket), server side.
 
-Path: ``/ws/v5/public`` (venue-protocols.md section 3).
+Path: ``/ws/v5/public`` (docs/venues.md, "OKX").
 
 Protocol: ``{"id":"1","op":"subscribe","args":[{"channel":"bbo-tbt","instId":"BTC-USDT"}]}``
 gets one ack per arg ``{"id":"1","event":"subscribe","arg":{..},"connId":".."}`` (``id``

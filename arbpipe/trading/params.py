@@ -16,7 +16,7 @@ queues the breaker state for the thread to write (never blocks the caller);
 ``load_breaker`` reads it once at start so that a restarted tree comes back halted.
 Fields of the breaker hash are JSON values (``tripped`` -> ``true``), plus ``_updated_ns``.
 
-No URL (``arbpipe.persist.redis_embed.resolve_url`` gives ""): everything is a no-op; limits come
+No URL (``arbpipe.redis_conn.resolve_url`` gives ""): everything is a no-op; limits come
 from the config only. URLs are redacted in every message.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class RedisUnavailable(RuntimeError):
 
 
 def _keys(cfg, instance):
-    from arbpipe.persist.persister import key_prefix
+    from arbpipe.redis_conn import key_prefix
     p = key_prefix(cfg, instance)
     return f"{p}:risk", f"{p}:breaker"
 
@@ -103,7 +103,7 @@ class RiskSource:
 
     def __init__(self, cfg, instance: str | None = None, log=print, url: str | None = None,
                  timeout: float = 2.0):
-        from arbpipe.persist.redis_embed import resolve_url
+        from arbpipe.redis_conn import resolve_url
         from arbpipe.transport.segments import default_instance
         self.cfg = cfg
         self.instance = instance or default_instance()
@@ -204,7 +204,7 @@ class RiskSource:
 
     # -- the thread ---------------------------------------------------------------------
     def _connect(self):
-        from arbpipe.persist.persister import connect
+        from arbpipe.redis_conn import connect
         return connect(self.url, self.timeout, "arbpipe-risk")
 
     def _run(self) -> None:
@@ -302,8 +302,8 @@ class RiskSource:
 # ------------------------------------------------------------------ the CLI side -----
 
 def _client(cfg, instance, timeout=2.0):
-    from arbpipe.persist.persister import connect
-    from arbpipe.persist.redis_embed import resolve_url
+    from arbpipe.redis_conn import connect
+    from arbpipe.redis_conn import resolve_url
     url = resolve_url(cfg, instance)
     if not url:
         raise RedisUnavailable("no Redis: set ARBPIPE_REDIS_URL or [redis] url, or start the "

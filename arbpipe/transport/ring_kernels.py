@@ -5,7 +5,7 @@ geometry from the header words (``shm_layouts.ring``). Records are moved as
 ``record_size // 8`` int64 words from/to flat int64 arrays. Cross-process cursors
 are read and written only through ``arbpipe.transport.atomics``.
 
-Memory-ordering rules (see DESIGN.md "Invariants"):
+Memory-ordering rules (see docs/design.md, "Ring invariants"):
   * SPSC/MPMC: records are written, then published with a release store of the
     cursor (SPSC ``head``) or of the slot's sequence word (MPMC); readers acquire.
   * broadcast: the writer publishes each record with a release store of ``head``

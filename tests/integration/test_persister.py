@@ -464,7 +464,7 @@ def test_tree_embeds_a_private_redis_when_none_is_configured(instance, tmp_path)
     run = str(tmp_path / "run" / instance)
     out = _cli("up", "--detach", "--config", _tree_config(tmp_path), env=env)
     assert "running" in out.stdout, out.stdout + out.stderr
-    from arbpipe.persist.persister import connect
+    from arbpipe.redis_conn import connect
     try:
         events = [json.loads(x) for x in open(os.path.join(run, "supervisor.jsonl"))]
         emb = next(e for e in events if e["event"] == "redis" and e.get("state") == "embedded")
@@ -509,7 +509,7 @@ def test_no_redis_at_all_runs_without_persister_and_says_so_once(tmp_path, monke
 def test_supervisor_redis_service_starts_stops_and_persists_only_when_configured(
         tmp_path, monkeypatch):
     from tests.redis_fixture import require_redis_server
-    from arbpipe.persist.persister import connect
+    from arbpipe.redis_conn import connect
     from arbpipe.persist.redis_embed import ENV_URL, RDB_NAME, RedisService
     from arbpipe.ops.supervisor import ProcessSpec, Supervisor
     require_redis_server()

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from arbpipe.replay.recording import recording as RP
+from arbpipe.replay import recording as RP
 from arbpipe.config import load_config
 from arbpipe.transport.rings import SpscRing
 from bench.detect import make_stream

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from arbpipe.replay.recording import recording as RP
+from arbpipe.replay import recording as RP
 from arbpipe.transport import ring_kernels as K
 from arbpipe.transport import segments
 from arbpipe.config import load_config

@@ -1,4 +1,4 @@
-"""Binance and Bybit adapters against the documented frames of venue-protocols.md (sections
+"""Binance and Bybit adapters against the documented frames of docs/venues.md (sections
 1 and 2), plus sequencing, malformed input and a fuzz of the never-raise contract."""
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def only_reject(sink, reason):
 
 
 # ---------------------------------------------------------------------------------------
-# Documented frames (venue-protocols.md), verbatim
+# Documented frames (docs/venues.md), verbatim
 # ---------------------------------------------------------------------------------------
 BN_SPOT_RAW = """{
   "u": 400900217,

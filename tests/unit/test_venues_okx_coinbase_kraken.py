@@ -1,7 +1,7 @@
 """Venue adapters okx, coinbase, kraken, gate: documented frames, book-to-BBO,
 sequence handling, control frames, malformed input, and fuzzing (parse never raises).
 
-Fixtures are the example frames of venue-protocols.md sections 3-6, verbatim.
+Fixtures are the example frames of docs/venues.md ("OKX", "Coinbase", "Kraken", "Gate").
 """
 from __future__ import annotations
 

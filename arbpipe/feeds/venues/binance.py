@@ -1,4 +1,4 @@
-"""Binance spot and USD-M futures adapters (venue-protocols.md section 1).
+"""Binance spot and USD-M futures adapters (docs/venues.md, "Binance").
 
 ``binance``       spot ``<symbol>@bookTicker`` on ``/ws`` (raw-stream mode, live SUBSCRIBE).
                   The payload has no time field: quotes carry ``Flag.NO_EXCHANGE_TS`` and

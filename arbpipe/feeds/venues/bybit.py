@@ -1,4 +1,4 @@
-"""Bybit v5 public adapters (venue-protocols.md section 2).
+"""Bybit v5 public adapters (docs/venues.md, "Bybit").
 
 ``bybit-spot``    ``orderbook.1.<SYMBOL>`` on ``/v5/public/spot``. Level 1 is snapshot-only;
                   the top bid/ask levels are the quote (any ``orderbook.<N>`` snapshot works

@@ -1,6 +1,6 @@
 """Coinbase Advanced Trade: ``level2`` kept as a book per product, published as BBO.
 
-Wire (venue-protocols.md section 4): one socket, one channel per subscribe
+Wire (docs/venues.md, "Coinbase"): one socket, one channel per subscribe
 message (``level2`` and ``heartbeats``). Level-2 frames arrive with channel
 ``l2_data``: a ``snapshot`` event (whole book) then ``update`` events whose
 ``new_quantity`` is the new absolute size at ``price_level`` (``"0"`` removes).

@@ -1,6 +1,6 @@
 """Gate.io v4 spot: ``spot.book_ticker``.
 
-Wire (venue-protocols.md section 6): one socket ``/ws/v4/``; the subscribe frame
+Wire (docs/venues.md, "Gate"): one socket ``/ws/v4/``; the subscribe frame
 carries ``time`` in unix seconds (must be within 60 s of server time, so
 ``sockets()`` must be called at each connect). Each update's ``result`` holds
 ``t`` (order-book time, ms), ``u`` (order-book update id, per symbol) and the

@@ -1,6 +1,6 @@
 """Kraken spot WebSocket v2: ``ticker`` with ``event_trigger: "bbo"``.
 
-Wire (venue-protocols.md section 5): one socket ``/v2``; ticker data items carry
+Wire (docs/venues.md, "Kraken"): one socket ``/v2``; ticker data items carry
 ``bid``/``bid_qty``/``ask``/``ask_qty`` as JSON numbers (base-asset quantities)
 and ``timestamp`` RFC3339 with microseconds. No sequence number. The server sends
 ``{"channel":"heartbeat"}`` about once a second once subscribed; the optional

@@ -1,6 +1,6 @@
 """OKX v5 public: ``bbo-tbt`` (spot and SWAP) and ``funding-rate`` (SWAP).
 
-Wire (venue-protocols.md section 3): one socket ``/ws/v5/public``; every
+Wire (docs/venues.md, "OKX"): one socket ``/ws/v5/public``; every
 ``bbo-tbt`` push is a full level-1 snapshot ``[price, size, "0", orders]`` with
 ``ts`` (string, ms, matching-engine time) and ``seqId`` (int, per instId).
 Units produced: prices in quote currency; quantities in base units (SWAP sizes
