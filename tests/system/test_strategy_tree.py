@@ -11,7 +11,7 @@ import pytest
 from arbpipe.config import DEFAULT_PATH, load_config
 from arbpipe.trading.strategy import Journal, Strategy, read_journal, read_state
 from shm_layouts.journal import JournalKind, RejectReason
-from tests.test_pipeline import cli, wait_for
+from tests.system.test_pipeline import cli, wait_for
 
 QUIET = ("binance-usdm", "bybit-linear", "coinbase", "kraken", "gate")
 
