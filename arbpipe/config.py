@@ -641,7 +641,7 @@ def to_sim_config(cfg: Config):
         specs = []
         for vi in cfg.symbol_map(name):
             base, quote = vi.canonical.split("/")
-            _p0, pdp, qdp, _ctv = S.ASSET_TABLE.get(base, S._FALLBACK_ASSET)
+            _p0, pdp, qdp, _ctv = S.ASSET_TABLE.get(base, S.FALLBACK_ASSET)
             perp = vi.market == "perp"
             ct = _sym.OKX_SWAP_CT_VAL.get(base, 1.0) if perp and name == "okx" else 0.0
             specs.append(S.InstrumentSpec(native=vi.native, base=base, quote=quote,

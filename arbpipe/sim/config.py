@@ -32,7 +32,7 @@ ASSET_TABLE = {
     "LTC": (80.0, 2, 3, 1.0),
     "DOT": (7.0, 3, 2, 1.0),
 }
-_FALLBACK_ASSET = (100.0, 2, 3, 1.0)
+FALLBACK_ASSET = (100.0, 2, 3, 1.0)
 
 
 class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -139,7 +139,7 @@ def default_instruments(venue: str, bases=DEFAULT_BASES) -> list[InstrumentSpec]
     out: list[InstrumentSpec] = []
     for b in bases:
         b = b.upper()
-        _p0, pdp, qdp, ctv = ASSET_TABLE.get(b, _FALLBACK_ASSET)
+        _p0, pdp, qdp, ctv = ASSET_TABLE.get(b, FALLBACK_ASSET)
         if venue in ("binance", "bybit-spot"):
             out.append(InstrumentSpec(native=f"{b}USDT", base=b, quote="USDT", price_dp=pdp, qty_dp=qdp))
         elif venue in ("binance-usdm", "bybit-linear"):

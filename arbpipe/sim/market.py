@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from arbpipe.sim.config import ASSET_TABLE, _FALLBACK_ASSET, InstrumentSpec, SimConfig, instruments_for
+from arbpipe.sim.config import ASSET_TABLE, FALLBACK_ASSET, InstrumentSpec, SimConfig, instruments_for
 
 TAG_WALK, TAG_VENUE, TAG_INIT, TAG_DISLOC, TAG_FUNDING, TAG_SESSION, TAG_BOOK = range(1, 8)
 
@@ -356,7 +356,7 @@ class VenueModel:
                 frng = rng_for(cfg.seed, TAG_FUNDING, self.vid, sid)
                 level = cfg.funding_mean + cfg.funding_venue_sd * float(frng.standard_normal())
                 funding = FundingDrift(frng, level, cfg.funding_sd, cfg.funding_reversion_s)
-            p0 = ASSET_TABLE.get(spec.base.upper(), _FALLBACK_ASSET)[0]
+            p0 = ASSET_TABLE.get(spec.base.upper(), FALLBACK_ASSET)[0]
             self.instruments.append(InstrumentModel(i, spec, walk, p0, disloc, funding, hs))
         self.by_native = {m.native: m for m in self.instruments}
         self._blk = -1
@@ -470,7 +470,7 @@ class Market:
         base = base.upper()
         w = self._walks.get(base)
         if w is None:
-            p0 = ASSET_TABLE.get(base, _FALLBACK_ASSET)[0]
+            p0 = ASSET_TABLE.get(base, FALLBACK_ASSET)[0]
             w = FairWalk(self.cfg.seed, base, p0, self.cfg.vol_bps_per_sqrt_s, self.cfg.walk_step_ms)
             self._walks[base] = w
         return w

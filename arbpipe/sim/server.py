@@ -73,7 +73,7 @@ class Simulator:
         return handler, process_request
 
     async def start(self) -> dict[str, str]:
-        from websockets.asyncio.server import serve
+        from websockets.asyncio.server import serve  # lazy: websockets is the optional `sim` extra
         cfg = self.config
         for name in cfg.venues:
             hub = VenueHub(name, self.market.venue(name), cfg, self.market.clock, PROTOCOLS[name])

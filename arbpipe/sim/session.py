@@ -336,7 +336,7 @@ class Session:
         return task
 
     async def run(self) -> None:
-        from websockets.exceptions import ConnectionClosed
+        from websockets.exceptions import ConnectionClosed  # lazy: the optional `sim` extra
         self.hub.sessions.add(self)
         writer = self.spawn(self._writer())
         try:
