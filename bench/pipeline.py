@@ -3,7 +3,7 @@
 Two setups, one run, one workload:
 
 * **tree** (arbpipe only): the real process tree pieces. One SPSC ``feed.<venue>`` ring per
-  venue fed by ``arbpipe.replay.recording.Replayer`` at a fixed rate (one process, each ring still
+  venue fed by ``arbpipe.replay.replayer.Replayer`` at a fixed rate (one process, each ring still
   has one producer), the real ``python -m procs.detector --config F --instance I``, the
   ``opportunities`` broadcast ring and a reader: the real strategy (``procs.strategy``, in
   "observe" mode with the kill switch on) when the supervisor's plan has one and it comes
@@ -137,11 +137,12 @@ def make_workload(path: str, cfg, n: int = WORKLOAD_UPDATES, seed: int = 2026112
                   dislocation_p: float = 0.002) -> dict:
     """Write the synthetic workload recording; return its description (opportunity share
     measured by running the detector kernel over it once)."""
-    from arbpipe.replay import recording as RP
+    from arbpipe.replay import file as RF
     from bench.detect import make_stream
+    from bench.recorded import detect_recording
     recs = make_stream(cfg, n, seed=seed, dislocation_p=dislocation_p)
-    RP.write_recording(path, recs, RP.names_from_config(cfg, source="bench pipeline workload"))
-    opps = RP.detect(path, cfg)
+    RF.write_recording(path, recs, RF.names_from_config(cfg, source="bench pipeline workload"))
+    opps = detect_recording(path, cfg)
     st = np.asarray(opps["state"]) if len(opps) else np.zeros(0, np.uint8)
     actionable = int(((st == 1) | (st == 2)).sum())
     return {"updates": n, "seed": seed, "dislocation_p": dislocation_p,

@@ -18,7 +18,7 @@ Harness (same shape for every transport, only the channel differs):
   ``hist.publish_to_strategy`` (now - detect_ns) and ``hist.total`` (now -
   trigger_recv_ns) per OPEN/UPDATE record.
 
-Tree: ``replay`` (``arbpipe.replay.recording.Replayer`` at a fixed rate into the feed rings) and
+Tree: ``replay`` (``arbpipe.replay.replayer.Replayer`` at a fixed rate into the feed rings) and
 ``tree_reader`` (the reader above on the real detector's ``opportunities`` ring).
 
 Counters live in a shared int64 array (one writer per slot); commands and results go
@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit
 
 from arbpipe.detect.detector import hist_record
-from arbpipe.replay.recording import restamp
+from arbpipe.replay.kernels import restamp
 from shm_layouts import Flag
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
@@ -260,7 +260,7 @@ def main(role, transport, p, raw, ctl, res):
 
 
 def _gen(transport, p, c, ctl, res):
-    from arbpipe.replay.recording import Recording
+    from arbpipe.replay.file import Recording
     low_timer_slack()
     pool = Recording(p["workload"]).words()
     n_pool = len(pool) // RW
@@ -373,7 +373,7 @@ def _reader(transport, p, c, ctl, res):
 
 
 def _replay(transport, p, c, ctl, res):
-    from arbpipe.replay.recording import Replayer
+    from arbpipe.replay.replayer import Replayer
     low_timer_slack()
     rp = Replayer(p["workload"], p["instance"], rate=1.0, loop=True, on_full="drop",
                   tick_s=p.get("tick_ns", 0) / 1e9)

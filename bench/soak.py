@@ -96,10 +96,10 @@ def _sample(tree, t0) -> dict:
 def make_recording(path: str, cfg, n: int = RECORDING_UPDATES, seed: int = 20261123,
                    dislocation_p: float = 0.002) -> dict:
     """Synthesize the soak's recording (the bench pipeline's workload generator)."""
-    from arbpipe.replay import recording as RP
+    from arbpipe.replay import file as RF
     from bench.detect import make_stream
     recs = make_stream(cfg, n, seed=seed, dislocation_p=dislocation_p)
-    RP.write_recording(path, recs, RP.names_from_config(cfg, source="bench soak workload"))
+    RF.write_recording(path, recs, RF.names_from_config(cfg, source="bench soak workload"))
     return {"path": path, "records": n, "seed": seed, "dislocation_p": dislocation_p,
             "synthesized": True}
 
@@ -149,9 +149,9 @@ def run(minutes: float = 5.0, rate: float = 100_000.0, interval: float = 5.0,
         tree_config(cfg_path, rate / venues)
         t = Tree(instance, workdir, cfg_path)
     else:
-        from arbpipe.replay import recording as RP
+        from arbpipe.replay.replayer import check_against_config
         if recording:
-            rec = RP.check_against_config(recording, cfg)
+            rec = check_against_config(recording, cfg)
             rec_info = {"path": os.path.abspath(recording), "records": len(rec),
                         "synthesized": False}
             del rec

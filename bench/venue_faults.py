@@ -29,7 +29,7 @@ binance-usdm   none (the control)                           nothing counted
 =============  ==========================================  ===================================
 
 The silent-venue check is made record by record against a recording of the feed rings
-(``arbpipe.replay.recording.Recorder``) and every record of the ``opportunities`` ring: from the
+(``arbpipe.replay.recorder.Recorder``) and every record of the ``opportunities`` ring: from the
 newest binance quote + ``max_quote_age_ms`` until the venue is back, no OPEN / UPDATE may
 use binance, and opportunities of the other venues in that window show it was checked.
 """
@@ -175,7 +175,8 @@ def run(instance: str | None = None, workdir: str | None = None, log=print) -> d
     """The scenario on a fresh tree; -> its figures (``ok`` False with ``error`` when a
     step timed out). The tree is always taken down."""
     from arbpipe.config import parse_config
-    from arbpipe.replay.recording import Recorder, open_recording
+    from arbpipe.replay.file import open_recording
+    from arbpipe.replay.recorder import Recorder
     from bench.reliability import Tree, _cli
     from shm_layouts import Kind, OppState
     instance = instance or "flt" + uuid.uuid4().hex[:8]

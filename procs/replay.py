@@ -5,10 +5,10 @@
 
 What ``arbpipe up --replay FILE`` runs instead of the simulator and the feed handlers
 (role ``replay``, stage 1). Publishes the recording into the ``feed.<venue>`` rings the
-supervisor created (``arbpipe.replay.recording.Replayer``: timestamps rebased to the publish time,
+supervisor created (``arbpipe.replay.replayer.Replayer``: timestamps rebased to the publish time,
 REPLAYED set; ``--rate`` records/s evenly spaced, else ``--speed`` 1x / 10x / max of the
 recorded timing; ``--loop`` starts over at the end). Each ring's seq numbers continue
-from the ring itself (``arbpipe.replay.recording.ring_seq_start``), so a restarted replay process
+from the ring itself (``arbpipe.replay.kernels.ring_seq_start``), so a restarted replay process
 never starts a ring over at seq 1; and it resumes at the recording position its previous
 incarnation last published in the ``replay.state`` blob (written every 50 ms: after a
 SIGKILL at most that much of the recording goes out a second time, with new seq numbers
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                     help="a full ring: drop and count (default), or wait (default at max)")
     a = ap.parse_args(argv)
 
-    from arbpipe.replay import recording as RP
+    from arbpipe.replay import file as RF, kernels as RK, replayer as RP
     from arbpipe.transport import segments
     from arbpipe.transport.stateblob import StateBlob, read_blob
     try:
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
             raise ValueError("--rate and --speed: give one of them")
         if a.tick_us < 0:
             raise ValueError(f"--tick-us {a.tick_us}: must be >= 0")
-        rec = RP.Recording(a.recording)
+        rec = RF.Recording(a.recording)
         if a.config:
             from arbpipe.config import ConfigError, load_config
             try:
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     try:
         rp = RP.Replayer(rec, instance, speed=speed, rate=a.rate, loop=a.loop,
                          on_full=a.on_full, tick_s=a.tick_us / 1e6, seq="continue")
-    except RP.RecordingError as e:
+    except RF.RecordingError as e:
         print(f"replay: {e}", file=sys.stderr)
         return 2
     except segments.SegmentError as e:
@@ -119,8 +119,8 @@ def main(argv=None) -> int:
 
         def publish(pos, done=False):
             io = rp.io
-            pub, drop, skip = int(io[RP.IO_PUSHED]), int(io[RP.IO_DROPPED]), \
-                int(io[RP.IO_SKIPPED])
+            pub, drop, skip = int(io[RK.IO_PUSHED]), int(io[RK.IO_DROPPED]), \
+                int(io[RK.IO_SKIPPED])
             behind = 0
             if period and not done:
                 due = resume + int((time.time_ns() - t_run[0]) / period)

@@ -141,7 +141,7 @@ def record(out: str = typer.Option(..., "--out", "-o", help="recording file to w
            instance: Optional[str] = InstanceOpt):
     """Append every MarketUpdate flowing into the detector to a file, new or an existing
     recording (a tap: never slows the producer). Layout: shm_layouts/recording.py."""
-    from arbpipe.replay.recording import record_command
+    from arbpipe.replay.commands import record_command
     raise SystemExit(record_command(out, rings, duration, count, config, instance,
                                     echo=typer.echo))
 
@@ -159,7 +159,7 @@ def replay(file: str = typer.Argument(..., help="a recording made by `arbpipe re
            instance: Optional[str] = InstanceOpt):
     """Publish a recording into the feed.<venue> rings as if from the venues (timestamps
     rebased, REPLAYED flag). Stop the feed handlers first: a feed ring has one producer."""
-    from arbpipe.replay.recording import replay_command
+    from arbpipe.replay.commands import replay_command
     raise SystemExit(replay_command(file, speed, rate, loop, duration, create, on_full,
                                     instance, echo=typer.echo))
 
@@ -229,7 +229,7 @@ def up(config: Optional[str] = typer.Option(None, "--config"), live: bool = Fals
         typer.echo("arbpipe: --rate, --speed and --loop go with --replay FILE", err=True)
         raise SystemExit(2)
     if replay is not None:
-        from arbpipe.replay.recording import tree_source_args
+        from arbpipe.replay.replayer import tree_source_args
         try:
             if live:
                 raise ValueError("--live and --replay: give one of them")
@@ -262,7 +262,7 @@ def status(instance: Optional[str] = InstanceOpt):
         for p in st["processes"]:
             typer.echo(f"  {p['name']:<20} {p['state']:<10} pid {str(p['pid']):<8} cpus "
                        f"{str(p['cpus']):<8} restarts {p['restarts']:<3} up {p['uptime_s']:.0f} s")
-        from arbpipe.persist.persister import status_line
+        from arbpipe.persist.stats import status_line
         typer.echo(status_line(st["instance"]))
         from arbpipe.trading.strategy import read_state, status_line as strategy_line
         typer.echo(strategy_line(read_state(st["instance"])))
@@ -343,7 +343,7 @@ def risk_show(config: Optional[str] = ConfigOpt, instance: Optional[str] = Insta
 def stat_persister(instance: Optional[str] = InstanceOpt,
                    as_json: bool = typer.Option(False, "--json")):
     """Persister: Redis connection (URL redacted), backlog, written/dropped per stream."""
-    from arbpipe.persist.persister import BLOB_NAME, render_stats
+    from arbpipe.persist.stats import BLOB_NAME, render_stats
     from arbpipe.transport.stateblob import read_blob
     d = read_blob(instance, BLOB_NAME)
     typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_stats(d))

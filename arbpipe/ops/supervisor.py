@@ -317,7 +317,7 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
 def plan(cfg, config_path: str, instance: str, live: bool = False,
          replay: list[str] | None = None):
     """(process specs, rings) of the tree for a config. ``replay``: the arguments of
-    ``procs.replay`` (``arbpipe.replay.recording.tree_source_args``): one replay process produces
+    ``procs.replay`` (``arbpipe.replay.replayer.tree_source_args``): one replay process produces
     every feed ring instead of the simulator and the feed handlers."""
     from arbpipe.transport.rings import BroadcastRing, SpscRing
     venues = list(cfg.enabled_venues())
@@ -432,7 +432,7 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
         print(f"arbpipe: bad config {path}: {e}", file=sys.stderr)
         return 2
     if replay is not None:   # refuse a file the tree cannot be fed with before starting
-        from arbpipe.replay.recording import check_against_config
+        from arbpipe.replay.replayer import check_against_config
         try:
             check_against_config(replay[0], cfg)
         except (ValueError, OSError) as e:

@@ -1,6 +1,6 @@
 """Which Redis the tree talks to, and a private ``redis-server`` when none is configured.
 
-URL resolution (``resolve_url``), first that is set wins:
+URL resolution (``arbpipe.redis_conn.resolve_url``), first that is set wins:
   1. ``$ARBPIPE_REDIS_URL`` (the supervisor sets it for its children when it embeds a server),
   2. ``[redis] url`` of the config,
   3. the URL of the embedded server of a running tree of this instance (``<run dir>/redis.url``,
@@ -28,6 +28,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from urllib.parse import quote
 
 from arbpipe.redact import redact_url
 from arbpipe.redis_conn import ENV_URL, URL_FILE, configured_url, ping  # noqa: F401 (ENV_URL: the children's variable)
@@ -93,7 +94,6 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         """``unix://[:password@]/path/redis.sock?db=0``."""
-        from urllib.parse import quote
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"unix://{auth}{self.socket}?db=0"
 

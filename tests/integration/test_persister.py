@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from arbpipe.config import DEFAULT_PATH, PERP_ID_BIT
-from arbpipe.persist.persister import BLOB_NAME
+from arbpipe.persist.stats import BLOB_NAME
 from arbpipe.transport.rings import BroadcastRing, SpscRing
 from arbpipe.transport.stateblob import read_blob
 from shm_layouts import (JOURNAL, MARKET_UPDATE, OPPORTUNITY, BreakerReason, JournalFlag,

@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from arbpipe.replay import recording as RP
+from arbpipe.replay import file as RF, recorder as RR, replayer as RP
 from arbpipe.config import load_config
 from arbpipe.transport.rings import SpscRing
 from bench.detect import make_stream
+from bench.recorded import detect_recording
 from shm_layouts import MARKET_UPDATE, Flag
 from shm_layouts import recording as R
 
@@ -30,7 +31,7 @@ def test_file_layout_maps_with_plain_numpy(tmp_path):
     cfg = load_config()
     recs = stream(5000)
     path = str(tmp_path / "a.arbrec")
-    RP.write_recording(path, recs, RP.names_from_config(cfg, ["feed.binance"], "test"))
+    RF.write_recording(path, recs, RF.names_from_config(cfg, ["feed.binance"], "test"))
     # the documented way: header dtype, then a memmap at header_size
     hdr = np.fromfile(path, R.RECORDING_HEADER, count=1)[0]
     assert bytes(hdr["magic"]) == R.RECORDING_MAGIC
@@ -45,7 +46,7 @@ def test_file_layout_maps_with_plain_numpy(tmp_path):
         f.seek(R.NAMES_OFFSET)
         names = json.loads(f.read(int(hdr["names_size"])))
     assert names["venues"]["1"] == "binance" and names["instruments"]["1"] == "BTC/USDT"
-    rec = RP.open_recording(path)
+    rec = RF.open_recording(path)
     assert len(rec) == 5000 and rec.venue_name(5) == "okx"
     assert rec.summary()["per_venue"]["okx"] == int((recs["venue_id"] == 5).sum())
 
@@ -53,15 +54,15 @@ def test_file_layout_maps_with_plain_numpy(tmp_path):
 def test_bad_files_are_refused_with_a_reason(tmp_path):
     p = tmp_path / "junk.bin"
     p.write_bytes(b"hello" * 100)
-    with pytest.raises(RP.RecordingError, match="not an arbpipe recording"):
-        RP.open_recording(str(p))
+    with pytest.raises(RF.RecordingError, match="not an arbpipe recording"):
+        RF.open_recording(str(p))
     good = str(tmp_path / "g.arbrec")
-    RP.write_recording(good, stream(10), RP.names_from_config(load_config()))
+    RF.write_recording(good, stream(10), RF.names_from_config(load_config()))
     raw = bytearray(open(good, "rb").read())
     raw[8] = 99                                   # layout_version
     (tmp_path / "v.arbrec").write_bytes(bytes(raw))
-    with pytest.raises(RP.RecordingError, match="layout version 99"):
-        RP.open_recording(str(tmp_path / "v.arbrec"))
+    with pytest.raises(RF.RecordingError, match="layout version 99"):
+        RF.open_recording(str(tmp_path / "v.arbrec"))
     out = subprocess.run([sys.executable, "-m", "procs.cli", "replay", str(p), "--speed",
                           "max"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not an arbpipe recording" in out.stdout
@@ -75,11 +76,11 @@ def test_a_crashed_recording_is_still_readable(tmp_path):
     a trailing partial record is ignored."""
     recs = stream(100)
     path = str(tmp_path / "c.arbrec")
-    w = RP.RecordingWriter(path, RP.names_from_config(load_config()))
+    w = RF.RecordingWriter(path, RF.names_from_config(load_config()))
     w.append(recs)
     w.f.write(b"\x01" * 20)        # half a record, then no close(): header says 0 records
     w.f.flush()
-    rec = RP.open_recording(path)
+    rec = RF.open_recording(path)
     assert rec.header["records"] == 0 and len(rec) == 100
     assert rec.records.tobytes() == recs.tobytes()
     w.f.close()
@@ -112,7 +113,7 @@ def test_record_from_another_process_then_replay(instance, tmp_path):
                     consumed[v].append(out[:got].copy())
         assert proc.wait(60) == 0, proc.stdout.read()
         assert "recorded 12,000 records" in proc.stdout.read()
-        rec = RP.open_recording(path)
+        rec = RF.open_recording(path)
         assert len(rec) == n and rec.header["missed"] == 0
         assert rec.names["rings"] == ["feed.binance", "feed.okx"]
         for v in venues:   # each ring's records, in its order, byte for byte
@@ -153,7 +154,7 @@ def test_record_from_another_process_then_replay(instance, tmp_path):
 def test_recorder_counts_what_it_could_not_read(instance, tmp_path):
     ring = SpscRing.create("feed.binance", 1024, "MarketUpdate", policy="drop",
                            instance=instance)
-    rec = RP.Recorder(str(tmp_path / "m.arbrec"), instance, cfg=load_config())
+    rec = RR.Recorder(str(tmp_path / "m.arbrec"), instance, cfg=load_config())
     try:
         s = stream(20000)
         s = s[s["venue_id"] == 1][:1000]
@@ -170,7 +171,7 @@ def test_recorder_counts_what_it_could_not_read(instance, tmp_path):
         rec.close()
         ring.unlink()
         ring.close()
-    r = RP.open_recording(str(tmp_path / "m.arbrec"))
+    r = RF.open_recording(str(tmp_path / "m.arbrec"))
     assert len(r) == 500 + got and r.header["missed"] == rec.missed
 
 
@@ -180,7 +181,7 @@ def test_replay_paces_by_rate_and_by_speed(instance, tmp_path):
     s = s[s["venue_id"] == 1][:400].copy()
     s["recv_ts_ns"] = 1_000_000_000 + np.arange(400, dtype=np.int64) * 1_000_000  # 1 ms apart
     path = str(tmp_path / "p.arbrec")
-    RP.write_recording(path, s, RP.names_from_config(cfg))
+    RF.write_recording(path, s, RF.names_from_config(cfg))
     ring = SpscRing.create("feed.binance", 1024, "MarketUpdate", policy="drop",
                            instance=instance)
     try:
@@ -202,10 +203,10 @@ def test_replay_paces_by_rate_and_by_speed(instance, tmp_path):
 def test_same_file_gives_the_same_opportunities(tmp_path):
     cfg = load_config()
     path = str(tmp_path / "d.arbrec")
-    RP.write_recording(path, stream(60000, seed=11), RP.names_from_config(cfg))
+    RF.write_recording(path, stream(60000, seed=11), RF.names_from_config(cfg))
 
     def run():
-        o = RP.detect(path, cfg).copy()
+        o = detect_recording(path, cfg).copy()
         o["detect_ns"] = 0       # wall-clock publish time: the only field that may differ
         o["opened_ns"] = 0
         return o
@@ -221,7 +222,7 @@ def test_replay_refuses_a_ring_that_has_a_live_feed_handler(instance, tmp_path):
     cfg = load_config()
     path = str(tmp_path / "f.arbrec")
     s = stream(3000)
-    RP.write_recording(path, s[s["venue_id"] == 1], RP.names_from_config(cfg))
+    RF.write_recording(path, s[s["venue_id"] == 1], RF.names_from_config(cfg))
     ring = SpscRing.create("feed.binance", 1024, "MarketUpdate", policy="drop",
                            instance=instance)
     feed = FeedStatsWriter.create(instance, "feed.binance.stats", "binance", 1, 1)
@@ -251,7 +252,7 @@ def test_recorder_stops_when_the_pipeline_goes_away(instance, tmp_path):
         if proc.poll() is None:
             proc.kill()
         ring.close()
-    assert len(RP.open_recording(path)) == 100
+    assert len(RF.open_recording(path)) == 100
 
 
 def test_recording_again_into_the_same_file_appends(instance, tmp_path):
@@ -271,6 +272,6 @@ def test_recording_again_into_the_same_file_appends(instance, tmp_path):
     finally:
         ring.unlink()
         ring.close()
-    rec = RP.open_recording(path)
+    rec = RF.open_recording(path)
     assert rec.header["records"] == 300 and rec.records.tobytes() == s.tobytes()
     assert rec.header["first_recv_ns"] == int(s["recv_ts_ns"].min())

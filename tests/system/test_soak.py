@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from arbpipe.replay import recording as RP
+from arbpipe.replay import file as RF
 from arbpipe.transport import ring_kernels as K
 from arbpipe.transport import segments
 from arbpipe.config import load_config
@@ -32,7 +32,7 @@ from tests import helpers
 
 def _recording(path, cfg, n=20_000):
     recs = make_stream(cfg, n, seed=11, dislocation_p=0.01)
-    RP.write_recording(path, recs, RP.names_from_config(cfg, source="test_soak"))
+    RF.write_recording(path, recs, RF.names_from_config(cfg, source="test_soak"))
     return path
 
 
