@@ -7,7 +7,7 @@ EXTRAS  ?= test,bench,sim
 ARGS    ?=
 PIPELINE_S ?= 1
 
-.PHONY: up test bench clean venv redis tmux
+.PHONY: up test check bench clean venv redis tmux
 
 venv: $(STAMP)
 
@@ -30,8 +30,13 @@ tmux:
 up: venv
 	$(BIN)/arbpipe up $(ARGS)
 
+# every test: unit, integration and system (the whole tree)
 test: venv redis tmux
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# the edit-test loop: unit + integration tests, without the whole-tree system tests
+check: venv redis
+	$(BIN)/python -m pytest -q tests/unit tests/integration $(ARGS)
 
 bench: venv redis
 	@mkdir -p bench/results

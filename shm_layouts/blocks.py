@@ -1,6 +1,7 @@
-"""Two small non-ring segment layouts: a state blob and a latency histogram.
+"""Three small non-ring segment layouts: a state blob, a latency histogram and the
+strategy's control block.
 
-Both start with the standard 128-byte descriptor header of ``shm_layouts.ring`` (magic,
+All three start with the standard 128-byte descriptor header of ``shm_layouts.ring`` (magic,
 layout_version, kind, record_size, capacity, creator pid ...), ``data_offset = 128``.
 
 State blob (header kind ``STATE_BLOB_KIND``) -- one writer, any number of readers
@@ -44,6 +45,20 @@ Lowest value of bucket b >= 64: m = 6 + (b - 64) // 32, s = (b - 64) % 32:
 Counters only grow, so a window (e.g. the last minute) is the difference of two
 snapshots; the single writer needs no atomics (readers tolerate a torn snapshot of
 independent counters).
+
+Strategy control (header kind ``CONTROL_KIND``, segment ``strategy.control``)
+=============================================================================
+
+Written by ``arbpipe kill-switch`` / ``arbpipe breaker reset`` from any shell, read by the
+strategy before every order (so a flip takes effect on the next order, not the next tick).
+Created by the supervisor (it outlives strategy restarts) or by a strategy run alone.
+
+    offset size type  field             meaning
+    ------ ---- ----  ----------------  -------------------------------------------------
+       128    8 i8    kill_switch       1: no new orders (the breaker trips KILL_SWITCH)
+       136    8 i8    kill_changed_ns   CLOCK_REALTIME ns of the last flip
+       144    8 i8    reset_requests    +1 per ``arbpipe breaker reset``
+       152    8 i8    kill_flips        flips so far
 """
 from shm_layouts.kinds import SegmentKind
 
@@ -68,18 +83,7 @@ HIST_UPDATED_NS = 168
 HIST_DATA = 256
 HIST_SEGMENT_SIZE = HIST_DATA + 8 * HIST_BUCKETS
 
-# Strategy control (header kind ``CONTROL_KIND``, segment ``strategy.control``)
-# ===========================================================================
-# Written by ``arbpipe kill-switch`` / ``arbpipe breaker reset`` from any shell, read by the
-# strategy before every order (so a flip takes effect on the next order, not the next tick).
-# Created by the supervisor (it outlives strategy restarts) or by a strategy run alone.
-#
-#     offset size type  field             meaning
-#     ------ ---- ----  ----------------  -------------------------------------------------
-#        128    8 i8    kill_switch       1: no new orders (the breaker trips KILL_SWITCH)
-#        136    8 i8    kill_changed_ns   CLOCK_REALTIME ns of the last flip
-#        144    8 i8    reset_requests    +1 per ``arbpipe breaker reset``
-#        152    8 i8    kill_flips        flips so far
+# strategy control: the table is in the module docstring
 CONTROL_KIND = int(SegmentKind.CONTROL)
 CTL_KILL = 128
 CTL_KILL_CHANGED_NS = 136

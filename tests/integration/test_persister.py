@@ -25,8 +25,7 @@ from tests import helpers
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def wait_for(cond, timeout=60.0, what="condition"):
-    return helpers.wait_for(cond, timeout, what, every=0.05)
+wait_for = helpers.waiter(60.0, every=0.05)
 
 
 def write_config(tmp_path, **redis):

@@ -16,11 +16,10 @@ from bench.detect import make_stream
 from bench.recorded import detect_recording
 from shm_layouts import MARKET_UPDATE, Flag
 from shm_layouts import recording as R
+from tests import helpers
 
 
-def cli(*args, timeout=120, **kw):
-    return subprocess.Popen([sys.executable, "-m", "procs.cli", *args], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+cli = helpers.spawn_cli
 
 
 def stream(n, seed=5, dislocation_p=0.01):

@@ -17,8 +17,7 @@ from tests import helpers
 from tests.redis_fixture import TestRedis, require_redis_server
 
 
-def wait_for(cond, timeout=30.0, what="condition"):
-    return helpers.wait_for(cond, timeout, what, every=0.05)
+wait_for = helpers.waiter(30.0, every=0.05)
 
 
 @pytest.fixture

@@ -238,8 +238,7 @@ def test_config_section_is_validated_with_key_paths():
 
 # ------------------------------------------------------------------ the process ---------
 
-def wait_for(cond, timeout=60, what="condition"):
-    return helpers.wait_for(cond, timeout, what, every=0.1)
+wait_for = helpers.waiter(60, every=0.1)
 
 
 def scrape(port) -> dict:

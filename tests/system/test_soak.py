@@ -9,11 +9,10 @@
 * Bad usage of the replay options exits 2 naming the option or the venue.
 * A tiny `bench.soak.run(source="replay")`: the summary's shape, drops == 0 at a low rate.
 """
+import functools
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 
@@ -36,8 +35,7 @@ def _recording(path, cfg, n=20_000):
     return path
 
 
-def _wait(cond, timeout=90.0, what=""):
-    return helpers.wait_for(cond, timeout, what, every=0.1)
+_wait = helpers.waiter(90.0, "", every=0.1)
 
 
 def _feed_rows(instance):
@@ -70,12 +68,7 @@ def test_up_replay_drives_the_tree_and_a_killed_replay_continues_seq(instance, t
     rec = _recording(str(tmp_path / "rec.arbrec"), cfg)
     t = soak.ReplayTree(instance, str(tmp_path), cfg_path, rec, 3000.0)
 
-    def cli(*args, check=True):
-        out = subprocess.run([sys.executable, "-m", "procs.cli", *args], env=t.env,
-                             text=True, capture_output=True, timeout=120)
-        if check:
-            assert out.returncode == 0, out.stdout + out.stderr
-        return out
+    cli = functools.partial(helpers.cli, env=t.env)
     t.up()
     try:
         st = t.status()
@@ -128,9 +121,7 @@ def test_up_replay_refuses_bad_options_with_exit_2(instance, tmp_path):
     rec = _recording(str(tmp_path / "rec.arbrec"), cfg, n=1000)
     env = dict(os.environ, ARBPIPE_RUN_DIR=str(tmp_path / "run"), ARBPIPE_INSTANCE=instance)
 
-    def up(*args):
-        return subprocess.run([sys.executable, "-m", "procs.cli", "up", "--detach", *args],
-                              env=env, text=True, capture_output=True, timeout=120)
+    up = functools.partial(helpers.cli, "up", "--detach", env=env, check=False)
     r = up("--rate", "1000")
     assert r.returncode == 2 and "--replay" in r.stderr, r.stderr
     r = up("--replay", rec, "--rate", "1000", "--speed", "10x")
