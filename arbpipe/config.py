@@ -96,7 +96,7 @@ class VenueConfig(_Base, kw_only=True):
 
 
 class DetectorConfig(_Base, kw_only=True):
-    """Detection rules (see arbpipe.detect.detector for the formulas)."""
+    """Detection rules (see arbpipe.detect.kernel for the formulas)."""
     min_net_bps: float = 1.0             # publish when net spread >= this
     max_quote_age_ms: float = 1000.0     # a leg quote older than this (vs the trigger) is stale
     max_plausible_spread_bps: float = 300.0  # gross above this is treated as bad data
@@ -436,7 +436,7 @@ def _finite(check, value, key, lo=None, hi=None, lo_open=False):
         check(value <= hi, key, f"must be <= {hi}, got {value!r}")
 
 
-def _validate(cfg: Config) -> None:
+def validate_config(cfg: Config) -> None:
     c = _check
     c(len(cfg.instruments) > 0, "instruments", "at least one instrument is needed")
     seen = set()
@@ -598,7 +598,7 @@ def _sim_faults(cfg: Config, c) -> dict:
 def config_from_dict(data: dict) -> Config:
     """Decode and validate a plain dict (as TOML gives it)."""
     cfg = _convert(data, Config, "")
-    _validate(cfg)
+    validate_config(cfg)
     return cfg
 
 

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, lambda *a: stopping.append(1))
 
     from arbpipe.transport.segments import SegmentError
-    from arbpipe.trading.strategy import StrategyService
+    from arbpipe.trading.service import StrategyService
 
     risk = None
     try:

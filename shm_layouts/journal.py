@@ -16,7 +16,8 @@ JournalEntry -- 128 bytes, two cache lines, little-endian
         24    4 u4    instrument_id    canonical id, | PERP_ID_BIT for a perp market leg
         28    4 u4    (reserved, zero)
         32    8 u8    order_id         strategy order id (both legs of a pair share the pair's
-                                       id: leg 1 is 2n+1, leg 2 is 2n+2; 0 for non-orders)
+                                       id: leg 1 is 2n+1, leg 2 is 2n+2; an unwind is its
+                                       source order's id + UNWIND_ID_OFFSET; 0 for non-orders)
         40    8 u8    opp_id           Opportunity.opp_id that caused it (0: none)
         48    8 f8    price            order limit / fill price, quote currency
         56    8 f8    qty              base-asset units (fills: the filled quantity)
@@ -31,10 +32,23 @@ JournalEntry -- 128 bytes, two cache lines, little-endian
        120    8 i8    read_ns          when the strategy read the opportunity
 
 Units: prices and money in the instrument's quote currency (USDT in the default config).
+Order ids: ``pair_order_ids``, ``pair_of`` and ``UNWIND_ID_OFFSET`` below.
 """
 import enum
 
 import numpy as np
+
+UNWIND_ID_OFFSET = 1_000_000_000_000   # order_id of an unwind = its source order's + this
+
+
+def pair_order_ids(pair_id):
+    """order_id of the buy leg and of the sell leg of pair ``pair_id``."""
+    return 2 * pair_id + 1, 2 * pair_id + 2
+
+
+def pair_of(order_id):
+    """The pair id an order id (a leg's or an unwind's) belongs to."""
+    return (order_id % UNWIND_ID_OFFSET - 1) // 2
 
 
 class JournalKind(enum.IntEnum):

@@ -3,8 +3,8 @@
 Hash ``<prefix>:<instance>:risk`` (``arbpipe risk set KEY VALUE`` writes it): field = a key of
 ``arbpipe.config.RISK_KEYS``, value = a decimal number of the ``StrategyLimits`` field's type
 (int or float). A key absent from the hash means the config value (``arbpipe risk unset``
-reverts). Every value is checked with the config's own rules (``config._validate`` on the
-config with the change applied: same bounds, same cross-key rules); a bad one is rejected
+reverts). Every value is checked with the config's own rules (``config.validate_config`` on
+the config with the change applied: same bounds, same cross-key rules); a bad one is rejected
 with a logged reason naming the key, and the last good value stays.
 
 ``RiskSource`` (inside the strategy): a background thread reads the hash every
@@ -29,8 +29,11 @@ import typing
 
 import msgspec
 
-from arbpipe.config import RISK_KEYS, ConfigError, StrategyLimits, _validate
+from arbpipe.config import RISK_KEYS, ConfigError, StrategyLimits, validate_config
 from arbpipe.redact import redact_url, scrub
+from arbpipe.redis_conn import connect, key_prefix, resolve_url
+from arbpipe.trading.view import read_state
+from arbpipe.transport.segments import default_instance
 
 RISK_TYPES: dict[str, type] = {k: typing.get_type_hints(StrategyLimits)[k] for k in RISK_KEYS}
 
@@ -46,7 +49,6 @@ class RedisUnavailable(RuntimeError):
 
 
 def _keys(cfg, instance):
-    from arbpipe.redis_conn import key_prefix
     p = key_prefix(cfg, instance)
     return f"{p}:risk", f"{p}:breaker"
 
@@ -78,7 +80,7 @@ def validate(cfg, values: dict) -> None:
     to its strategy limits passes the config's validation."""
     try:
         strat = msgspec.structs.replace(cfg.strategy, **values)
-        _validate(msgspec.structs.replace(cfg, strategy=strat))
+        validate_config(msgspec.structs.replace(cfg, strategy=strat))
     except ConfigError as e:
         key = next(iter(values), "?")
         msg = str(e)
@@ -103,8 +105,6 @@ class RiskSource:
 
     def __init__(self, cfg, instance: str | None = None, log=print, url: str | None = None,
                  timeout: float = 2.0):
-        from arbpipe.redis_conn import resolve_url
-        from arbpipe.transport.segments import default_instance
         self.cfg = cfg
         self.instance = instance or default_instance()
         self.log = log
@@ -204,7 +204,6 @@ class RiskSource:
 
     # -- the thread ---------------------------------------------------------------------
     def _connect(self):
-        from arbpipe.redis_conn import connect
         return connect(self.url, self.timeout, "arbpipe-risk")
 
     def _run(self) -> None:
@@ -302,8 +301,6 @@ class RiskSource:
 # ------------------------------------------------------------------ the CLI side -----
 
 def _client(cfg, instance, timeout=2.0):
-    from arbpipe.redis_conn import connect
-    from arbpipe.redis_conn import resolve_url
     url = resolve_url(cfg, instance)
     if not url:
         raise RedisUnavailable("no Redis: set ARBPIPE_REDIS_URL or [redis] url, or start the "
@@ -369,7 +366,6 @@ def unset_risk(cfg, instance: str, key: str) -> bool:
 def show_risk(cfg, instance: str) -> dict:
     """{"url", "key", "rows": [{key, config, redis, strategy}], "breaker"}; the strategy's
     values come from its state blob when it runs. RedisUnavailable without Redis."""
-    from arbpipe.transport.stateblob import read_blob
     c, url = _client(cfg, instance)
     rkey, bkey = _keys(cfg, instance)
     try:
@@ -379,7 +375,7 @@ def show_risk(cfg, instance: str) -> dict:
         raise RedisUnavailable(f"redis {redact_url(url)}: {scrub(e, url)}") from None
     finally:
         c.close()
-    st = read_blob(instance, "strategy.state") or {}
+    st = read_state(instance) or {}
     live = st.get("limits") or {}
     rows = [{"key": k, "config": getattr(cfg.strategy, k), "redis": raw.get(k),
              "strategy": live.get(k)} for k in RISK_KEYS]

@@ -9,7 +9,9 @@ import signal
 import pytest
 
 from arbpipe.config import DEFAULT_PATH, load_config
-from arbpipe.trading.strategy import Journal, Strategy, read_journal, read_state
+from arbpipe.trading.journal import Journal, read_journal
+from arbpipe.trading.strategy import Strategy
+from arbpipe.trading.view import read_state
 from shm_layouts.journal import JournalKind, RejectReason
 from tests.system.test_pipeline import cli, wait_for
 
@@ -56,7 +58,7 @@ def test_strategy_trades_on_the_simulator_and_obeys_the_kill_switch(small_tree, 
     # stop new orders from the CLI; everything in flight settles
     out = cli("kill-switch", "on", "--instance", instance, env=env)
     assert "ON (was OFF)" in out.stdout
-    from arbpipe.trading.strategy import Control
+    from arbpipe.trading.control import Control
     ctl = Control.attach(instance)
     flip_ns = ctl.kill_changed_ns
     ctl.close()

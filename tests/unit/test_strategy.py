@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from arbpipe.config import load_config
-from arbpipe.trading.strategy import Control, Journal, Order, Strategy, read_journal
+from arbpipe.trading.control import Control
+from arbpipe.trading.fills import Order
+from arbpipe.trading.journal import Journal, read_journal
+from arbpipe.trading.strategy import Strategy
 from shm_layouts import OPPORTUNITY
 from shm_layouts.journal import JournalFlag, JournalKind, RejectReason, Side
 
@@ -440,7 +443,7 @@ def test_restart_with_orders_in_flight_marks_them_missed_and_unwinds(tmp_path):
     wide(s)
     s.on_opportunity(opp(s, "binance", "bybit-spot"), T0)
     buy = s.orders[min(s.orders)]
-    s._execute(buy, T0 + 5 * MS)        # the buy filled, then the process died
+    s.exchange.execute(buy, T0 + 5 * MS)  # the buy filled, then the process died
     s.journal.close()
     s2 = make(tmp_path)
     wide(s2, t=T0 + 10 * MS)
@@ -472,7 +475,7 @@ def test_breaker_state_survives_a_restart(tmp_path):
 
 
 def test_journal_lines_name_their_fields(tmp_path):
-    from arbpipe.trading.strategy import describe_entry
+    from arbpipe.trading.journal import describe_entry
     cfg = load_config()
     j = Journal(str(tmp_path / "j.jsonl"), describe=describe_entry(cfg))
     j.write(JournalKind.REJECT, reason=int(RejectReason.FAT_FINGER), venue_id=1,
@@ -487,7 +490,8 @@ def test_a_lapped_strategy_counts_what_it_lost_and_keeps_going(instance, tmp_pat
     """The service on real rings: a broadcast ring of 16 records, 100 published before
     the strategy reads: received + lost = published, and the state says so."""
     from arbpipe.transport.rings import BroadcastRing, SpscRing
-    from arbpipe.trading.strategy import StrategyService, read_state
+    from arbpipe.trading.service import StrategyService
+    from arbpipe.trading.view import read_state
     cfg = load_config()
     ring = BroadcastRing.create("opportunities", 16, "Opportunity", policy="overwrite",
                                 instance=instance)
@@ -522,7 +526,8 @@ def test_a_new_tree_comes_back_halted_when_the_last_run_ended_halted(instance, t
     """The supervisor keeps the last run's journal as journal-<time>.jsonl; a strategy
     starting a new run with no journal of its own restores the breaker from it."""
     from arbpipe.transport.rings import BroadcastRing
-    from arbpipe.trading.strategy import StrategyService, read_state
+    from arbpipe.trading.service import StrategyService
+    from arbpipe.trading.view import read_state
     old = Journal(str(tmp_path / "journal-20261123T000000.jsonl"))
     old.write(JournalKind.BREAKER, reason=2, limit=20.0, value=25.0)   # DRAWDOWN
     old.close()
