@@ -10,6 +10,7 @@ the same run so arbpipe can be stated as a fraction/multiple of it.
 """
 from __future__ import annotations
 
+import mmap
 import multiprocessing as mp
 import os
 import platform
@@ -18,13 +19,16 @@ import struct
 import subprocess
 import tempfile
 import time
+import traceback
 import uuid
 
 import numpy as np
+import posix_ipc
 import psutil
 from numba import njit
 
-from arbpipe.transport import ring_kernels as K
+from arbpipe.transport import kernels as K
+from arbpipe.transport import segments
 from arbpipe.transport.atomics import cpu_relax
 from arbpipe.clock import monotonic_ns
 from arbpipe.transport.rings import BroadcastRing, MpmcRing, SpscRing
@@ -35,10 +39,9 @@ CTX = mp.get_context("spawn")
 RW = 8                 # words per 64-byte record
 POOL = 64 * 1024       # records in the payload pool
 BATCH = 1024           # records per batch in batched mode
-LOW = 0xFFFFFFFF
 RING_CLASSES = {"arbpipe-spsc": SpscRing, "arbpipe-mpmc": MpmcRing,
                 "arbpipe-broadcast": BroadcastRing}
-KIND_ID = {"arbpipe-spsc": 1, "arbpipe-mpmc": 2, "arbpipe-broadcast": 3}
+KIND_ID = {t: int(cls.KIND) for t, cls in RING_CLASSES.items()}   # for the numba kernels
 PEERS = ["mp-queue", "mp-pipe", "faster-fifo", "pyzmq", "redis-streams"]
 ALL = ["floor"] + list(RING_CLASSES) + PEERS
 
@@ -83,7 +86,6 @@ def _child(role, transport, mode, p, core, start, q):
         fn = globals()[f"_{role}_{transport.replace('-', '_')}"]
         res = fn(mode, p, start, q)
     except Exception as e:  # reported, the run goes on with the next transport
-        import traceback
         res = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-800:]}
         q.put(("ready", role))
     q.put((role, res))
@@ -131,9 +133,6 @@ def _cons_floor(mode, p, start, q):
 
 
 def _raw_attach(name):
-    import mmap
-
-    import posix_ipc
     shm = posix_ipc.SharedMemory(name)
     mm = mmap.mmap(shm.fd, shm.size)
     shm.close_fd()
@@ -150,7 +149,7 @@ def _prod_arbpipe(transport, mode, p, start, q):
     cap = ring.capacity
     w = ring.w
     if mode == "latency":  # compile/load before the clock starts
-        _lat_prod_kernel(w, KIND_ID[transport], np.zeros(RW, np.int64), ring._st, 0, 1)
+        _lat_prod_kernel(w, KIND_ID[transport], np.zeros(RW, np.int64), ring.cursors, 0, 1)
     _ready(q, "prod")
     start.wait()
     if mode == "latency":
@@ -181,7 +180,7 @@ def _cons_arbpipe(transport, mode, p, start, q):
     ring.join("bench")
     checksum(np.zeros(RW, np.int64), 1)
     if mode == "latency":
-        _lat_cons_kernel(ring.w, KIND_ID[transport], np.zeros(RW, np.int64), ring._st,
+        _lat_cons_kernel(ring.w, KIND_ID[transport], np.zeros(RW, np.int64), ring.cursors,
                          ring.slot_w, np.zeros(0, np.int64))
     _ready(q, "cons")
     start.wait()
@@ -222,13 +221,13 @@ def _lat_prod_kernel(w, kind, rec, st, n, period_ns):
         rec[1] = i
         rec[2] = monotonic_ns()
         while True:
-            if kind == 1:
+            if kind == K.KIND_SPSC:
                 r = K.spsc_push(w, rec, 1, st)
-            elif kind == 2:
+            elif kind == K.KIND_MPMC:
                 r = K.mpmc_push(w, rec, 1)
             else:
                 r = K.bcast_push(w, rec, 1)
-            if r & 0xFFFFFFFF:
+            if r & K.COUNT_MASK:
                 break
             cpu_relax()
         nxt += period_ns
@@ -239,13 +238,13 @@ def _lat_cons_kernel(w, kind, buf, st, slot_w, out):
     n = len(out)
     for i in range(n):
         while True:
-            if kind == 1:
+            if kind == K.KIND_SPSC:
                 r = K.spsc_pop(w, buf, 1, st, slot_w)
-            elif kind == 2:
+            elif kind == K.KIND_MPMC:
                 r = K.mpmc_pop(w, buf, 1, slot_w)
             else:
                 r = K.bcast_pop(w, buf, 1, slot_w)
-            if r & 0xFFFFFFFF:
+            if r & K.COUNT_MASK:
                 break
             cpu_relax()
         out[i] = monotonic_ns() - buf[2]
@@ -255,7 +254,7 @@ def _lat_prod(ring, p):
     n, period = p["samples"], int(1e9 / p["rate"])
     rec = np.zeros(RW, np.int64)
     if p["driver"] == "numba":
-        _lat_prod_kernel(ring.w, KIND_ID[p["transport"]], rec, ring._st, n, period)
+        _lat_prod_kernel(ring.w, KIND_ID[p["transport"]], rec, ring.cursors, n, period)
         return {}
     nxt = time.monotonic_ns() + 2_000_000
     for i in range(n):
@@ -272,7 +271,7 @@ def _lat_cons(ring, p):
     out = np.zeros(p["samples"], np.int64)
     buf = np.zeros(RW, np.int64)
     if p["driver"] == "numba":
-        _lat_cons_kernel(ring.w, KIND_ID[p["transport"]], buf, ring._st, ring.slot_w, out)
+        _lat_cons_kernel(ring.w, KIND_ID[p["transport"]], buf, ring.cursors, ring.slot_w, out)
         return {"lat": out}
     if p["consumer"] == "doorbell":
         ring.spin, ring.yields = 0, 0
@@ -305,7 +304,7 @@ class _Peer:
                 self.send = self.chan.put
                 self.recv = self.chan.get
         elif transport == "pyzmq":
-            import zmq
+            import zmq  # lazy: optional (bench extra); ~27 ms, only the pyzmq peer
             self.ctx = zmq.Context()
             if role == "prod":
                 s = self.ctx.socket(zmq.PUSH)
@@ -319,7 +318,7 @@ class _Peer:
                 self.recv = s.recv
             self.sock = s
         elif transport == "redis-streams":
-            import redis
+            import redis  # lazy: ~110 ms, only the redis-streams peer
             self.r = redis.Redis(unix_socket_path=p["redis_sock"])
             self.last = b"0-0"
             self.buffered = []
@@ -443,7 +442,6 @@ class Env:
 
     def setup(self, transport, p):
         if transport == "floor":
-            import posix_ipc
             name = f"/arbpipe.{self.instance}.floor"
             posix_ipc.SharedMemory(name, posix_ipc.O_CREX, 0o600, size=F.DATA * 8 + p["cap"] * 64)
             p["shm"] = name
@@ -457,23 +455,21 @@ class Env:
         elif transport == "mp-pipe":
             p["chan"] = CTX.Pipe(duplex=False)
         elif transport == "faster-fifo":
-            import faster_fifo
+            import faster_fifo  # lazy: optional (bench extra); ~19 ms, one peer
             p["chan"] = faster_fifo.Queue(max_size_bytes=64 * 1024 * 1024)
         elif transport == "pyzmq":
-            import zmq  # noqa: F401
+            import zmq  # noqa: F401  # lazy: optional (bench extra); fails early if absent
             p["addr"] = f"ipc://{self.tmp}/zmq-{uuid.uuid4().hex[:6]}.ipc"
         elif transport == "redis-streams":
             if not self.redis_up():
                 raise RuntimeError("redis-server not installed (apt-get install redis-server)")
-            import redis
+            import redis  # lazy: ~110 ms, only the redis-streams peer
             redis.Redis(unix_socket_path=self.redis_sock).delete("bench")
             p["redis_sock"] = self.redis_sock
         return p
 
     def teardown(self, transport, p):
-        from arbpipe.transport import segments
         if transport == "floor":
-            import posix_ipc
             posix_ipc.unlink_shared_memory(p["shm"])
         elif transport in RING_CLASSES:
             segments.unlink(self.instance, p["ring"])
@@ -484,7 +480,6 @@ class Env:
             self.redis.terminate()
             self.redis.wait(10)
         shutil.rmtree(self.tmp, ignore_errors=True)
-        from arbpipe.transport import segments
         segments.clean(self.instance, everything=True)
 
 

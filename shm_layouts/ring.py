@@ -161,6 +161,10 @@ D_RECLAIMED = 6      # sleepers_reclaimed
 W_GEOM = OFF_RECORD_SIZE // 8     # record_size | capacity << 32
 W_POLICY = OFF_CREATOR_PID // 8   # creator_pid | policy << 32
 W_OFFSETS = OFF_SEQ_OFFSET // 8   # seq_offset | data_offset << 32
+# ... the field at the lower byte offset is the low half of the word
+HALF_SHIFT = 8 * (OFF_CAPACITY - OFF_RECORD_SIZE)   # 32: the high field is word >> HALF_SHIFT
+HALF_MASK = (1 << HALF_SHIFT) - 1                   # the low field is word & HALF_MASK
+WORD_SHIFT = 3       # byte offset >> WORD_SHIFT = index of its 8-byte word
 W_READERS = OFF_READERS // 8
 READER_SLOT_WORDS = READER_SLOT_SIZE // 8
 # word offsets inside one reader slot
@@ -186,6 +190,7 @@ P_CLAIM_POS = 2
 P_CLAIM_N = 3
 P_SLEEPER = 4
 SEQ_POISON = 1 << 62
+SEQ_POSITION = SEQ_POISON - 1   # mask: the position part of a sequence word
 # sleeper token = start_ticks << SLEEPER_PID_BITS | pid (pid_max is at most 2**22 on Linux)
 SLEEPER_PID_BITS = 24
 SLEEPER_PID_MASK = (1 << SLEEPER_PID_BITS) - 1

@@ -82,7 +82,7 @@ def produce_forever(kind, instance, name, ready_q, pid=7, claim_and_die=False):
     the SIGKILL test); what a full ring refuses is pushed again, so the records committed
     are always 0..c-1. ``claim_and_die`` (MPMC): once publishing, claim 5 positions
     without committing them and SIGKILL itself there."""
-    from arbpipe.transport import ring_kernels as K
+    from arbpipe.transport import kernels as K
     ring = CLASSES[kind].attach(name, instance=instance)
     seq = 0
     ready = False

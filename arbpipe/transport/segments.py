@@ -315,17 +315,25 @@ def orphan_semaphores(instance: str | None = None) -> list[str]:
     return out
 
 
-def clean(instance: str | None = None, everything: bool = False) -> list[str]:
-    """Unlink stale segments (or all of them with ``everything``) and orphan semaphores.
+def clean(instance: str | None = None, everything: bool = False,
+          skipped: list | None = None) -> list[str]:
+    """Unlink stale segments (creator gone) and orphan semaphores; returns the names removed.
 
-    Returns the names removed. A live pipeline's segments are kept unless
-    ``everything`` is set.
+    A segment whose creator is alive is kept, and appended to ``skipped`` (when given) as
+    ``(name, creator pid)``. ``everything`` unlinks those too: only for the owner of
+    ``instance`` taking down what it made (the supervisor at shutdown, a benchmark, a test
+    fixture once its processes stopped), never for an operator command; it needs an
+    instance.
     """
+    if everything and instance is None:
+        raise ValueError("clean(everything=True) takes one instance, not all of them")
     removed = []
     for s in list_segments(instance):
         if everything or s.stale:
             unlink(s.instance, s.name)
             removed.append(f"/{PREFIX}.{s.instance}.{s.name}")
+        elif skipped is not None:
+            skipped.append((f"{PREFIX}.{s.instance}.{s.name}", s.header.creator_pid))
     for sem in orphan_semaphores(instance):
         try:
             posix_ipc.unlink_semaphore(sem)

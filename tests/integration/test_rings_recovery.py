@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from arbpipe.transport import ring_kernels as K
+from arbpipe.transport import kernels as K
 from arbpipe.transport.rings import MpmcRing
 
 CTX = mp.get_context("spawn")
