@@ -5,8 +5,8 @@
 Attaches ``feed.<venue>`` (SPSC, MarketUpdate) of every enabled venue of the config
 (waiting until they exist), attaches or creates the ``opportunities`` broadcast ring
 (Opportunity, capacity ``rings.opportunities.capacity``), creates the ``detector.stats``
-segment (counters; ``arbpipe.detect.detector.read_stats``) and runs the numba loop
-(``arbpipe.detect.detector.DetectorService``). Prints one JSON line on stdout when running:
+segment (counters; ``arbpipe.detect.stats.read_stats``) and runs the numba loop
+(``arbpipe.detect.service.DetectorService``). Prints one JSON line on stdout when running:
 ``{"event":"ready","pid":..,"instance":..,"inputs":[ring names],"legs":[..]}``.
 SIGTERM / SIGINT: drain the inputs, close every open opportunity (SHUTDOWN), detach,
 unlink what this process created; exit 0. Bad config exits 2 naming the key.
@@ -40,8 +40,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    from arbpipe.detect.detector import DetectorService
-    from arbpipe.transport.segments import SegmentError
+    # lazy: numba and the kernels load in ~430 ms; a bad config is reported before that
+    from arbpipe.detect.service import DetectorService
+    from arbpipe.transport.segments import SegmentError  # lazy: with the service, see above
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """Detector: numba kernel vs a pure-Python reference of the same rules, direct cases,
 config errors, and the real process between real rings.
 
-The reference (``Ref``) restates the rules of ``arbpipe.detect.detector``'s docstring in plain
+The reference (``Ref``) restates the rules of ``arbpipe.detect.kernel``'s docstring in plain
 Python dicts and floats; hypothesis streams (random quotes, funding, venue and instrument
 status, stale/backward timestamps, crossed and invalid books, unknown ids, sweeps) must give
 exactly the same Opportunity records (every field but detect_ns / opened_ns) and the same
@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 
 from arbpipe.config import (PERP_ID_BIT, ConfigError, config_from_dict, load_config,
                             parse_config)
-from arbpipe.detect.detector import (COUNTER_NAMES, Detector, read_stats)
+from arbpipe.detect.detector import Detector
+from arbpipe.detect.stats import read_stats
+from shm_layouts.detector_stats import COUNTER_NAMES
 from shm_layouts import MARKET_UPDATE, OPPORTUNITY, CloseReason, Kind, OppState, VenueStatus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,0 +1,581 @@
+"""Cross-venue arbitrage detection: the numba kernel over a top of book per (instrument, leg).
+
+The state it works on is ``arbpipe.detect.state.DetectorState`` as a plain tuple, read by
+the field indices ``S_*`` (every table and column is named there); records are read and
+written as int64 words through ``shm_layouts.words`` and the inline accessors of
+``arbpipe.transport.words``; counters are the words of the stats segment
+(``shm_layouts.detector_stats``); hop histograms are ``arbpipe.detect.hops``. The Python side
+is ``arbpipe.detect.detector.Detector``, the process loop ``arbpipe.detect.service``.
+
+Legs
+----
+A *leg* is one market of one venue (``arbpipe.config.LegTable``): OKX spot and OKX SWAP
+are two legs of venue 5. An update's leg is ``leg_tab[venue_id, instrument_id has
+PERP_ID_BIT]``; its canonical instrument is ``instrument_id & CANONICAL_MASK``. Updates
+whose leg or instrument is unknown are counted (``filter_unknown``) and ignored.
+
+Book (per canonical instrument i, leg l)
+----------------------------------------
+bid, ask, bid_qty, ask_qty (a leg "has a quote" when ask > 0), exchange ts, recv ts,
+funding rate, next funding time, funding interval (s). Per leg: venue status (starts UP).
+
+Rules, per MarketUpdate (units: prices in quote ccy, qty in base units, ts in ns)
+------------------------------------------------------------------------------------
+QUOTE on (i, k):
+  * invalid (not finite, bid <= 0, bid >= ask, a qty <= 0): ``filter_invalid`` += 1, the
+    leg's quote is cleared, every open opportunity of (i, k) closes QUOTE_STALE.
+  * otherwise the quote is stored and, for every other leg j in leg order, the pair
+    (buy k, sell j) then (buy j, sell k) is evaluated with t = the update's recv ts:
+      1. a leg without a quote                   -> not a candidate (open: QUOTE_STALE)
+      2. sell_bid <= buy_ask (gross <= 0)         -> not a candidate (open: SPREAD_GONE)
+      -- a candidate from here on (``evaluations`` += 1); each failing check counts once:
+      3. a status (venue or instrument) != UP    -> filter_status     (open: VENUE_DOWN)
+      4. t - recv_ts > max_quote_age on either leg -> filter_stale      (open: QUOTE_STALE)
+      5. gross_bps > max_plausible_spread_bps     -> filter_implausible (open: QUOTE_STALE)
+      6. net_bps < min_net_bps                    -> filter_below_net  (open: SPREAD_GONE)
+      7. confidence < confidence_floor            -> filter_confidence (open: SPREAD_GONE)
+      8. qualifies: open -> UPDATE if |net - last published net| > update_threshold_bps;
+         not open -> pending count += 1 (pending since t at the first one); OPEN when
+         count >= persist_updates (if > 1) and t - since >= persist_ms (if > 0), else
+         ``filter_persist`` += 1. Any failing check resets the pending state.
+FUNDING on (i, k): rate, next time, interval (0 -> the leg's configured interval) stored;
+  no evaluation (funding is informational: it feeds funding_delta and confidence).
+STATUS with instrument_id 0 is about venue v (all its legs): status stored; STALE closes
+  every open opportunity with a leg of v (QUOTE_STALE), DISCONNECTED closes them
+  (VENUE_DOWN), clears v's quotes and resets its per-instrument statuses to UP.
+STATUS with an instrument id is about that (instrument, leg) only (the feed's silent-symbol
+  watchdog): same closes and clearing, for pairs with that (instrument, leg). A valid
+  QUOTE of (i, k) sets its per-instrument status back to UP. Check 3 requires the venue
+  status of both legs and the per-instrument status of both (i, leg) to be UP.
+Sweep (housekeeping, ``now``): an open opportunity with a leg quote older than
+  max_quote_age closes QUOTE_STALE (trigger_recv_ns = that older recv ts).
+Shutdown: every open opportunity closes SHUTDOWN.
+
+Formulas
+--------
+  mid        = (buy_ask + sell_bid) / 2
+  gross_bps  = (sell_bid - buy_ask) / mid * 1e4
+  top_qty    = min(ask_qty[buy], bid_qty[sell])
+  exec_qty   = min(top_qty, max_notional / buy_ask, max_exec_qty[instrument])
+  slippage   = slippage_base_bps + slippage_depth_bps * exec_qty / top_qty
+               (a cost that grows as the executed size approaches the top-of-book size)
+  net_bps    = gross_bps - taker_fee[buy] - taker_fee[sell] - slippage
+  funding(l) = rate * (28800 / interval_s) * 1e4 for a perp leg (bps per 8 h), 0 for spot
+  funding_delta_bps = funding(sell) - funding(buy)   (> 0: the hedge earns funding)
+  confidence = 50 * clamp01(net_bps / confidence_spread_bps)
+             + 30 * clamp01(exec_qty * buy_ask / confidence_notional)
+             + 20 * clamp01(0.5 + funding_delta_bps / (2 * confidence_funding_bps))
+  (spread, depth, funding components; neutral funding gives 10 of the 20)
+
+Output records (``shm_layouts.OPPORTUNITY``): OPEN and UPDATE carry the values just
+computed; CLOSED carries the values last published for that opportunity, with its own
+trigger_recv_ns / detect_ns. ``opp_id`` = opp_id_base + n (n = 1, 2, ...); ``seq`` counts
+records; ``flags`` carries ``OPP_BUY_PERP`` and ``OPP_SELL_PERP`` (``shm_layouts.records``)
+so readers can tell OKX spot from OKX SWAP (same venue id).
+
+Counters ``latency_sum_ns`` / ``latency_max_ns``: detect_ns - trigger_recv_ns of OPEN and
+UPDATE records (feed receive -> opportunity published, both CLOCK_REALTIME).
+
+Modes: in collect mode (``ow`` empty) records are staged in ``out`` for the caller; in ring
+mode ``out`` is a staging buffer flushed into the broadcast ring's words ``ow``.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from arbpipe.clock import realtime_ns
+from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT
+from arbpipe.detect.casts import as_f64, f32_bits, f64_bits
+from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
+from arbpipe.detect.state import (
+    ACT_AS_SELL_SHIFT, ACT_LEGS_MASK, BK_ASK, BK_ASK_QTY, BK_BID, BK_BID_QTY, BK_EXCHANGE_NS,
+    BK_FUNDING_IV_S, BK_FUNDING_RATE, BK_NEXT_FUNDING_NS, BK_RECV_NS, I_MAX_AGE, I_OPP_BASE,
+    I_PERSIST_N, I_PERSIST_NS, IO_HIST_DETECT, IO_N, IO_READ_NS, IO_RWAKE, LEG_PERP, LEG_SPOT,
+    P_CONF_FUND, P_CONF_NOTIONAL, P_CONF_SPREAD, P_FLOOR, P_MAX_NOTIONAL, P_MAX_PLAUS,
+    P_MIN_NET, P_SLIP_BASE, P_SLIP_DEPTH, P_UPD_THR, PF_BUY_ASK, PF_CONFIDENCE, PF_EXEC_QTY,
+    PF_FUNDING_DELTA_BPS, PF_GROSS_BPS, PF_NET_BPS, PF_SELL_BID, PO_OPENED_NS, PO_OPP_ID,
+    PO_PENDING_N, PO_PENDING_SINCE, PX_ASK, PX_BID, S_ACT, S_BOOK_F, S_BOOK_I, S_CTR,
+    S_FPARAMS, S_INST_STATUS, S_IPARAMS, S_LEG_FEE_BPS, S_LEG_FUNDING_S, S_LEG_PERP,
+    S_LEG_STATUS, S_LEG_TAB, S_LEG_VENUE, S_MAX_EXEC_QTY, S_PAIR_F, S_PAIR_I, S_PX)
+from arbpipe.transport import kernels as K
+from arbpipe.transport import words as TW
+from shm_layouts import CloseReason, Kind, OppState, VenueStatus
+from shm_layouts import words as W
+from shm_layouts.detector_stats import (
+    C_CALLS, C_CL_DOWN, C_CL_GONE, C_CL_SHUT, C_CL_STALE, C_CLOSED, C_DROPPED, C_EVALS,
+    C_FUNDING, C_LAST_DETECT, C_LAST_TRIG, C_LAT_MAX, C_LAT_SUM, C_OPEN_NOW, C_OPENED, C_OPP_N,
+    C_PUBLISHED, C_QUOTES, C_SEQ, C_STATUS, C_SWEEPS, C_UPDATED, C_UPDATES, F_BELOW, F_CONF,
+    F_IMPLAUSIBLE, F_INVALID, F_PERSIST, F_STALE, F_STATUS, F_UNKNOWN)
+from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP
+
+_KW = dict(cache=True, nogil=True, boundscheck=False)
+
+# funding rates are normalised to bps per 8 hours
+FUNDING_NORM_S = 28800.0
+BPS = 1e4
+
+_QUOTE, _FUNDING, _STATUS = int(Kind.QUOTE), int(Kind.FUNDING), int(Kind.STATUS)
+_UP, _DISC = int(VenueStatus.UP), int(VenueStatus.DISCONNECTED)
+_OPEN, _UPDATE, _CLOSED = int(OppState.OPEN), int(OppState.UPDATE), int(OppState.CLOSED)
+_R_GONE, _R_STALE = int(CloseReason.SPREAD_GONE), int(CloseReason.QUOTE_STALE)
+_R_DOWN = int(CloseReason.VENUE_DOWN)
+R_SHUTDOWN = int(CloseReason.SHUTDOWN)
+_INF = math.inf
+
+
+@njit(inline="always", **_KW)
+def _clamp01(x):
+    if x < 0.0:
+        return 0.0
+    if x > 1.0:
+        return 1.0
+    return x
+
+
+@njit(inline="always", **_KW)
+def _leg_col(iid):
+    """The leg_tab column of an instrument id: its venue's perp leg or its spot leg."""
+    return LEG_PERP if (iid & PERP_ID_BIT) != 0 else LEG_SPOT
+
+
+@njit(inline="always", **_KW)
+def _act_set(act, i, b, s):
+    """Mark pair (b, s) of instrument i active (open or pending): bit s of act[i, b]'s low
+    half, bit b of act[i, s]'s high half, so a quote on leg k finds its active pairs in one
+    word."""
+    act[i, b] |= 1 << s
+    act[i, s] |= 1 << (ACT_AS_SELL_SHIFT + b)
+
+
+@njit(inline="always", **_KW)
+def _act_clr(act, i, b, s):
+    act[i, b] &= ~(1 << s)
+    act[i, s] &= ~(1 << (ACT_AS_SELL_SHIFT + b))
+
+
+@njit(inline="always", **_KW)
+def _set_quote(S, i, k, bid, ask, bq, aq):
+    bkf, px = S[S_BOOK_F], S[S_PX]
+    bkf[i, k, BK_BID] = bid
+    bkf[i, k, BK_ASK] = ask
+    bkf[i, k, BK_BID_QTY] = bq
+    bkf[i, k, BK_ASK_QTY] = aq
+    px[i, k, PX_BID] = bid
+    px[i, k, PX_ASK] = ask
+
+
+@njit(**_KW)
+def flush(out, ow, io, ctr):
+    """Ring mode: publish the records staged in ``out`` to the broadcast ring ``ow``."""
+    n = io[IO_N]
+    if n > 0 and ow.shape[0] > 0:
+        r = K.bcast_push(ow, out, n)
+        if (r >> K.WAKE_SHIFT) != 0:
+            io[IO_RWAKE] = 1
+        io[IO_N] = 0
+
+
+@njit(**_KW)
+def _emit(S, out, ow, io, i, b, s, state, reason, trig):
+    """Write one Opportunity from the pair's published values (pair_f) and ids (pair_i)."""
+    po, pf, lven, lperp, ctr = S[S_PAIR_I], S[S_PAIR_F], S[S_LEG_VENUE], S[S_LEG_PERP], S[S_CTR]
+    cap = out.shape[0] // W.OP_WORDS
+    if io[IO_N] >= cap:
+        if ow.shape[0] > 0:
+            flush(out, ow, io, ctr)
+        else:
+            ctr[C_DROPPED] += 1
+            return
+    now = realtime_ns()
+    if state == _OPEN:
+        po[i, b, s, PO_OPENED_NS] = now
+    seq = ctr[C_SEQ] + 1
+    ctr[C_SEQ] = seq
+    o = io[IO_N] * W.OP_WORDS
+    flags = 0
+    if lperp[b] != 0:
+        flags |= OPP_BUY_PERP
+    if lperp[s] != 0:
+        flags |= OPP_SELL_PERP
+    out[o + W.OP_HEAD] = TW.op_head(i, lven[b], lven[s])
+    out[o + W.OP_STATE_WORD] = TW.op_state_word(state, reason, flags,
+                                                f32_bits(pf[i, b, s, PF_CONFIDENCE]))
+    out[o + W.OP_BUY_ASK] = f64_bits(pf[i, b, s, PF_BUY_ASK])
+    out[o + W.OP_SELL_BID] = f64_bits(pf[i, b, s, PF_SELL_BID])
+    out[o + W.OP_EXEC_QTY] = f64_bits(pf[i, b, s, PF_EXEC_QTY])
+    out[o + W.OP_GROSS_BPS] = f64_bits(pf[i, b, s, PF_GROSS_BPS])
+    out[o + W.OP_NET_BPS] = f64_bits(pf[i, b, s, PF_NET_BPS])
+    out[o + W.OP_FUNDING_DELTA] = f64_bits(pf[i, b, s, PF_FUNDING_DELTA_BPS])
+    out[o + W.OP_TRIGGER_RECV] = trig
+    out[o + W.OP_DETECT_NS] = now
+    out[o + W.OP_ID] = po[i, b, s, PO_OPP_ID]
+    out[o + W.OP_SEQ] = seq
+    out[o + W.OP_OPENED_NS] = po[i, b, s, PO_OPENED_NS]
+    for x in range(W.OP_RESERVED, W.OP_WORDS):
+        out[o + x] = 0
+    io[IO_N] += 1
+    ctr[C_PUBLISHED] += 1
+    ctr[C_LAST_DETECT] = now
+    if state != _CLOSED:
+        hd = io_hist_addr(io, IO_HIST_DETECT)
+        if hd != 0:
+            hist_record(hist_at(hd), now - io[IO_READ_NS])
+        lat = now - trig
+        if lat >= 0:
+            ctr[C_LAT_SUM] += lat
+            if lat > ctr[C_LAT_MAX]:
+                ctr[C_LAT_MAX] = lat
+
+
+@njit(**_KW)
+def _close(S, out, ow, io, i, b, s, reason, trig):
+    po, ctr = S[S_PAIR_I], S[S_CTR]
+    _emit(S, out, ow, io, i, b, s, _CLOSED, reason, trig)
+    _act_clr(S[S_ACT], i, b, s)
+    po[i, b, s, PO_OPP_ID] = 0
+    po[i, b, s, PO_OPENED_NS] = 0
+    po[i, b, s, PO_PENDING_N] = 0
+    po[i, b, s, PO_PENDING_SINCE] = 0
+    ctr[C_CLOSED] += 1
+    ctr[C_OPEN_NOW] -= 1
+    if reason == _R_GONE:
+        ctr[C_CL_GONE] += 1
+    elif reason == _R_STALE:
+        ctr[C_CL_STALE] += 1
+    elif reason == _R_DOWN:
+        ctr[C_CL_DOWN] += 1
+    else:
+        ctr[C_CL_SHUT] += 1
+
+
+@njit(inline="always", **_KW)
+def _drop(S, out, ow, io, i, b, s, reason, trig):
+    """The pair does not qualify: reset pending, close if open."""
+    po = S[S_PAIR_I]
+    if po[i, b, s, PO_PENDING_N] != 0:
+        po[i, b, s, PO_PENDING_N] = 0
+        _act_clr(S[S_ACT], i, b, s)
+    if po[i, b, s, PO_OPP_ID] != 0:
+        _close(S, out, ow, io, i, b, s, reason, trig)
+
+
+@njit(inline="always", **_KW)
+def _funding_bps(S, i, leg):
+    if S[S_LEG_PERP][leg] == 0:
+        return 0.0
+    iv = S[S_BOOK_I][i, leg, BK_FUNDING_IV_S]
+    if iv <= 0:
+        return 0.0
+    return S[S_BOOK_F][i, leg, BK_FUNDING_RATE] * (FUNDING_NORM_S / iv) * BPS
+
+
+@njit(inline="always", **_KW)
+def _publish_values(pf, i, b, s, buy_ask, sell_bid, q, gross, net, fd, conf):
+    pf[i, b, s, PF_BUY_ASK] = buy_ask
+    pf[i, b, s, PF_SELL_BID] = sell_bid
+    pf[i, b, s, PF_EXEC_QTY] = q
+    pf[i, b, s, PF_GROSS_BPS] = gross
+    pf[i, b, s, PF_NET_BPS] = net
+    pf[i, b, s, PF_FUNDING_DELTA_BPS] = fd
+    pf[i, b, s, PF_CONFIDENCE] = conf
+
+
+@njit(**_KW)
+def _evaluate(S, out, ow, io, i, b, s, t):
+    """Evaluate buying on leg b (its ask) and selling on leg s (its bid) at trigger time t."""
+    bkf, bki, po, pf = S[S_BOOK_F], S[S_BOOK_I], S[S_PAIR_I], S[S_PAIR_F]
+    lstat, istat, lfee = S[S_LEG_STATUS], S[S_INST_STATUS], S[S_LEG_FEE_BPS]
+    fp, ip, ctr = S[S_FPARAMS], S[S_IPARAMS], S[S_CTR]
+    buy_ask = bkf[i, b, BK_ASK]
+    sell_bid = bkf[i, s, BK_BID]
+    if buy_ask <= 0.0 or sell_bid <= 0.0:
+        _drop(S, out, ow, io, i, b, s, _R_STALE, t)
+        return
+    if sell_bid <= buy_ask:
+        _drop(S, out, ow, io, i, b, s, _R_GONE, t)
+        return
+    ctr[C_EVALS] += 1
+    if lstat[b] != _UP or lstat[s] != _UP or istat[i, b] != _UP or istat[i, s] != _UP:
+        ctr[F_STATUS] += 1
+        _drop(S, out, ow, io, i, b, s, _R_DOWN, t)
+        return
+    max_age = ip[I_MAX_AGE]
+    if t - bki[i, b, BK_RECV_NS] > max_age or t - bki[i, s, BK_RECV_NS] > max_age:
+        ctr[F_STALE] += 1
+        _drop(S, out, ow, io, i, b, s, _R_STALE, t)
+        return
+    mid = (buy_ask + sell_bid) * 0.5
+    gross = (sell_bid - buy_ask) / mid * BPS
+    if gross > fp[P_MAX_PLAUS]:
+        ctr[F_IMPLAUSIBLE] += 1
+        _drop(S, out, ow, io, i, b, s, _R_STALE, t)
+        return
+    top = bkf[i, b, BK_ASK_QTY]
+    if bkf[i, s, BK_BID_QTY] < top:
+        top = bkf[i, s, BK_BID_QTY]
+    q = top
+    qcap = fp[P_MAX_NOTIONAL] / buy_ask
+    if qcap < q:
+        q = qcap
+    if S[S_MAX_EXEC_QTY][i] < q:
+        q = S[S_MAX_EXEC_QTY][i]
+    slip = fp[P_SLIP_BASE] + fp[P_SLIP_DEPTH] * (q / top)
+    net = gross - lfee[b] - lfee[s] - slip
+    if net < fp[P_MIN_NET]:
+        ctr[F_BELOW] += 1
+        _drop(S, out, ow, io, i, b, s, _R_GONE, t)
+        return
+    fd = _funding_bps(S, i, s) - _funding_bps(S, i, b)
+    conf = (50.0 * _clamp01(net / fp[P_CONF_SPREAD])
+            + 30.0 * _clamp01(q * buy_ask / fp[P_CONF_NOTIONAL])
+            + 20.0 * _clamp01(0.5 + fd / (2.0 * fp[P_CONF_FUND])))
+    if conf < fp[P_FLOOR]:
+        ctr[F_CONF] += 1
+        _drop(S, out, ow, io, i, b, s, _R_GONE, t)
+        return
+    if po[i, b, s, PO_OPP_ID] != 0:
+        if abs(net - pf[i, b, s, PF_NET_BPS]) > fp[P_UPD_THR]:
+            _publish_values(pf, i, b, s, buy_ask, sell_bid, q, gross, net, fd, conf)
+            ctr[C_UPDATED] += 1
+            _emit(S, out, ow, io, i, b, s, _UPDATE, 0, t)
+        return
+    c = po[i, b, s, PO_PENDING_N]
+    if c == 0:
+        po[i, b, s, PO_PENDING_SINCE] = t
+    c += 1
+    po[i, b, s, PO_PENDING_N] = c
+    _act_set(S[S_ACT], i, b, s)
+    if (ip[I_PERSIST_N] <= 1 or c >= ip[I_PERSIST_N]) and (
+            ip[I_PERSIST_NS] <= 0 or t - po[i, b, s, PO_PENDING_SINCE] >= ip[I_PERSIST_NS]):
+        n = ctr[C_OPP_N] + 1
+        ctr[C_OPP_N] = n
+        po[i, b, s, PO_OPP_ID] = ip[I_OPP_BASE] + n
+        po[i, b, s, PO_PENDING_N] = 0
+        _publish_values(pf, i, b, s, buy_ask, sell_bid, q, gross, net, fd, conf)
+        ctr[C_OPENED] += 1
+        ctr[C_OPEN_NOW] += 1
+        _emit(S, out, ow, io, i, b, s, _OPEN, 0, t)
+    else:
+        ctr[F_PERSIST] += 1
+
+
+@njit(**_KW)
+def _invalid_quote(S, out, ow, io, i, k, t):
+    """Rare path of a QUOTE that fails validation: clear the leg, drop its pairs."""
+    nl = S[S_LEG_VENUE].shape[0]
+    S[S_CTR][F_INVALID] += 1
+    _set_quote(S, i, k, 0.0, 0.0, 0.0, 0.0)
+    for j in range(nl):
+        if j != k:
+            _drop(S, out, ow, io, i, k, j, _R_STALE, t)
+            _drop(S, out, ow, io, i, j, k, _R_STALE, t)
+
+
+@njit(**_KW)
+def _on_status(S, out, ow, io, vid, iid, status, t):
+    """Venue status (iid == 0: every leg of the venue) or one instrument's (iid != 0)."""
+    tab, lstat, istat = S[S_LEG_TAB], S[S_LEG_STATUS], S[S_INST_STATUS]
+    ctr, act = S[S_CTR], S[S_ACT]
+    ctr[C_STATUS] += 1
+    if vid < 0 or vid >= tab.shape[0] or status < _UP or status > _DISC:
+        ctr[F_UNKNOWN] += 1
+        return
+    ni = S[S_BOOK_F].shape[0]
+    nl = S[S_LEG_VENUE].shape[0]
+    reason = _R_DOWN if status == _DISC else _R_STALE
+    if iid != 0:
+        i = iid & CANONICAL_MASK
+        leg = tab[vid, _leg_col(iid)]
+        if leg < 0 or i <= 0 or i >= ni:
+            ctr[F_UNKNOWN] += 1
+            return
+        istat[i, leg] = status
+        if status == _UP:
+            return
+        for j in range(nl):
+            if j != leg:
+                _drop(S, out, ow, io, i, leg, j, reason, t)
+                _drop(S, out, ow, io, i, j, leg, reason, t)
+        if status == _DISC:
+            _set_quote(S, i, leg, 0.0, 0.0, 0.0, 0.0)
+        return
+    l0 = tab[vid, LEG_SPOT]
+    l1 = tab[vid, LEG_PERP]
+    if l0 < 0 and l1 < 0:
+        ctr[F_UNKNOWN] += 1
+        return
+    if l0 >= 0:
+        lstat[l0] = status
+    if l1 >= 0:
+        lstat[l1] = status
+    if status == _UP:
+        return
+    for i in range(1, ni):
+        for b in range(nl):
+            m = act[i, b] & ACT_LEGS_MASK          # active (open or pending) pairs (b, s)
+            s = 0
+            while m != 0:
+                if (m & 1) != 0 and (b == l0 or b == l1 or s == l0 or s == l1):
+                    _drop(S, out, ow, io, i, b, s, reason, t)
+                m >>= 1
+                s += 1
+        if status == _DISC:
+            if l0 >= 0:
+                _set_quote(S, i, l0, 0.0, 0.0, 0.0, 0.0)
+                istat[i, l0] = _UP
+            if l1 >= 0:
+                _set_quote(S, i, l1, 0.0, 0.0, 0.0, 0.0)
+                istat[i, l1] = _UP
+
+
+@njit(**_KW)
+def _on_funding(S, i, k, rate, nxt, iv):
+    bkf, bki, ctr = S[S_BOOK_F], S[S_BOOK_I], S[S_CTR]
+    ctr[C_FUNDING] += 1
+    if not (abs(rate) < _INF):
+        ctr[F_INVALID] += 1
+        return
+    bkf[i, k, BK_FUNDING_RATE] = rate
+    bki[i, k, BK_NEXT_FUNDING_NS] = nxt
+    bki[i, k, BK_FUNDING_IV_S] = iv if iv > 0 else S[S_LEG_FUNDING_S][k]
+
+
+@njit(**_KW)
+def apply_updates(S, bi, n, out, ow, io):
+    """Apply n MarketUpdates (flat int64 words). Collect mode (``ow`` empty): stops before
+    an update whose worst-case output might not fit ``out``; returns updates consumed.
+
+    The QUOTE fast path is written out here with the arrays taken out of the state once per
+    call (a numba call or tuple access per update costs reference-count updates on every
+    array); rare paths (invalid quote, evaluation of a candidate pair, status, funding) are
+    calls.
+    """
+    bkf, bki, tab, lven, ctr = S[S_BOOK_F], S[S_BOOK_I], S[S_LEG_TAB], S[S_LEG_VENUE], S[S_CTR]
+    istat, px, act = S[S_INST_STATUS], S[S_PX], S[S_ACT]
+    ni = bkf.shape[0]
+    nl = lven.shape[0]
+    ntab = tab.shape[0]
+    cap = out.shape[0] // W.OP_WORDS
+    collect = ow.shape[0] == 0
+    for r in range(n):
+        o = r * W.MU_WORDS
+        w0 = bi[o + W.MU_HEAD]
+        iid = TW.mu_instrument(w0)
+        vid = TW.mu_venue(w0)
+        kind = TW.mu_kind(w0)
+        if collect:
+            need = 2 * nl if kind != _STATUS else ctr[C_OPEN_NOW]
+            if io[IO_N] + need > cap:
+                return r
+        t = bi[o + W.MU_RECV_TS]
+        ctr[C_UPDATES] += 1
+        ctr[C_LAST_TRIG] = t
+        if kind == _STATUS:
+            _on_status(S, out, ow, io, vid, iid, TW.mu_status(bi[o + W.MU_STATUS]), t)
+            continue
+        i = iid & CANONICAL_MASK
+        k = -1
+        if vid < ntab:
+            k = tab[vid, _leg_col(iid)]
+        if k < 0 or i <= 0 or i >= ni:
+            ctr[F_UNKNOWN] += 1
+            continue
+        if kind == _FUNDING:
+            _on_funding(S, i, k, as_f64(bi[o + W.MU_FUNDING_RATE]), bi[o + W.MU_NEXT_FUNDING],
+                        TW.mu_funding_interval(bi[o + W.MU_FUNDING_INTERVAL]))
+            continue
+        if kind != _QUOTE:
+            ctr[F_UNKNOWN] += 1
+            continue
+        ctr[C_QUOTES] += 1
+        bid = as_f64(bi[o + W.MU_BID])
+        ask = as_f64(bi[o + W.MU_ASK])
+        bq = as_f64(bi[o + W.MU_BID_QTY])
+        aq = as_f64(bi[o + W.MU_ASK_QTY])
+        if not (bid > 0.0 and ask > bid and ask < _INF and bq > 0.0 and bq < _INF
+                and aq > 0.0 and aq < _INF):
+            _invalid_quote(S, out, ow, io, i, k, t)
+            continue
+        bkf[i, k, BK_BID] = bid
+        bkf[i, k, BK_ASK] = ask
+        bkf[i, k, BK_BID_QTY] = bq
+        bkf[i, k, BK_ASK_QTY] = aq
+        px[i, k, PX_BID] = bid
+        px[i, k, PX_ASK] = ask
+        istat[i, k] = _UP       # a quote of a symbol means it is fresh
+        bki[i, k, BK_RECV_NS] = t
+        bki[i, k, BK_EXCHANGE_NS] = bi[o + W.MU_EXCHANGE_TS]
+        # A pair that is neither open nor pending (act) and has no positive gross spread
+        # needs no evaluation (its outcome would be "nothing happens"): most pairs, most of
+        # the time. The scan reads px[i] (bid/ask of every leg) and act[i, k].
+        m = act[i, k]
+        for j in range(nl):
+            if j == k:
+                continue
+            bj = px[i, j, PX_BID]
+            aj = px[i, j, PX_ASK]
+            if bj > ask or ((m >> j) & 1) != 0:
+                _evaluate(S, out, ow, io, i, k, j, t)
+                m = act[i, k]
+            if (bid > aj and aj > 0.0) or ((m >> (ACT_AS_SELL_SHIFT + j)) & 1) != 0:
+                _evaluate(S, out, ow, io, i, j, k, t)
+                m = act[i, k]
+    return n
+
+
+@njit(**_KW)
+def process_words(S, bi, n, out, ow, io):
+    """Kernel entry: apply n updates; in ring mode publish everything to ``ow``."""
+    S[S_CTR][C_CALLS] += 1
+    if io.shape[0] > IO_READ_NS:
+        io[IO_READ_NS] = realtime_ns()
+    k = apply_updates(S, bi, n, out, ow, io)
+    flush(out, ow, io, S[S_CTR])
+    return k
+
+
+@njit(**_KW)
+def sweep(S, out, ow, io, now):
+    """Close open opportunities with a leg quote older than max_quote_age at ``now``."""
+    bki, po, ctr, act = S[S_BOOK_I], S[S_PAIR_I], S[S_CTR], S[S_ACT]
+    ctr[C_SWEEPS] += 1
+    if ctr[C_OPEN_NOW] == 0:
+        return
+    max_age = S[S_IPARAMS][I_MAX_AGE]
+    ni = S[S_BOOK_F].shape[0]
+    nl = S[S_LEG_VENUE].shape[0]
+    for i in range(1, ni):
+        for b in range(nl):
+            m = act[i, b] & ACT_LEGS_MASK
+            s = -1
+            while m != 0:
+                s += 1
+                bit = m & 1
+                m >>= 1
+                if bit != 0 and po[i, b, s, PO_OPP_ID] != 0:
+                    rb = bki[i, b, BK_RECV_NS]
+                    rs = bki[i, s, BK_RECV_NS]
+                    if now - rb > max_age or now - rs > max_age:
+                        _close(S, out, ow, io, i, b, s, _R_STALE, rb if rb < rs else rs)
+    flush(out, ow, io, ctr)
+
+
+@njit(**_KW)
+def close_all(S, out, ow, io, reason, trig):
+    """Close every open opportunity with ``reason`` (SHUTDOWN at exit)."""
+    po, ctr, act = S[S_PAIR_I], S[S_CTR], S[S_ACT]
+    ni = S[S_BOOK_F].shape[0]
+    nl = S[S_LEG_VENUE].shape[0]
+    for i in range(1, ni):
+        for b in range(nl):
+            m = act[i, b] & ACT_LEGS_MASK
+            s = -1
+            while m != 0:
+                s += 1
+                bit = m & 1
+                m >>= 1
+                if bit != 0 and po[i, b, s, PO_OPP_ID] != 0:
+                    _close(S, out, ow, io, i, b, s, reason, trig)
+    flush(out, ow, io, ctr)

@@ -1,0 +1,153 @@
+"""The detector's state: the arrays the kernel (``arbpipe.detect.kernel``) reads and writes,
+named by the tuple ``DetectorState`` and built from a config by ``new_state``.
+
+Python code reads the fields by name (``state.book_f``); the kernels take the same arrays as
+a plain tuple ``S = tuple(state)`` and read field ``book_f`` as ``S[S_BOOK_F]`` (why: next to
+the S_* indices below). Every column of every table has a module-level name below too; numba
+folds all of them into constants.
+
+Shapes: ``ni`` = instruments + 1 (canonical ids start at 1; row 0 is unused), ``nl`` = legs
+(``arbpipe.config.LegTable``; at most 32, because ``act`` holds a leg set in 32 bits).
+
+    field          shape           dtype  columns / meaning
+    -------------  --------------  -----  ------------------------------------------------
+    book_f         (ni, nl, 8)     f8     BK_BID, BK_ASK, BK_BID_QTY, BK_ASK_QTY,
+                                          BK_FUNDING_RATE (columns 5..7 unused)
+    book_i         (ni, nl, 4)     i8     BK_RECV_NS, BK_EXCHANGE_NS, BK_NEXT_FUNDING_NS,
+                                          BK_FUNDING_IV_S
+    pair_i         (ni, nl, nl, 4) i8     per pair (buy leg, sell leg): PO_OPP_ID (0: not
+                                          open), PO_OPENED_NS, PO_PENDING_N, PO_PENDING_SINCE
+    pair_f         (ni, nl, nl, 8) f8     values last published for the pair: PF_BUY_ASK,
+                                          PF_SELL_BID, PF_EXEC_QTY, PF_GROSS_BPS, PF_NET_BPS,
+                                          PF_FUNDING_DELTA_BPS, PF_CONFIDENCE (7 unused)
+    leg_tab        (venues, 2)     i8     leg of (venue id, LEG_SPOT / LEG_PERP); -1: none
+    leg_venue      (nl,)           i8     venue id of each leg
+    leg_perp       (nl,)           i8     1: the leg is a perp market
+    leg_fee_bps    (nl,)           f8     taker fee of each leg
+    leg_status     (nl,)           i8     VenueStatus of each leg (in the stats segment)
+    leg_funding_s  (nl,)           i8     configured funding interval of each leg, s
+    max_exec_qty   (ni,)           f8     per-instrument cap of exec_qty (inf: none)
+    fparams        (16,)           f8     P_* float parameters (config ``[detector]``)
+    iparams        (8,)            i8     I_* int parameters
+    ctr            (N_COUNTERS,)   i8     counters (``shm_layouts.detector_stats`` C_* / F_*)
+    inst_status    (ni, nl)        i8     VenueStatus of each (instrument, leg)
+    px             (ni, nl, 2)     f8     PX_BID, PX_ASK: a compact copy of the top of book
+                                          that the per-quote scan reads
+    act            (ni, nl)        i8     active (open or pending) pairs: bit s of
+                                          act[i, b] & ACT_LEGS_MASK: pair (b, s); bit b of
+                                          act[i, s] >> ACT_AS_SELL_SHIFT: the same pair
+
+``io`` is a separate small int64 array (the kernel's scratch words, never shared): IO_N
+records staged in ``out``, IO_RWAKE / IO_PWAKE (wake the output ring's readers / input ring
+r's producer: bit r), IO_READ_NS (CLOCK_REALTIME ns at which the batch being applied was
+read) and IO_HIST_FEED / IO_HIST_DETECT (addresses of the hop histograms' words, 0: none; the
+``Detector`` keeps those arrays alive and in place while its io is in use).
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from arbpipe.config import Config, LegTable
+from shm_layouts import VenueStatus
+from shm_layouts.detector_stats import C_NINST, C_NLEGS, N_COUNTERS
+
+MAX_LEGS = 32            # a leg set is one half of an act word
+
+# book_f columns
+BK_BID, BK_ASK, BK_BID_QTY, BK_ASK_QTY, BK_FUNDING_RATE = range(5)
+BOOK_F_COLS = 8
+# book_i columns
+BK_RECV_NS, BK_EXCHANGE_NS, BK_NEXT_FUNDING_NS, BK_FUNDING_IV_S = range(4)
+BOOK_I_COLS = 4
+# pair_i columns
+PO_OPP_ID, PO_OPENED_NS, PO_PENDING_N, PO_PENDING_SINCE = range(4)
+PAIR_I_COLS = 4
+# pair_f columns
+(PF_BUY_ASK, PF_SELL_BID, PF_EXEC_QTY, PF_GROSS_BPS, PF_NET_BPS, PF_FUNDING_DELTA_BPS,
+ PF_CONFIDENCE) = range(7)
+PAIR_F_COLS = 8
+# px columns
+PX_BID, PX_ASK = range(2)
+# leg_tab columns: the venue's spot leg and its perp leg
+LEG_SPOT, LEG_PERP = 0, 1
+# act words: low half = sell legs of pairs bought on this leg, high half = buy legs of pairs
+# sold on this leg
+ACT_AS_SELL_SHIFT = MAX_LEGS
+ACT_LEGS_MASK = (1 << MAX_LEGS) - 1
+
+# fparams: float parameters
+(P_MIN_NET, P_MAX_PLAUS, P_FLOOR, P_MAX_NOTIONAL, P_SLIP_BASE, P_SLIP_DEPTH, P_UPD_THR,
+ P_CONF_SPREAD, P_CONF_NOTIONAL, P_CONF_FUND) = range(10)
+N_FPARAMS = 16
+# iparams: int parameters
+I_MAX_AGE, I_PERSIST_N, I_PERSIST_NS, I_OPP_BASE = range(4)
+N_IPARAMS = 8
+
+# io words
+IO_N, IO_RWAKE, IO_PWAKE, IO_READ_NS, IO_HIST_FEED, IO_HIST_DETECT = range(6)
+IO_WORDS = 8
+
+DetectorState = namedtuple("DetectorState", (
+    "book_f", "book_i", "pair_i", "pair_f", "leg_tab", "leg_venue", "leg_perp", "leg_fee_bps",
+    "leg_status", "leg_funding_s", "max_exec_qty", "fparams", "iparams", "ctr", "inst_status",
+    "px", "act"))
+
+# The kernels take the state as a plain tuple (``tuple(state)``) and read a field by its
+# index below: numba types a plain tuple argument from a fingerprint, but a named tuple
+# through Python-level typeof, ~1 us more per kernel call from Python (~4 ns per update in
+# batches of 256). Inside the kernels both cost nothing: the index is a compile-time constant.
+(S_BOOK_F, S_BOOK_I, S_PAIR_I, S_PAIR_F, S_LEG_TAB, S_LEG_VENUE, S_LEG_PERP, S_LEG_FEE_BPS,
+ S_LEG_STATUS, S_LEG_FUNDING_S, S_MAX_EXEC_QTY, S_FPARAMS, S_IPARAMS, S_CTR, S_INST_STATUS,
+ S_PX, S_ACT) = range(len(DetectorState._fields))
+assert DetectorState._fields.index("act") == S_ACT and DetectorState._fields.index("ctr") == S_CTR
+
+
+def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
+              leg_status: np.ndarray | None = None, opp_id_base: int = 0) -> DetectorState:
+    """Zeroed state for ``cfg``: empty books, every status UP, the counters (and leg status)
+    in the given arrays (the stats segment's words) or in private ones."""
+    d = cfg.detector
+    nl = len(legs)
+    ni = len(cfg.instruments) + 1
+    if nl > MAX_LEGS:
+        raise ValueError(f"{nl} legs: the detector supports at most {MAX_LEGS}")
+    book_f = np.zeros((ni, nl, BOOK_F_COLS), np.float64)
+    book_i = np.zeros((ni, nl, BOOK_I_COLS), np.int64)
+    book_i[:, :, BK_FUNDING_IV_S] = legs.funding_interval_s[None, :]
+    pair_i = np.zeros((ni, nl, nl, PAIR_I_COLS), np.int64)
+    pair_f = np.zeros((ni, nl, nl, PAIR_F_COLS), np.float64)
+    max_qty = np.full(ni, np.inf)
+    ids = cfg.instrument_ids()
+    for name, q in d.max_exec_qty.items():
+        max_qty[ids[name]] = q
+    fp = np.zeros(N_FPARAMS, np.float64)
+    fp[P_MIN_NET] = d.min_net_bps
+    fp[P_MAX_PLAUS] = d.max_plausible_spread_bps
+    fp[P_FLOOR] = d.confidence_floor
+    fp[P_MAX_NOTIONAL] = d.max_notional
+    fp[P_SLIP_BASE] = d.slippage_base_bps
+    fp[P_SLIP_DEPTH] = d.slippage_depth_bps
+    fp[P_UPD_THR] = d.update_threshold_bps
+    fp[P_CONF_SPREAD] = d.confidence_spread_bps
+    fp[P_CONF_NOTIONAL] = d.confidence_notional
+    fp[P_CONF_FUND] = d.confidence_funding_bps
+    ip = np.zeros(N_IPARAMS, np.int64)
+    ip[I_MAX_AGE] = int(round(d.max_quote_age_ms * 1e6))
+    ip[I_PERSIST_N] = d.persist_updates
+    ip[I_PERSIST_NS] = int(round(d.persist_ms * 1e6))
+    ip[I_OPP_BASE] = opp_id_base
+    ctr = counters if counters is not None else np.zeros(N_COUNTERS, np.int64)
+    ctr[:] = 0
+    ctr[C_NLEGS] = nl
+    ctr[C_NINST] = ni - 1
+    lstat = leg_status if leg_status is not None else np.zeros(nl, np.int64)
+    lstat[:] = int(VenueStatus.UP)
+    return DetectorState(
+        book_f=book_f, book_i=book_i, pair_i=pair_i, pair_f=pair_f, leg_tab=legs.tab,
+        leg_venue=legs.venue, leg_perp=legs.is_perp, leg_fee_bps=legs.taker_fee_bps,
+        leg_status=lstat, leg_funding_s=legs.funding_interval_s, max_exec_qty=max_qty,
+        fparams=fp, iparams=ip, ctr=ctr, inst_status=np.full((ni, nl), int(VenueStatus.UP),
+                                                               np.int64),
+        px=np.zeros((ni, nl, 2), np.float64), act=np.zeros((ni, nl), np.int64))
