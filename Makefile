@@ -43,7 +43,9 @@ bench: venv redis
 	$(BIN)/arbpipe bench rings --out bench/results/rings.json $(ARGS)
 	$(BIN)/arbpipe bench pipeline --duration $(PIPELINE_S) --out-dir bench/results
 
+# ignored build outputs only (bench/results holds the committed figures the README links);
+# shared memory: only segments whose creator is gone (a running pipeline is left alone)
 clean:
 	-@test -x $(BIN)/arbpipe && $(BIN)/arbpipe clean --all || true
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench/results
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

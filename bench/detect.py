@@ -1,21 +1,21 @@
 """``arbpipe bench detect``: detection cost per MarketUpdate, 8 venues x 1000 instruments.
 
 Workload: the default config's 8 venues (9 legs: OKX spot and SWAP are two) with 1000
-synthetic instruments; a deterministic stream of quotes (uniform over instrument x leg,
-mid = a random-walk fair value + noise, half spread 0.5..2 bp, 0.2 % of quotes
-dislocated by 20..60 bp so opportunities open, update and close) plus 1 % funding
-updates. Each (instrument, leg) is re-quoted every ~9 ms of stream time (recv ts advance
-1 us per update), so quotes are fresh and every quote is checked against 8 other legs in
-both directions (16 pair evaluations).
+synthetic instruments; a deterministic stream (``bench.workload.make_stream``) of quotes
+(uniform over instrument x leg, mid = a random-walk fair value + noise, half spread
+0.5..2 bp, 0.2 % of quotes dislocated by 20..60 bp so opportunities open, update and
+close) plus 1 % funding updates. Each (instrument, leg) is re-quoted every ~9 ms of stream
+time (recv ts advance 1 us per update), so quotes are fresh and every quote is checked
+against 8 other legs in both directions (16 pair evaluations).
 
 Modes (both after one untimed pass that fills the book and loads the kernels):
-  * ``kernel``: ``arbpipe.detect.detector.process_words`` over the stream in batches of
+  * ``kernel``: ``arbpipe.detect.kernel.process_words`` over the stream in batches of
     ``batch`` updates (what the process does per ring batch), output collected in memory.
   * ``kernel-stress``: as ``kernel`` with 5 % of quotes dislocated (many more candidate
     pairs, opens, updates and closes per update).
   * ``rings``: the process's real path: 8 real SPSC rings (one per venue, POSIX shared
     memory, in this process) pre-filled with the venue's updates, drained by
-    ``arbpipe.detect.detector.pump`` (spsc_pop per ring in batches, detect, bcast_push into a
+    ``arbpipe.detect.service.pump`` (spsc_pop per ring in batches, detect, bcast_push into a
     real ``opportunities`` BroadcastRing). Filling is not timed; draining is.
 ns/update = wall time / updates applied, best and median of ``repeats`` runs.
 """
@@ -32,9 +32,16 @@ import tomllib
 import uuid
 
 import numpy as np
+from numba.typed import List
 
-from arbpipe.config import DEFAULT_PATH, PERP_ID_BIT, config_from_dict
-from shm_layouts import MARKET_UPDATE, Kind
+from arbpipe.config import DEFAULT_PATH, config_from_dict
+from arbpipe.detect import detector as D
+from arbpipe.detect import kernel as KN
+from arbpipe.detect import service as DS
+from arbpipe.transport import segments
+from arbpipe.transport.rings import BroadcastRing, SpscRing
+from bench.harness import cpu_name
+from bench.workload import make_stream
 
 TARGET_NS = 150.0
 
@@ -47,49 +54,11 @@ def bench_config(n_instruments: int = 1000):
     return config_from_dict(data)
 
 
-def make_stream(cfg, n: int, seed: int = 20261123, dislocation_p: float = 0.002) -> np.ndarray:
-    """n MarketUpdates (structured array), deterministic."""
-    rng = np.random.default_rng(seed)
-    legs = cfg.legs()
-    nl, ni = len(legs), len(cfg.instruments)
-    fair = 10.0 ** rng.uniform(-1, 4, ni)
-    inst = rng.integers(1, ni + 1, n)
-    leg = rng.integers(0, nl, n)
-    steps = rng.normal(0, 0.2e-4, n)
-    mid = fair[inst - 1] * (1 + steps + rng.normal(0, 0.3e-4, n))
-    disl = rng.random(n) < dislocation_p
-    mid[disl] *= 1 + rng.choice([-1, 1], disl.sum()) * rng.uniform(20, 60, disl.sum()) * 1e-4
-    hs = rng.uniform(0.5, 2.0, n) * 1e-4
-    rec = np.zeros(n, MARKET_UPDATE)
-    perp = legs.is_perp[leg].astype(bool)
-    rec["instrument_id"] = inst | np.where(perp, PERP_ID_BIT, 0)
-    rec["venue_id"] = legs.venue[leg]
-    rec["kind"] = int(Kind.QUOTE)
-    rec["bid"] = mid * (1 - hs)
-    rec["ask"] = mid * (1 + hs)
-    notional = rng.uniform(2_000, 80_000, n)
-    rec["bid_qty"] = notional / mid
-    rec["ask_qty"] = notional * rng.uniform(0.5, 1.5, n) / mid
-    t0 = time.time_ns()
-    rec["recv_ts_ns"] = t0 + np.arange(n, dtype=np.int64) * 1000
-    rec["exchange_ts_ns"] = rec["recv_ts_ns"] - 2_000_000
-    rec["seq"] = np.arange(1, n + 1)
-    fund = (rng.random(n) < 0.01) & perp
-    w = rec.view(np.int64).reshape(n, 8)
-    w[fund, 0] = (rec["instrument_id"][fund].astype(np.int64)
-                  | (rec["venue_id"][fund].astype(np.int64) << 32) | (int(Kind.FUNDING) << 48))
-    w[fund, 1] = rng.normal(1e-4, 1e-4, fund.sum()).view(np.int64)
-    w[fund, 2] = t0 + 3600 * 10**9
-    w[fund, 3] = 28800
-    return rec
-
-
 def _retime(rec: np.ndarray, base: int) -> None:
     rec["recv_ts_ns"] = base + np.arange(len(rec), dtype=np.int64) * 1000
 
 
 def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
-    from arbpipe.detect import detector as D
     det = D.Detector(cfg, out_records=batch * 2 * 9 + 16)
     words = stream.view(np.int64)
     n = len(stream)
@@ -101,7 +70,7 @@ def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
         t0 = time.perf_counter_ns()
         for k in range(0, n, batch):
             m = min(batch, n - k)
-            done = D.process_words(S, words[k * 8:], m, out, ow, io)
+            done = KN.process_words(S, words[k * 8:], m, out, ow, io)
             assert done == m and io[0] <= cap
             io[0] = 0
         dt = time.perf_counter_ns() - t0
@@ -115,11 +84,6 @@ def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
 
 
 def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
-    from numba.typed import List
-
-    from arbpipe.detect import detector as D
-    from arbpipe.transport import segments
-    from arbpipe.transport.rings import BroadcastRing, SpscRing
     inst = "bench" + uuid.uuid4().hex[:8]
     venues = list(cfg.enabled_venues())
     rings = []
@@ -156,8 +120,8 @@ def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
                 t0 = time.perf_counter_ns()
                 got = 0
                 while got < n:
-                    got += D.pump(det.S, lst, sts, slots, buf, batch, 1 << 20, det.out, det.ow,
-                                  det.io)
+                    got += DS.pump(det.S, lst, sts, slots, buf, batch, 1 << 20, det.out, det.ow,
+                                   det.io)
                 dt = time.perf_counter_ns() - t0
                 if rep:
                     times.append(dt / n)
@@ -182,7 +146,7 @@ def run(n_instruments: int = 1000, updates: int = 2_000_000, batch: int = 256,
     cfg = bench_config(n_instruments)
     stream = make_stream(cfg, updates)
     legs = cfg.legs()
-    res = {"host": {"machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+    res = {"host": {"machine": platform.machine(), "cpu": cpu_name(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
            "venues": len(cfg.enabled_venues()), "legs": len(legs), "instruments": n_instruments,
            "target_ns_per_update": TARGET_NS, "results": []}
@@ -194,17 +158,6 @@ def run(n_instruments: int = 1000, updates: int = 2_000_000, batch: int = 256,
         hot = make_stream(cfg, updates, seed=7, dislocation_p=0.05)
         res["results"].append(run_kernel(cfg, hot, batch, repeats, "kernel-stress (5% dislocated)"))
     return res
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def render(res: dict) -> str:

@@ -1,6 +1,6 @@
 """``arbpipe bench feeds``: the feed handler's hot path and the frame rate one feed sustains.
 
-1. hot path, frame -> record in the ring: ``Feed._on_frame`` (the method the socket
+1. hot path, frame -> record in the ring: ``Feed.on_frame`` (the method the socket
    workers call: lock, ``adapter.parse``, ``struct.pack_into`` into the sink's buffer,
    one ``push_words`` into a real SPSC ring in /dev/shm) on a Binance ``bookTicker``
    frame (~110 bytes), timed per call with ``perf_counter_ns`` (the timer's own cost is
@@ -33,10 +33,15 @@ import uuid
 import numpy as np
 import psutil
 
-from arbpipe.feeds.runtime import Feed, RingSink, _Conn, build_adapter, read_feed_stats
-from arbpipe.transport.rings import SpscRing
-from arbpipe.transport import segments
+from arbpipe.feeds.connection import Conn
+from arbpipe.feeds.feed import Feed
+from arbpipe.feeds.runtime import build_adapter
+from arbpipe.feeds.sinks import RingSink
+from arbpipe.feeds.stats import read_feed_stats
 from arbpipe.feeds.venues.binance import BinanceSpot
+from arbpipe.sim import SimulatorProcess
+from arbpipe.transport import segments
+from arbpipe.transport.rings import SpscRing
 from shm_layouts import Flag
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,14 +118,14 @@ def hot_path(n: int = 50_000, warmup: int = 5_000) -> dict:
         for f in feeds:
             w = f.workers[0]
             w.flowing = w.has_quotes = True       # steady state: no status record
-            conns.append((f, w, _Conn(None, None)))
+            conns.append((f, w, Conn(None, None)))
         frames = [book_ticker(40_000_000_000 + k) for k in range(n + warmup)]
         out = np.zeros((1 << 16) * 8, np.int64)
         lat = np.zeros((2, n), np.int64)
         pc = time.perf_counter_ns
         tn = time.time_ns
         (fa, wa, ca), (fb, wb, cb) = conns
-        on_a, on_b = fa._on_frame, fb._on_frame
+        on_a, on_b = fa.on_frame, fb.on_frame
         for k in range(n + warmup):
             fr = frames[k]
             t0 = pc()
@@ -277,7 +282,6 @@ def _measure_feed(url: str, seconds: float, others=()) -> dict:
 
 
 def from_simulator(seconds: float = 5.0) -> dict:
-    from arbpipe.sim import SimulatorProcess
     with SimulatorProcess(["--venues", "binance", "--rate", "0"], cwd=ROOT) as sim:
         res = _measure_feed(sim.urls["binance"], seconds, others=[sim.proc.pid])
     res["simulator_cpu_pct"] = res.pop("other_cpu_pct")[0]

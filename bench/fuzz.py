@@ -1,7 +1,7 @@
 """Venue parser fuzzing: generated and mutated frames through every adapter's parse path.
 
 Each venue's adapter is built as the feed runtime builds it (``arbpipe.feeds.runtime.build_adapter``
-with the symbol map of ``config/arbpipe.toml``) and driven as ``Feed._on_frame`` drives it:
+with the symbol map of ``config/arbpipe.toml``) and driven as ``Feed.on_frame`` drives it:
 ``sink.recv_ns = now``, ``adapter.parse(frame, now, sink, socket_index)``, ``sink.flush()``
 into a real SPSC ring (``RingSink``), with ``adapter.on_connect`` now and then as a
 reconnect would. Frames are bytes, as websocket-client hands them over (a share are str).
@@ -35,12 +35,22 @@ import math
 import multiprocessing as mp
 import os
 import random
+import sys
 import time
 import traceback
 import uuid
 
 import msgspec
 import numpy as np
+
+from arbpipe.config import load_config
+from arbpipe.feeds.runtime import build_adapter
+from arbpipe.feeds.sinks import RingSink
+from arbpipe.symbols import SymbolMap
+from arbpipe.transport.rings import SpscRing
+from shm_layouts import MARKET_UPDATE, Flag, Kind
+from shm_layouts.feed_stats import REJECT_REASONS
+from shm_layouts.records import MARKET_UPDATE_FUNDING
 
 VENUES = ("binance", "binance-usdm", "bybit-spot", "bybit-linear", "okx", "coinbase",
           "kraken", "gate")
@@ -334,9 +344,6 @@ class FuzzStats(dict):
 
 
 def _adapter(venue: str):
-    from arbpipe.config import load_config
-    from arbpipe.feeds.runtime import build_adapter
-    from arbpipe.symbols import SymbolMap
     smap = SymbolMap.from_config(load_config())
     adapter, _ = build_adapter(venue, None, smap)
     return adapter
@@ -344,8 +351,6 @@ def _adapter(venue: str):
 
 def _check_records(recs, venue_id, ids, next_seq) -> tuple[int, list]:
     """Count insane records among popped MarketUpdates; returns (bad, examples)."""
-    from shm_layouts import Flag, Kind
-    from shm_layouts.records import MARKET_UPDATE_FUNDING
     bad = np.zeros(len(recs), bool)
     seq = recs["seq"].astype(np.int64)
     bad |= seq != np.arange(next_seq, next_seq + len(recs))
@@ -375,10 +380,6 @@ def _check_records(recs, venue_id, ids, next_seq) -> tuple[int, list]:
 
 def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None) -> dict:
     """Fuzz one venue with n frames; returns its FuzzStats (see the module docstring)."""
-    from arbpipe.feeds.runtime import RingSink
-    from arbpipe.transport.rings import SpscRing
-    from shm_layouts import MARKET_UPDATE
-    from shm_layouts.feed_stats import REJECT_REASONS
     rng = random.Random(seed)
     adapter = _adapter(venue)
     natives = [i.native for i in adapter.instruments]
@@ -452,7 +453,7 @@ def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None) -
                 except UnicodeDecodeError:
                     pass
             st["kinds"][kind] += 1
-            # -- exactly what Feed._on_frame does ---------------------------------------
+            # -- exactly what Feed.on_frame does ----------------------------------------
             now = time.time_ns()
             before = sink.seq
             ap0 = adapter.applied if applied is not None else 0
@@ -585,7 +586,6 @@ def render(res: dict) -> str:
 
 
 if __name__ == "__main__":
-    import sys
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     r = run(n)
     print(render(r))

@@ -27,19 +27,31 @@ through multiprocessing queues. Clock: CLOCK_REALTIME ns everywhere (``time.time
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import queue as _queue
+import signal
 import time
+import traceback
 
 import numpy as np
+import psutil
 from numba import njit
 
-from arbpipe.detect.detector import hist_record
+from arbpipe.config import load_config
+from arbpipe.detect.detector import Detector
+from arbpipe.detect.hops import hist_record
+from arbpipe.replay.file import Recording
 from arbpipe.replay.kernels import restamp
-from shm_layouts import Flag
+from arbpipe.replay.replayer import Replayer
+from arbpipe.transport import histogram as H
+from arbpipe.transport.rings import BroadcastRing, SpscRing
+from shm_layouts import Flag, OppState
+from shm_layouts import words as W
+from shm_layouts.ring import R_LOST
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
-RW, OW = 8, 16                      # int64 words per MarketUpdate / Opportunity
+RW, OW = W.MU_WORDS, W.OP_WORDS     # int64 words per MarketUpdate / Opportunity
 ROLES = ("gen", "det", "reader")
 
 # shared counter slots
@@ -48,8 +60,10 @@ GEN_SENT, GEN_DROPPED = 1, 2
 DET_RECV, DET_OUT, DET_OUT_DROPPED, DET_BATCHES = 3, 4, 5, 6
 RD_RECV, RD_LOST, RD_BATCHES, RD_RECORDED = 7, 8, 9, 10
 N_SLOTS = 16
+PR_SET_TIMERSLACK = 29              # prctl option (linux/prctl.h)
 
-_SYNTH_BITS = int(Flag.SYNTHETIC) << 56
+_SYNTH_BITS = int(Flag.SYNTHETIC) << W.MU_FLAGS_SHIFT
+_OPEN, _UPDATE = int(OppState.OPEN), int(OppState.UPDATE)
 
 
 # ------------------------------------------------------------------ kernels ---
@@ -59,16 +73,16 @@ def stamp(stage, pool, n_pool, cursor, k, now):
     """Copy k pool records from ``cursor`` (wrapping) into ``stage`` with recv_ts = now,
     exchange_ts shifted alike and the SYNTHETIC flag."""
     for i in range(k):
-        d = i * 8
-        restamp(stage, d, pool, ((cursor + i) % n_pool) * 8, now, _SYNTH_BITS)
-        stage[d + 7] = cursor + i + 1
+        d = i * RW
+        restamp(stage, d, pool, ((cursor + i) % n_pool) * RW, now, _SYNTH_BITS)
+        stage[d + W.MU_SEQ] = cursor + i + 1
 
 
 @njit(**_KW)
 def record_updates(h, words, k, now):
     """feed_to_detector: now - recv_ts of each of k MarketUpdates."""
     for i in range(k):
-        hist_record(h, now - words[i * 8 + 6])
+        hist_record(h, now - words[i * RW + W.MU_RECV_TS])
 
 
 @njit(**_KW)
@@ -77,17 +91,16 @@ def record_opps(hp, ht, words, k, now):
     OPEN / UPDATE record among k Opportunities; returns how many were recorded."""
     m = 0
     for i in range(k):
-        o = i * 16
-        state = words[o + 1] & 0xFF
-        if state == 1 or state == 2:
-            hist_record(hp, now - words[o + 9])
-            hist_record(ht, now - words[o + 8])
+        o = i * OW
+        state = words[o + W.OP_STATE_WORD] & W.OP_STATE_MASK
+        if state == _OPEN or state == _UPDATE:
+            hist_record(hp, now - words[o + W.OP_DETECT_NS])
+            hist_record(ht, now - words[o + W.OP_TRIGGER_RECV])
             m += 1
     return m
 
 
 def warm_kernels():
-    from arbpipe.transport import histogram as H
     h = H.empty()
     pool = np.zeros(16, np.int64)
     st = np.zeros(16, np.int64)
@@ -101,7 +114,6 @@ def warm_kernels():
 def pin(cores):
     if cores:
         try:
-            import psutil
             psutil.Process().cpu_affinity(list(cores))
         except (AttributeError, OSError, ValueError):
             pass
@@ -110,8 +122,7 @@ def pin(cores):
 def low_timer_slack():
     """1 us timer slack (default 50 us) so pacing sleeps wake close to their deadline."""
     try:
-        import ctypes
-        ctypes.CDLL(None).prctl(29, 1000, 0, 0, 0)
+        ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -130,7 +141,6 @@ class Channel:
         self.t, self.end, self.rw = transport, end, rec_words
         self.lost = 0
         if transport == "arbpipe":
-            from arbpipe.transport.rings import BroadcastRing, SpscRing
             cls = BroadcastRing if spec["kind"] == "broadcast" else SpscRing
             self.ring = cls.attach(spec["name"], instance=instance)
             if end == "recv":
@@ -139,7 +149,7 @@ class Channel:
         elif transport in ("mp-queue", "faster-fifo"):
             self.q = spec["q"]
         elif transport == "pyzmq":
-            import zmq
+            import zmq  # lazy: optional (bench extra); only the pyzmq transport needs it
             self.ctx = zmq.Context()
             if end == "send":
                 s = self.ctx.socket(zmq.PUSH)
@@ -177,7 +187,7 @@ class Channel:
         put = self.q.put_nowait
         full = _queue.Full
         if t == "faster-fifo":
-            import faster_fifo
+            import faster_fifo  # lazy: optional (bench extra), as in __init__
             full = faster_fifo.Full
         for i in range(k):
             try:
@@ -208,7 +218,7 @@ class Channel:
                 except _queue.Empty:
                     break
         elif t == "faster-fifo":
-            import faster_fifo
+            import faster_fifo  # lazy: optional (bench extra), as in __init__
             try:
                 msgs = self.q.get_many(timeout=timeout, max_messages_to_get=max_records)
             except faster_fifo.Empty:
@@ -229,7 +239,6 @@ class Channel:
 
     def lost_count(self) -> int:
         if self.t == "arbpipe" and self.end == "recv" and hasattr(self, "_sw"):
-            from shm_layouts.ring import R_LOST
             return int(self.ring.w[self._sw + R_LOST])
         return 0
 
@@ -245,7 +254,6 @@ class Channel:
 
 def main(role, transport, p, raw, ctl, res):
     """Entry point of every spawned bench process (``p``: the run's parameters)."""
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us (Ctrl-C is its)
     pin(p["cores"].get(role))
     if p.get("nice"):
@@ -255,12 +263,10 @@ def main(role, transport, p, raw, ctl, res):
               "tree_reader": _reader}[role]
         fn(transport, p, counters(raw), ctl, res)
     except Exception as e:  # reported to the parent, which aborts the run
-        import traceback
         res.put(("error", role, f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"))
 
 
 def _gen(transport, p, c, ctl, res):
-    from arbpipe.replay.file import Recording
     low_timer_slack()
     pool = Recording(p["workload"]).words()
     n_pool = len(pool) // RW
@@ -307,9 +313,6 @@ def _gen(transport, p, c, ctl, res):
 
 
 def _det(transport, p, c, ctl, res):
-    from arbpipe.transport import histogram as H
-    from arbpipe.config import load_config
-    from arbpipe.detect.detector import Detector
     inst = p["instance"]
     cfg = load_config(p["config"])
     hf = H.Histogram.create(inst, "feed_to_detector")
@@ -346,7 +349,6 @@ def _det(transport, p, c, ctl, res):
 
 
 def _reader(transport, p, c, ctl, res):
-    from arbpipe.transport import histogram as H
     inst = p["instance"]
     hp = H.Histogram.create(inst, "publish_to_strategy")
     ht = H.Histogram.create(inst, "total")
@@ -373,7 +375,6 @@ def _reader(transport, p, c, ctl, res):
 
 
 def _replay(transport, p, c, ctl, res):
-    from arbpipe.replay.replayer import Replayer
     low_timer_slack()
     rp = Replayer(p["workload"], p["instance"], rate=1.0, loop=True, on_full="drop",
                   tick_s=p.get("tick_ns", 0) / 1e9)

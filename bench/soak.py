@@ -7,7 +7,7 @@ JSON feed handlers: on a 2-core host these top out around 4.5 K updates/s) or ``
 (`arbpipe up --replay FILE --rate R --loop`: one replay process publishes a recording into
 every feed ring at ``rate`` records/s, looping with timestamps rebased; everything
 downstream of the feed rings runs as usual). The replay source uses ``recording`` or
-synthesizes one once (``bench.detect.make_stream``, as bench/pipeline.py does) in the work
+synthesizes one once (``bench.workload.make_stream``, as bench/pipeline.py does) in the work
 dir. Samples every ``interval`` s: RSS and open fds of the
 supervisor and every process under it (redis-server included when the persister embeds
 one), every ring's published / dropped / fill and its readers' lag and lost counts.
@@ -34,7 +34,12 @@ import uuid
 import numpy as np
 import psutil
 
-from bench.reliability import Tree, _cli, tree_config
+from arbpipe.config import load_config
+from arbpipe.ops.stat import snapshot
+from arbpipe.replay.replayer import check_against_config
+from arbpipe.transport.stateblob import read_blob
+from bench.harness import Tree, tree_config
+from bench.workload import write_workload
 
 RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "soak.json")
 SOURCES = ("sim", "replay")
@@ -66,7 +71,6 @@ def _rss_parts(pid: int) -> dict:
 
 
 def _sample(tree, t0) -> dict:
-    from arbpipe.ops.stat import snapshot
     st = tree.status() or {}
     procs = {}
     names = {p["pid"]: p["name"] for p in st.get("processes", [])}
@@ -96,33 +100,25 @@ def _sample(tree, t0) -> dict:
 def make_recording(path: str, cfg, n: int = RECORDING_UPDATES, seed: int = 20261123,
                    dislocation_p: float = 0.002) -> dict:
     """Synthesize the soak's recording (the bench pipeline's workload generator)."""
-    from arbpipe.replay import file as RF
-    from bench.detect import make_stream
-    recs = make_stream(cfg, n, seed=seed, dislocation_p=dislocation_p)
-    RF.write_recording(path, recs, RF.names_from_config(cfg, source="bench soak workload"))
+    write_workload(path, cfg, n, seed, dislocation_p, source="bench soak workload")
     return {"path": path, "records": n, "seed": seed, "dislocation_p": dislocation_p,
             "synthesized": True}
 
 
 class ReplayTree(Tree):
-    """A ``bench.reliability.Tree`` started with ``--replay FILE --rate R --loop``."""
+    """A ``bench.harness.Tree`` started with ``--replay FILE --rate R --loop``."""
+    what = "arbpipe up --replay"
 
     def __init__(self, instance: str, workdir: str, config: str, recording: str, rate: float):
         super().__init__(instance, workdir, config)
         self.recording, self.rate = recording, rate
 
-    def up(self):
-        out = _cli("up", "--detach", "--config", self.config, "--replay", self.recording,
-                   "--rate", repr(float(self.rate)), "--loop", env=self.env, timeout=240,
-                   check=False)
-        if out.returncode != 0 or "running" not in out.stdout:
-            raise RuntimeError(f"arbpipe up --replay failed ({out.returncode}): "
-                               f"{out.stdout}{out.stderr}")
-        return self.status()
+    def up_args(self) -> list[str]:
+        return super().up_args() + ["--replay", self.recording, "--rate",
+                                    repr(float(self.rate)), "--loop"]
 
 
 def _replay_state(instance: str) -> dict | None:
-    from arbpipe.transport.stateblob import read_blob
     d = read_blob(instance, "replay.state")
     return {k: v for k, v in d.items() if not k.startswith("_")} if d else None
 
@@ -132,7 +128,6 @@ def run(minutes: float = 5.0, rate: float = 100_000.0, interval: float = 5.0,
         source: str = "sim", recording: str | None = None) -> dict:
     """Soak the tree fed by ``source`` ("sim" or "replay") at ``rate`` updates/s for
     ``minutes``; returns the ``summarize`` dict plus source, recording and replay state."""
-    from arbpipe.config import load_config
     if source not in SOURCES:
         raise ValueError(f"source {source!r}: use one of {', '.join(SOURCES)}")
     if not rate > 0 or not minutes > 0 or not interval > 0:
@@ -149,7 +144,6 @@ def run(minutes: float = 5.0, rate: float = 100_000.0, interval: float = 5.0,
         tree_config(cfg_path, rate / venues)
         t = Tree(instance, workdir, cfg_path)
     else:
-        from arbpipe.replay.replayer import check_against_config
         if recording:
             rec = check_against_config(recording, cfg)
             rec_info = {"path": os.path.abspath(recording), "records": len(rec),

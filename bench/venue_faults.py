@@ -1,10 +1,11 @@
 """Venue faults through the simulator, on the whole tree: the scenario and its figures.
 
-``arbpipe bench reliability --only faults`` runs it; ``tests/test_venue_faults.py`` runs it
+``arbpipe bench reliability --only faults`` runs it; ``tests/system/test_venue_faults.py`` runs it
 and asserts on what it returns.
 
 Scenario (``FAULTS``, a ``[simulator.faults.<venue>]`` table per venue; see
-``arbpipe.sim.config.FaultConfig``; the handling is documented in ``arbpipe/feed.py``):
+``arbpipe.sim.config.FaultConfig``; the handling is documented in docs/venues.md and
+``arbpipe.feeds.feed``):
 
 =============  ==========================================  ===================================
 venue          fault                                        handled as
@@ -42,9 +43,19 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.request
 import uuid
 
 import numpy as np
+
+from arbpipe.config import DEFAULT_PATH, parse_config
+from arbpipe.replay.file import open_recording
+from arbpipe.replay.recorder import Recorder
+from arbpipe.transport.rings import BroadcastRing
+from arbpipe.transport.stateblob import read_blob
+from arbpipe.ui.dashboard import STATE_BLOB
+from bench.harness import Tree, cli
+from shm_layouts import Kind, OppState
 
 BINANCE = 1                 # venue id (arbpipe.symbols.VENUE_IDS)
 MAX_AGE_MS = 1500.0         # detector.max_quote_age_ms of the scenario
@@ -90,7 +101,6 @@ def fault_config(base_text: str | None = None) -> str:
     """config/arbpipe.toml with the scenario: 40 updates/s per venue, frequent dislocations,
     max quote age ``MAX_AGE_MS``, fast half-open probes on kraken, a 1 s watchdog on
     bybit-spot, a free metrics port, and ``FAULTS``."""
-    from arbpipe.config import DEFAULT_PATH
     text = base_text if base_text is not None else open(DEFAULT_PATH).read()
     sub = [(r"(?m)^rate_hz = .*$", "rate_hz = 40.0"),
            (r"(?m)^dislocation_rate_hz = .*$", "dislocation_rate_hz = 0.1"),
@@ -113,7 +123,6 @@ class _Opps:
     """Every record of the ``opportunities`` broadcast ring from now on (a reader slot)."""
 
     def __init__(self, instance: str):
-        from arbpipe.transport.rings import BroadcastRing
         self.ring = BroadcastRing.attach("opportunities", instance=instance)
         self.ring.join("venue-faults")
         self.buf = self.ring.empty(1024)
@@ -151,10 +160,6 @@ _METRICS = ("arbpipe_venue_disconnects_total", "arbpipe_venue_planned_reconnects
 def _fault_metrics(instance: str) -> dict | None:
     """The fault counters as Prometheus shows them (the dashboard's /metrics, port from its
     state blob): {metric: {venue: value}}; None until the endpoint answers with them."""
-    import urllib.request
-
-    from arbpipe.ui.dashboard import STATE_BLOB
-    from arbpipe.transport.stateblob import read_blob
     port = ((read_blob(instance, STATE_BLOB) or {}).get("metrics") or {}).get("port")
     if not port:
         return None
@@ -174,11 +179,6 @@ def _fault_metrics(instance: str) -> dict | None:
 def run(instance: str | None = None, workdir: str | None = None, log=print) -> dict:
     """The scenario on a fresh tree; -> its figures (``ok`` False with ``error`` when a
     step timed out). The tree is always taken down."""
-    from arbpipe.config import parse_config
-    from arbpipe.replay.file import open_recording
-    from arbpipe.replay.recorder import Recorder
-    from bench.reliability import Tree, _cli
-    from shm_layouts import Kind, OppState
     instance = instance or "flt" + uuid.uuid4().hex[:8]
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="arbpipe-faults-")
@@ -204,7 +204,7 @@ def run(instance: str | None = None, workdir: str | None = None, log=print) -> d
             opps.poll(0.05)
 
         def feeds():
-            rows = json.loads(_cli("stat", "feeds", "--json", "--instance", instance,
+            rows = json.loads(cli("stat", "feeds", "--json", "--instance", instance,
                                    env=tree.env).stdout)
             return {r["venue"]: r for r in rows}
 
@@ -224,11 +224,11 @@ def run(instance: str | None = None, workdir: str | None = None, log=print) -> d
         out["venues"] = {v: {k: r[k] for k in COUNTERS} | {"rejects": r["rejects"],
                                                            "last_error": r["last_error"]}
                          for v, r in sorted(f.items())}
-        out["stat_feeds_text"] = _cli("stat", "feeds", "--instance", instance,
+        out["stat_feeds_text"] = cli("stat", "feeds", "--instance", instance,
                                       env=tree.env).stdout
         out["metrics"] = _wait(lambda: _fault_metrics(instance), 30, "the dashboard's metrics",
                                pump)
-        det = json.loads(_cli("stat", "detector", "--json", "--instance", instance,
+        det = json.loads(cli("stat", "detector", "--json", "--instance", instance,
                               env=tree.env).stdout)
 
         # -- binance silent without a word: its feed process stopped ----------------------
@@ -249,7 +249,7 @@ def run(instance: str | None = None, workdir: str | None = None, log=print) -> d
             late = (t > t_stop + age_ns) & (t < time.time_ns() - 1_000_000_000)
             return (late & ~involves(a, BINANCE) & (a["state"] != OppState.CLOSED)).sum() >= 3
         _wait(others_late, 120, "opportunities of other venues after max age", pump)
-        det_stopped = json.loads(_cli("stat", "detector", "--json", "--instance", instance,
+        det_stopped = json.loads(cli("stat", "detector", "--json", "--instance", instance,
                                       env=tree.env).stdout)
         os.kill(feed_pid, signal.SIGCONT)
         stopped = None

@@ -49,9 +49,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    from arbpipe.ui import metrics
-    from arbpipe.ui.dashboard import Dashboard
-    from arbpipe.transport.segments import SegmentError
+    # imported after the signal handlers, so that a SIGTERM during their ~450 ms (numba
+    # kernels) still ends the process cleanly (exit 0)
+    from arbpipe.transport.segments import SegmentError  # lazy: as said above
+    from arbpipe.ui import metrics  # lazy: as above
+    from arbpipe.ui.dashboard import Dashboard  # lazy: as above
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

@@ -25,7 +25,10 @@ MarketUpdate -- 64 bytes, one cache line
 
   kind == STATUS reuses bytes 8..15:
          8    4 u4    status             VenueStatus code
-        12    4 u4    status_reason      free-form reason code of the publisher
+        12    4 u4    status_reason      the publisher's reason code; a feed handler writes
+                                         StatusReason in bits 0..7 (STATUS_REASON_MASK)
+                                         and its socket index in bits 8..15
+                                         (STATUS_SOCKET_SHIFT, STATUS_SOCKET_MASK)
 
 Opportunity -- 128 bytes, two cache lines
 =========================================
@@ -49,7 +52,10 @@ Opportunity -- 128 bytes, two cache lines
         56    8 f8    funding_delta_bps  funding difference normalised to 8 h, bps
         64    8 i8    trigger_recv_ns    recv_ts_ns of the MarketUpdate that triggered it
         72    8 i8    detect_ns          CLOCK_REALTIME ns when the detector published it
-        80    8 u8    opp_id             id shared by open/update/closed of one opportunity
+        80    8 u8    opp_id             id shared by open/update/closed of one opportunity:
+                                         the detector run's start second in bits 32..63
+                                         (OPP_ID_RUN_SHIFT), n = 1, 2, ... of the run in
+                                         bits 0..31 (OPP_ID_NUMBER_MASK)
         88    8 u8    seq                detector output sequence number
         96    8 i8    opened_ns          detect_ns of the OPEN record of this opportunity
        104   24       (reserved, zero)
@@ -61,6 +67,9 @@ import numpy as np
 
 OPP_BUY_PERP = 1
 OPP_SELL_PERP = 2
+# opp_id = detector run start second << OPP_ID_RUN_SHIFT | n (n = 1, 2, ... within the run)
+OPP_ID_RUN_SHIFT = 32
+OPP_ID_NUMBER_MASK = (1 << OPP_ID_RUN_SHIFT) - 1
 
 
 class Kind(enum.IntEnum):
@@ -81,6 +90,42 @@ class VenueStatus(enum.IntEnum):
     UP = 1
     STALE = 2             # connected but silent past the watchdog
     DISCONNECTED = 3      # socket down; quotes must not be used
+
+
+class StatusReason(enum.IntEnum):
+    """Why a feed handler published a STATUS record: bits 0..7 of its ``status_reason``;
+    bits 8..15 hold the index of the socket the record is about (``pack_status_reason``)."""
+    NONE = 0
+    CONNECTED = 1          # UP: every socket connected and delivering
+    CONNECTION_LOST = 2    # DISCONNECTED: the socket closed or failed
+    CONNECT_FAILED = 3     # DISCONNECTED: could not (re)connect
+    WATCHDOG = 4           # STALE: no update for watchdog_s while connected
+    DATA_RESUMED = 5       # UP (one symbol): updates again after STALE
+    SHUTDOWN = 6           # DISCONNECTED: the feed stopped
+    SILENT = 7             # DISCONNECTED: replaced a connection whose every symbol was silent
+    PLANNED = 8            # DISCONNECTED: planned reconnect that could not be made seamless
+    HALF_OPEN = 9          # DISCONNECTED: replaced a connection that answered nothing (idle probe)
+
+
+# status_reason of a feed handler's STATUS record: StatusReason | socket index << 8
+STATUS_REASON_MASK = 0xFF     # bits 0..7: StatusReason
+STATUS_SOCKET_SHIFT = 8       # bits 8..15: the feed's socket index
+STATUS_SOCKET_MASK = 0xFF
+
+
+def pack_status_reason(reason: int, socket_index: int) -> int:
+    """``status_reason`` of a feed handler's STATUS record about socket ``socket_index``."""
+    return int(reason) | socket_index << STATUS_SOCKET_SHIFT
+
+
+def status_reason_code(status_reason: int) -> int:
+    """The ``StatusReason`` value in a ``status_reason``."""
+    return status_reason & STATUS_REASON_MASK
+
+
+def status_reason_socket(status_reason: int) -> int:
+    """The socket index in a ``status_reason``."""
+    return status_reason >> STATUS_SOCKET_SHIFT & STATUS_SOCKET_MASK
 
 
 class OppState(enum.IntEnum):

@@ -1,7 +1,7 @@
 """``arbpipe tap RING``: records as they flow through any ring, read-only.
 
 The tap never consumes and never slows the producer: it copies committed records
-with ``ring_kernels.peek`` (a seqlock-style check discards any record the producer
+with ``kernels.peek`` (a seqlock-style check discards any record the producer
 might have been overwriting) and polls at a relaxed pace when nothing is new.
 Records are decoded by the ring's dtype; ids are shown with names where the
 symbol map knows them. If the ring moves faster than the tap prints, the tap
@@ -14,22 +14,19 @@ import time
 
 import numpy as np
 
-from arbpipe.transport import ring_kernels as K
+from arbpipe.symbols import instrument_name, venue_name
+from arbpipe.transport import kernels as K
 from arbpipe.transport.rings import attach_any
-from shm_layouts import Kind, OppState, CloseReason
+from shm_layouts import CloseReason, Kind, OppState
+from shm_layouts.kinds import RecordType
 from shm_layouts.records import MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS
 
 
-def _names():
-    try:
-        from arbpipe import symbols
-        return symbols.venue_name, symbols.instrument_name
-    except (ImportError, AttributeError):
-        return (lambda v: str(v)), (lambda i: str(i))
+# the records the tap decodes by name; any other ring's records print as raw fields
+DECODED = {RecordType.MARKET_UPDATE: "MarketUpdate", RecordType.OPPORTUNITY: "Opportunity"}
 
 
 def decode(rec: np.void, record: str) -> dict:
-    venue_name, inst_name = _names()
     d = {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(rec.dtype.names, rec)}
     if record == "MarketUpdate":
         kind = d["kind"]
@@ -41,13 +38,13 @@ def decode(rec: np.void, record: str) -> dict:
             d = {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(f.dtype.names, f)}
         d["kind"] = Kind(kind).name.lower() if kind in Kind._value2member_map_ else kind
         d["venue"] = venue_name(d["venue_id"])
-        d["instrument"] = inst_name(d["instrument_id"])
+        d["instrument"] = instrument_name(d["instrument_id"])
     elif record == "Opportunity":
         d["state"] = OppState(d["state"]).name.lower() if d["state"] in \
             OppState._value2member_map_ else d["state"]
         d["close_reason"] = CloseReason(d["close_reason"]).name.lower() if d["close_reason"] in \
             CloseReason._value2member_map_ else d["close_reason"]
-        d["instrument"] = inst_name(d["instrument_id"])
+        d["instrument"] = instrument_name(d["instrument_id"])
         d["buy"] = venue_name(d["buy_venue"])
         d["sell"] = venue_name(d["sell_venue"])
     return d
@@ -73,7 +70,7 @@ def fmt(d: dict, record: str) -> str:
 def tap(name: str, instance: str | None = None, count: int | None = None, as_json=False,
         emit=print, idle_timeout: float | None = None, from_start: bool = False) -> dict:
     ring = attach_any(name, instance=instance)
-    record = {1: "MarketUpdate", 2: "Opportunity"}.get(ring.record_type, "raw")
+    record = DECODED.get(ring.record_type, "raw")
     batch = 256
     buf = np.zeros(batch * ring.rw, np.int64)
     out = np.zeros(3, np.int64)

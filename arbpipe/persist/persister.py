@@ -36,7 +36,7 @@ import time
 import numpy as np
 import posix_ipc
 
-from arbpipe.detect.detector import read_stats
+from arbpipe.detect.stats import read_stats
 from arbpipe.persist.fields import (EVENT_JOURNAL_KINDS, JOURNAL_KEYS, OPP_KEYS, Names, event,
                                     journal_event, journal_values, opportunity_values)
 from arbpipe.persist.stats import BLOB_NAME, STREAMS

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from arbpipe.persist.fields import Names
-from arbpipe.transport import ring_kernels as K
+from arbpipe.transport import kernels as K
 from arbpipe.transport.rings import SpscRing
 from arbpipe.transport.segments import SegmentError
 from shm_layouts import MARKET_UPDATE, Kind

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from arbpipe.transport import ring_kernels as K
+from arbpipe.transport import kernels as K
 from arbpipe.transport.atomics import load_acquire
 from shm_layouts import Flag
 from shm_layouts import words as W

@@ -1,7 +1,7 @@
 """Recording market data off the feed rings into a file (``arbpipe record``).
 
 ``Recorder`` taps every ``feed.<venue>`` ring of an instance the way ``arbpipe tap`` does
-(``ring_kernels.peek``): it never consumes and never slows the producer or the detector.
+(``kernels.peek``): it never consumes and never slows the producer or the detector.
 It starts at each ring's head (records published from then on) and appends what it reads
 in ring order, to a new file or to the end of an existing recording of the same venues
 and instruments (``arbpipe.replay.file``). If it falls more than a ring's capacity behind
@@ -16,7 +16,7 @@ import numpy as np
 
 from arbpipe.config import load_config
 from arbpipe.replay.file import RecordingWriter, names_from_config
-from arbpipe.transport import ring_kernels as K
+from arbpipe.transport import kernels as K
 from arbpipe.transport import segments
 from arbpipe.transport.rings import attach_any
 from shm_layouts import MARKET_UPDATE

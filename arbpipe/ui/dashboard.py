@@ -1,317 +1,55 @@
-"""The dashboard's state model: what ``arbpipe attach dashboard`` shows, kept since start.
+"""The dashboard process's work: what ``arbpipe attach dashboard`` shows, kept since start.
 
 ``Dashboard`` (run by ``procs.dashboard``) reads the ``opportunities`` broadcast ring as
 reader ``dashboard`` and keeps, in an ``OpportunityBook``, every opportunity still open (by
 ``opp_id``) and a bounded list of recently closed ones with their close reason and
 lifetime. At ``refresh_hz`` it also reads the counters every other process keeps in shared
-memory -- rings (``arbpipe.ops.stat.snapshot``), feeds (``arbpipe.feeds.runtime.read_feed_stats``), the
-detector (``arbpipe.detect.detector.read_stats``), the strategy (state blob ``strategy.state``) and
-the latency histograms (``arbpipe.transport.histogram``; last-minute windows are differences of the
-snapshots kept here) -- and publishes the whole view as one JSON document in the state blob
-``dashboard.state``. Attaches only read that blob, so any number of them see the state
-accumulated since start and none of them can disturb the tree.
+memory, from the segments it keeps attached (``SegmentCache``) -- rings, feeds, the
+detector's counters, the latency histograms (last-minute windows are differences of the
+snapshots kept here) -- and the strategy's state blob ``strategy.state``, and publishes
+the whole view as one JSON document in the state blob ``dashboard.state``. Attaches only
+read that blob, so any number of them see the state accumulated since start and none of
+them can disturb the tree.
 
-Invariants
-- An opportunity is in ``open`` from its first OPEN/UPDATE record until its CLOSED record.
-  Records of one opportunity share ``opp_id``; the record's ``opened_ns`` makes lifetimes
-  exact even for opportunities opened before this reader joined (lifetime = CLOSED
-  ``detect_ns`` - ``opened_ns``, ns).
-- ``opp_id >> 32`` is the start second of the detector run that made it: when records of a
-  newer run appear, the open opportunities of older runs (a detector killed without closing
-  them) are closed with reason ``detector_restart``.
-- When this reader is lapped (records lost), open opportunities not seen since before the
-  loss are dropped with reason ``lost``; one still open comes back with its next UPDATE.
-- A restarted dashboard resumes its ring slot (by reader name) and its book from the
-  previous ``dashboard.state`` document, so accumulated state survives its own restart.
+A restarted dashboard resumes its ring slot (by reader name) and its book from the previous
+``dashboard.state`` document, so accumulated state survives its own restart. The book and
+its invariants: ``arbpipe.ui.book``; rate and latency windows: ``arbpipe.ui.windows``; the
+blob's name and version: ``arbpipe.ui.blob``.
 
 Units: prices in quote currency, sizes in base units, spreads in bps, times in ns
 (CLOCK_REALTIME) unless a key says ``_s``; rates per second.
 """
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import time
 
 import numpy as np
+import posix_ipc
 
+from arbpipe.detect.stats import counters_dict
+from arbpipe.feeds.stats import read_record, stats_record_to_dict
 from arbpipe.transport import histogram as H
+from arbpipe.transport import kernels as K
 from arbpipe.transport import segments
-from shm_layouts import OPPORTUNITY, CloseReason, OppState
-from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP
+from arbpipe.transport.rings import BroadcastRing, ring_stats
+from arbpipe.transport.stateblob import StateBlob, read_blob
+from arbpipe.ui.blob import STATE_BLOB, STATE_VERSION
+from arbpipe.ui.book import Names, OpportunityBook
+from arbpipe.ui.windows import LatencyWindows, Rates
+from shm_layouts import OPPORTUNITY
+from shm_layouts import blocks as B
+from shm_layouts import feed_stats as FS
+from shm_layouts.detector_stats import C_NLEGS, N_COUNTERS, STATS_KIND, STATS_NAME, STATS_WORD0
+from shm_layouts.kinds import is_ring
 
-STATE_BLOB = "dashboard.state"
 STRATEGY_BLOB = "strategy.state"
 OPP_RING = "opportunities"
 READER = "dashboard"
-STATE_VERSION = 1
 BLOB_SIZE = 1 << 22             # 4 MiB: room for thousands of open rows (pages used on demand)
-MAX_OPEN_ROWS = 2000            # open rows published (best net first); the count is exact
-MAX_OPEN = 50_000               # book bound: beyond it the stalest open entries are evicted
 MAX_POSITIONS = 200             # strategy positions carried into the view
-HOPS = ("feed_to_detector", "detect", "publish_to_strategy", "total")
-LATENCY_WINDOW_S = 60.0
-RATE_WINDOW_S = 2.0
-
-REASONS = {int(r): r.name.lower() for r in CloseReason}
-REASONS.update({100: "detector_restart", 101: "lost"})
-R_DETECTOR_RESTART, R_LOST = 100, 101
-_OPEN, _UPDATE, _CLOSED = int(OppState.OPEN), int(OppState.UPDATE), int(OppState.CLOSED)
-_FIELDS = OPPORTUNITY.names
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-_I = {n: i for i, n in enumerate(_FIELDS)}
-
-
-class Names:
-    """Instrument and venue-leg names from the config (fallback: the registered ids)."""
-
-    def __init__(self, cfg=None):
-        self.cfg = cfg
-        self.legs = cfg.legs() if cfg is not None else None
-        self._cache: dict = {}
-
-    def instrument(self, iid: int) -> str:
-        key = ("i", iid)
-        n = self._cache.get(key)
-        if n is None:
-            from arbpipe import symbols
-            from arbpipe.config import CANONICAL_MASK
-            n = (self.cfg.instrument_name(iid) if self.cfg is not None else None) or \
-                symbols.instrument_name(int(iid) & CANONICAL_MASK)
-            self._cache[key] = n
-        return n
-
-    def venue(self, vid: int, perp: bool) -> str:
-        """Leg name: ``okx`` / ``okx-perp`` (a perp-only venue keeps its own name)."""
-        key = ("v", vid, perp)
-        n = self._cache.get(key)
-        if n is None:
-            from arbpipe.config import PERP_ID_BIT, VENUE_NAMES
-            leg = self.legs.leg_of(vid, PERP_ID_BIT if perp else 0) if self.legs else -1
-            if leg >= 0:
-                n = self.legs.names[leg]
-            else:
-                from arbpipe.symbols import PERP_VENUES
-                n = VENUE_NAMES.get(int(vid), f"venue{vid}")
-                if perp and n not in PERP_VENUES:
-                    n += "-perp"
-            self._cache[key] = n
-        return n
-
-
-class OpportunityBook:
-    """Open opportunities by ``opp_id`` plus the newest ``closed_keep`` closed ones."""
-
-    def __init__(self, names: Names | None = None, closed_keep: int = 200,
-                 max_open: int = MAX_OPEN):
-        self.names = names or Names()
-        self.open: dict[int, dict] = {}
-        self.closed: collections.deque = collections.deque(maxlen=max(1, closed_keep))
-        self.max_open = max_open
-        self.max_run = 0                      # newest detector run (opp_id >> 32) seen
-        self.counters = {"records": 0, "opened": 0, "updated": 0, "closed": 0,
-                         "orphan_updates": 0, "orphan_closes": 0, "evicted": 0,
-                         "bad_records": 0}
-        self.closed_by_reason: dict[str, int] = {}
-
-    # -- records -------------------------------------------------------------------------
-    def apply(self, recs: np.ndarray) -> int:
-        """Apply Opportunity records (structured array) in ring order; returns how many."""
-        n = len(recs)
-        if n == 0:
-            return 0
-        rows = recs.tolist()
-        for r in rows:
-            self._apply_one(r)
-        self.counters["records"] += n
-        if len(self.open) > self.max_open:
-            self._evict()
-        return n
-
-    def _row(self, r) -> dict:
-        i = _I
-        flags = int(r[i["flags"]])
-        return {"id": int(r[i["opp_id"]]),
-                "instrument": self.names.instrument(int(r[i["instrument_id"]])),
-                "buy": self.names.venue(int(r[i["buy_venue"]]), bool(flags & OPP_BUY_PERP)),
-                "sell": self.names.venue(int(r[i["sell_venue"]]), bool(flags & OPP_SELL_PERP)),
-                "buy_ask": float(r[i["buy_ask"]]), "sell_bid": float(r[i["sell_bid"]]),
-                "qty": float(r[i["exec_qty"]]),
-                "gross_bps": round(float(r[i["gross_bps"]]), 4),
-                "net_bps": round(float(r[i["net_bps"]]), 4),
-                "funding_bps": round(float(r[i["funding_delta_bps"]]), 4),
-                "confidence": round(float(r[i["confidence"]]), 2),
-                "opened_ns": int(r[i["opened_ns"]]) or int(r[i["detect_ns"]]),
-                "updated_ns": int(r[i["detect_ns"]]),
-                "trigger_ns": int(r[i["trigger_recv_ns"]]),
-                "updates": 0}
-
-    def _apply_one(self, r) -> None:
-        i = _I
-        state = int(r[i["state"]])
-        oid = int(r[i["opp_id"]])
-        run = oid >> 32
-        if run > self.max_run:
-            if self.max_run and self.open:
-                self._close_run_before(run, int(r[i["detect_ns"]]))
-            self.max_run = run
-        c = self.counters
-        if state == _OPEN or state == _UPDATE:
-            row = self.open.get(oid)
-            if row is None:
-                row = self._row(r)
-                row["peak_net_bps"] = row["net_bps"]
-                self.open[oid] = row
-                if state == _OPEN:
-                    c["opened"] += 1
-                else:
-                    c["orphan_updates"] += 1
-                    c["updated"] += 1
-                return
-            new = self._row(r)
-            new["updates"] = row["updates"] + 1
-            new["opened_ns"] = row["opened_ns"] if not int(r[i["opened_ns"]]) else new["opened_ns"]
-            new["peak_net_bps"] = max(row["peak_net_bps"], new["net_bps"])
-            self.open[oid] = new
-            c["updated"] += 1
-        elif state == _CLOSED:
-            row = self.open.pop(oid, None)
-            last = self._row(r)
-            if row is None:
-                c["orphan_closes"] += 1
-                row = last
-                row["peak_net_bps"] = last["net_bps"]
-            elif int(r[i["opened_ns"]]):
-                row["opened_ns"] = last["opened_ns"]
-            self._closed(row, REASONS.get(int(r[i["close_reason"]]), "unknown"),
-                         last["updated_ns"])
-        else:
-            c["bad_records"] += 1
-
-    def _closed(self, row: dict, reason: str, closed_ns: int) -> None:
-        row = dict(row)
-        row["reason"] = reason
-        row["closed_ns"] = closed_ns
-        row["lifetime_ns"] = max(0, closed_ns - row["opened_ns"])
-        self.closed.appendleft(row)
-        self.counters["closed"] += 1
-        self.closed_by_reason[reason] = self.closed_by_reason.get(reason, 0) + 1
-
-    def _close_run_before(self, run: int, when_ns: int) -> None:
-        for oid in [k for k in self.open if (k >> 32) < run]:
-            self._closed(self.open.pop(oid), REASONS[R_DETECTOR_RESTART], when_ns)
-
-    def drop_unseen_since(self, t_ns: int, now_ns: int) -> int:
-        """After a lap: drop open entries whose newest record is older than ``t_ns``."""
-        gone = [k for k, row in self.open.items() if row["updated_ns"] < t_ns]
-        for oid in gone:
-            self._closed(self.open.pop(oid), REASONS[R_LOST], now_ns)
-        return len(gone)
-
-    def _evict(self) -> None:
-        extra = len(self.open) - self.max_open
-        for oid in sorted(self.open, key=lambda k: self.open[k]["updated_ns"])[:extra]:
-            del self.open[oid]
-            self.counters["evicted"] += 1
-
-    # -- views ------------------------------------------------------------------------------
-    def open_rows(self, limit: int = MAX_OPEN_ROWS) -> list[dict]:
-        rows = sorted(self.open.values(), key=lambda x: -x["net_bps"])
-        return rows[:limit]
-
-    def to_state(self, limit: int = MAX_OPEN_ROWS) -> dict:
-        return {"open": self.open_rows(limit), "open_count": len(self.open),
-                "closed": list(self.closed), "counters": dict(self.counters),
-                "closed_by_reason": dict(self.closed_by_reason), "max_run": self.max_run}
-
-    def restore(self, doc: dict) -> None:
-        """Take over the book of a previous dashboard's published state."""
-        for row in doc.get("open", []):
-            self.open[int(row["id"])] = dict(row)
-        for row in reversed(doc.get("closed", [])):
-            self.closed.appendleft(dict(row))
-        for k, v in doc.get("counters", {}).items():
-            if k in self.counters:
-                self.counters[k] = int(v)
-        self.closed_by_reason.update({k: int(v) for k, v in doc.get("closed_by_reason",
-                                                                    {}).items()})
-        self.max_run = int(doc.get("max_run", 0))
-
-
-class Rates:
-    """Per-key rates of monotonic counters over the last ``window_s`` seconds."""
-
-    def __init__(self, window_s: float = RATE_WINDOW_S):
-        self.window = window_s
-        self.hist: dict = {}
-
-    def rate(self, key, value: int, t: float) -> float:
-        d = self.hist.setdefault(key, collections.deque())
-        if d and value < d[-1][1]:    # counter reset (its writer restarted)
-            d.clear()
-        d.append((t, value))
-        while len(d) > 2 and t - d[1][0] >= self.window:
-            d.popleft()
-        t0, v0 = d[0]
-        return (value - v0) / (t - t0) if t > t0 else 0.0
-
-    def forget_except(self, keys) -> None:
-        for k in [k for k in self.hist if k not in keys]:
-            del self.hist[k]
-
-
-class LatencyWindows:
-    """Last-minute histograms: snapshots kept about once a second, diffed newest - oldest."""
-
-    def __init__(self, window_s: float = LATENCY_WINDOW_S):
-        self.window = window_s
-        self.snaps: dict[str, collections.deque] = {}
-        self.latest: dict[str, np.ndarray] = {}
-
-    def add(self, hop: str, snap: np.ndarray, t: float) -> None:
-        d = self.snaps.setdefault(hop, collections.deque())
-        if d and int(snap[H.W_COUNT]) < int(d[-1][1][H.W_COUNT]):
-            d.clear()                 # the writer restarted: counts began again
-        if not d or t - d[-1][0] >= 1.0:
-            d.append((t, snap))
-        while len(d) > 1 and t - d[1][0] >= self.window:
-            d.popleft()               # d[0]: the newest snapshot at least a window old
-        self.latest[hop] = (t, snap)
-
-    def window_of(self, hop: str) -> tuple[np.ndarray, float]:
-        """(values recorded over the window, its length in s)."""
-        t0, old = self.snaps[hop][0]
-        t, new = self.latest[hop]
-        if new is old:
-            return new, 0.0
-        return H.diff(new.copy(), old), t - t0
-
-    def rows(self) -> list[dict]:
-        """One row per hop: last-window percentiles, since-start count/sum/max (ns)."""
-        out = []
-        order = {h: k for k, h in enumerate(HOPS)}
-        for hop in sorted(self.latest, key=lambda h: (order.get(h, 99), h)):
-            win, span = self.window_of(hop)
-            s = H.summary(win)
-            tot = self.latest[hop][1]
-            n_tot = int(tot[H.W_DATA:H.W_DATA + H.NB].sum())
-            out.append({"hop": hop, "window_s": round(span, 1), "count": s["count"],
-                        "p50_ns": _fin(s["p50_ns"]), "p99_ns": _fin(s["p99_ns"]),
-                        "p999_ns": _fin(s["p999_ns"]), "mean_ns": _fin(s["mean_ns"]),
-                        "max_ns": float(tot[H.W_MAX]) if n_tot else None,
-                        "total_count": n_tot, "total_sum_ns": int(tot[H.W_SUM]),
-                        "under": int(tot[H.W_UNDER])})
-        return out
-
-    def forget_except(self, hops) -> None:
-        for h in [h for h in self.latest if h not in hops]:
-            self.latest.pop(h, None)
-            self.snaps.pop(h, None)
-
-
-def _fin(x: float):
-    return None if x != x else float(x)
 
 
 class SegmentCache:
@@ -398,12 +136,10 @@ class Dashboard:
         self.segs = SegmentCache(self.instance)
         if publish:
             self._take_over_previous()
-            from arbpipe.transport.stateblob import StateBlob
             self.blob = StateBlob.create(self.instance, STATE_BLOB, BLOB_SIZE)
 
     def _take_over_previous(self) -> None:
         """A crashed predecessor's state (its blob is stale): continue its book."""
-        from arbpipe.transport.stateblob import read_blob
         doc = read_blob(self.instance, STATE_BLOB)
         if not doc or doc.get("_alive") or doc.get("version") != STATE_VERSION:
             return
@@ -422,7 +158,6 @@ class Dashboard:
         """Attach to ``opportunities`` as reader ``dashboard`` (False: not there yet)."""
         if self.ring is not None:
             return True
-        from arbpipe.transport.rings import BroadcastRing
         try:
             ring = BroadcastRing.attach(OPP_RING, instance=self.instance, record="Opportunity")
         except segments.SegmentError:
@@ -443,7 +178,6 @@ class Dashboard:
         # SIGTERM/SIGINT stay pending while asleep (at most ``timeout``): a semaphore wait
         # interrupted by a signal would skip the doorbell's sleeper bookkeeping, and a
         # sleeper count left behind makes the writer look for sleepers on every publish
-        import posix_ipc
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             return self.ring.wait(max(timeout, 0))
@@ -479,13 +213,6 @@ class Dashboard:
     def refresh(self) -> None:
         """Read every ring's, feed's, the detector's and the histograms' counters from the
         attached segments (``SegmentCache``), and the strategy's state blob."""
-        from arbpipe.detect.detector import (C_NLEGS, N_COUNTERS, STATS_KIND, STATS_NAME,
-                                      STATS_WORD0, counters_dict)
-        from arbpipe.feeds.runtime import _read_record, stats_record_to_dict
-        from arbpipe.transport.rings import ring_stats
-        from arbpipe.transport.stateblob import read_blob
-        from shm_layouts import blocks as B
-        from shm_layouts import feed_stats as FS
         t0 = time.perf_counter()
         t = time.monotonic()
         now = time.time_ns()
@@ -495,10 +222,10 @@ class Dashboard:
         self.detector = None
         for name, seg, stale in self.segs.items():
             kind = seg.header.kind
-            if kind in (1, 2, 3):
+            if is_ring(kind):
                 rings.append(self._ring_row(ring_stats(seg), stale, t, keys))
             elif kind == FS.FEED_STATS_KIND:
-                f = stats_record_to_dict(_read_record(seg))
+                f = stats_record_to_dict(read_record(seg))
                 f.update(name=name, pid=seg.header.creator_pid, stale=stale)
                 venues.append(self._venue_row(f, now, t, keys))
             elif kind == STATS_KIND and name == STATS_NAME:
@@ -581,7 +308,6 @@ class Dashboard:
         opps = self.book.to_state()
         lag = None
         if self.ring is not None:
-            from arbpipe.transport import ring_kernels as K
             lag = max(int(K.head_of(self.ring.w)) - self.ring.reader_stats()["position"], 0)
         opps["reader"] = {"present": self.ring is not None, "lost": self.lost,
                           "laps": self.laps, "lag": lag}

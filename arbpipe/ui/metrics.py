@@ -12,14 +12,16 @@ sizes of rings in records; money in the quote currency (USDT). Labels: ``ring``,
 Latency: ``arbpipe_latency_seconds{hop}`` is a histogram (``_bucket``/``_sum``/``_count``
 since the recording process started, coarse ``le`` bounds from the fine shared-memory
 buckets: a value counts under ``le`` when its whole fine bucket is <= le);
-``arbpipe_latency_last_minute_seconds{hop,quantile}`` the dashboard's last-minute p50/p99/
-p99.9.
+``arbpipe_latency_last_minute_seconds{hop,quantile}`` is a summary of the dashboard's last
+minute (p50/p99/p99.9 and ``_sum``/``_count``; ``arbpipe_latency_last_minute_values{hop}``
+repeats the count as a gauge).
 """
 from __future__ import annotations
 
 import http.server
 import math
 import re
+import socket
 import threading
 
 import numpy as np
@@ -245,12 +247,16 @@ def _latency(x: Exposition, rows: list[dict], hists: dict) -> None:
         x.sample(f"{name}_bucket", total, hop=hop, le="+Inf")
         x.sample(f"{name}_sum", float(snap[H.W_SUM]) / 1e9, hop=hop)
         x.sample(f"{name}_count", total, hop=hop)
+    # a summary: only a summary's samples may carry ``quantile`` (a gauge's may not)
     q = "arbpipe_latency_last_minute_seconds"
-    x.family(q, "gauge", "Latency percentiles of a hop over the last minute (NaN: no values).")
+    x.family(q, "summary", "Latency of a hop over the last minute: p50/p99/p99.9 (NaN: no "
+             "values), sum and count.")
     for r in rows:
         for quant, key in (("0.5", "p50_ns"), ("0.99", "p99_ns"), ("0.999", "p999_ns")):
             v = r[key]
             x.sample(q, None if v is None else v / 1e9, hop=r["hop"], quantile=quant)
+        x.sample(f"{q}_sum", r.get("sum_ns", 0) / 1e9, hop=r["hop"])
+        x.sample(f"{q}_count", r["count"], hop=r["hop"])
     x.family("arbpipe_latency_last_minute_values", "gauge",
              "Values recorded for a hop over the last minute.")
     for r in rows:
@@ -399,7 +405,6 @@ class MetricsServer:
             def log_message(self, fmt, *args):
                 pass
 
-        import socket
         cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) \
             if ":" in self.host else _Server
         self.httpd = cls((self.host, self.port), Handler)

@@ -12,9 +12,11 @@ import numpy as np
 from arbpipe.transport import histogram as H
 from arbpipe.transport import segments
 from arbpipe.config import DEFAULT_PATH, load_config
-from arbpipe.detect.detector import Detector, hist_bucket_of, read_stats
+from arbpipe.detect.detector import Detector
+from arbpipe.detect.hops import hist_bucket_of
+from arbpipe.detect.stats import read_stats
 from arbpipe.transport.rings import SpscRing
-from bench.detect import make_stream
+from bench.workload import make_stream
 
 
 def test_detector_buckets_are_the_histogram_buckets():

@@ -18,15 +18,19 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from arbpipe.feeds.runtime import (Feed, FeedOptions, FeedStatsWriter, RingSink, StatusReason, base_url,
-                          build_adapter, read_feed_stats, render_feed_stats, UsageError)
+from arbpipe.feeds.feed import Feed
+from arbpipe.feeds.options import FeedOptions
+from arbpipe.feeds.runtime import UsageError, base_url, build_adapter
+from arbpipe.feeds.sinks import RingSink
+from arbpipe.feeds.stats import FeedStatsWriter, read_feed_stats, render_feed_stats
 from arbpipe.transport.rings import SpscRing
 from arbpipe.sim import SimulatorThread, make_config
 from arbpipe.sim.config import ASSET_TABLE, VENUES, default_instruments
 from arbpipe.symbols import (PERP_ID_BIT, REGISTERED, VENUE_IDS, SymbolMap, instrument_id_for,
                              instrument_name, native_symbol, venue_name)
 from shm_layouts import MARKET_UPDATE, Flag, Kind, VenueStatus
-from shm_layouts.records import MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS
+from shm_layouts.records import (MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS, STATUS_REASON_MASK,
+                                 StatusReason)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEADLINE = 20.0
@@ -302,7 +306,7 @@ def test_dropped_connection_reconnects_with_status_records(instance, venue):
         assert st["disconnects"] >= 1
         down = statuses(r.records)
         d = down[down["status"] == VenueStatus.DISCONNECTED][0]
-        assert d["status_reason"] & 0xFF == StatusReason.CONNECTION_LOST
+        assert d["status_reason"] & STATUS_REASON_MASK == StatusReason.CONNECTION_LOST
 
 
 def test_planned_disconnect_notice_swaps_without_gap(instance):
@@ -319,7 +323,7 @@ def test_planned_disconnect_notice_swaps_without_gap(instance):
 
 
 def test_stall_marks_symbols_stale_without_reconnect_storm(instance, caplog):
-    caplog.set_level(logging.INFO, logger="arbpipe.feeds.runtime")
+    caplog.set_level(logging.INFO, logger="arbpipe.feed")
     with simulator(["gate"], seed=9, rate_hz=100,
                    faults={"gate": {"stall_every_s": 1.5, "stall_s": 3.0}}) as sim, \
             running(sim, "gate", instance, watchdog_s=1.0) as r:
@@ -349,14 +353,14 @@ def test_every_symbol_silent_replaces_the_connection(instance):
         w = r.feed.workers[0]
         r.wait(lambda r: w.flowing, "data on the new connection")
     s = statuses(r.records)
-    assert (s["status_reason"][s["status"] == VenueStatus.DISCONNECTED] & 0xFF
+    assert (s["status_reason"][s["status"] == VenueStatus.DISCONNECTED] & STATUS_REASON_MASK
             == StatusReason.SILENT).any()
 
 
 def test_half_open_connection_is_probed_and_replaced(instance, caplog):
     """The simulator's okx goes half-open 1 s after each connect (no data, no pong, no FIN).
     The idle probe finds it and replaces the connection; quotes flow again."""
-    caplog.set_level(logging.INFO, logger="arbpipe.feeds.runtime")
+    caplog.set_level(logging.INFO, logger="arbpipe.feed")
     with simulator(["okx"], seed=11, rate_hz=80,
                    faults={"okx": {"halfopen_after_s": 1.0, "halfopen_hold_s": 20.0}}) as sim, \
             running(sim, "okx", instance, probe_idle_s=0.5, probe_timeout_s=1.0) as r:
@@ -369,7 +373,7 @@ def test_half_open_connection_is_probed_and_replaced(instance, caplog):
     assert st["connects"] >= 3 and st["disconnects"] == 0
     down = statuses(r.records)
     down = down[down["status"] == VenueStatus.DISCONNECTED]
-    assert len(down) >= 2 and (down["status_reason"] & 0xFF == StatusReason.HALF_OPEN).all()
+    assert len(down) >= 2 and (down["status_reason"] & STATUS_REASON_MASK == StatusReason.HALF_OPEN).all()
     assert "half-open: nothing received" in caplog.text
 
 
@@ -390,7 +394,7 @@ def test_stalled_but_live_venue_answers_the_probe(instance):
 def test_disconnect_storm_backs_off(instance, caplog):
     """Every connection drops 0.2 s after it opens and half the handshakes are refused
     (HTTP 503): the backoff keeps growing to its cap instead of hammering the venue."""
-    caplog.set_level(logging.INFO, logger="arbpipe.feeds.runtime")
+    caplog.set_level(logging.INFO, logger="arbpipe.feed")
     faults = {"bybit-spot": {"drop_every_s": 0.2, "refuse_connect_p": 0.5}}
     with simulator(["bybit-spot"], seed=12, rate_hz=100, faults=faults) as sim, \
             running(sim, "bybit-spot", instance, backoff_initial_s=0.02, backoff_max_s=0.4,
@@ -411,7 +415,7 @@ def test_disconnect_storm_backs_off(instance, caplog):
                                           ("kraken", "ETH/USD"), ("gate", "ETH_USDT"),
                                           ("coinbase", "ETH-USD")])
 def test_refused_symbol_is_reported_by_name(instance, caplog, venue, native):
-    caplog.set_level(logging.INFO, logger="arbpipe.feeds.runtime")
+    caplog.set_level(logging.INFO, logger="arbpipe.feed")
     with simulator([venue], seed=2, rate_hz=50, faults={venue: {"refuse_symbols": [native]}}) as sim, \
             running(sim, venue, instance) as r:
         r.wait(lambda r: native in r.feed.refused, f"{native} refused")
@@ -432,7 +436,7 @@ def test_refused_symbol_is_reported_by_name(instance, caplog, venue, native):
 
 
 def test_unknown_binance_symbol_is_named_by_the_watchdog(instance, caplog):
-    caplog.set_level(logging.INFO, logger="arbpipe.feeds.runtime")
+    caplog.set_level(logging.INFO, logger="arbpipe.feed")
     foo = instrument_id_for("FOO/USDT")
     with simulator(["binance"], seed=4, rate_hz=200) as sim, \
             running(sim, "binance", instance, symbols=["BTC/USDT", "FOOUSDT"], watchdog_s=1.0) as r:

@@ -238,7 +238,8 @@ def test_venue_leg_transitions_become_events(redis_server, instance, rings, tmp_
     """Venue up / stale / down: transitions of the detector's per-leg status (its real stats
     segment, written here as the detector's kernel writes it)."""
     from arbpipe.config import load_config
-    from arbpipe.detect.detector import C_NLEGS, DetectorStats
+    from arbpipe.detect.stats import DetectorStats
+    from shm_layouts.detector_stats import C_NLEGS
     from shm_layouts import VenueStatus
     legs = load_config().legs().names
     ds = DetectorStats.create(instance)
@@ -487,7 +488,7 @@ def test_tree_embeds_a_private_redis_when_none_is_configured(instance, tmp_path)
 def test_no_redis_at_all_runs_without_persister_and_says_so_once(tmp_path, monkeypatch):
     from arbpipe.config import load_config
     from arbpipe.persist.redis_embed import supervisor_service
-    from arbpipe.ops.supervisor import plan
+    from arbpipe.ops.tree import plan
     monkeypatch.setenv("ARBPIPE_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.delenv("ARBPIPE_REDIS_URL", raising=False)
     monkeypatch.setenv("ARBPIPE_REDIS_SERVER", str(tmp_path / "no-redis-server"))

@@ -12,7 +12,7 @@ import pytest
 from arbpipe.replay import file as RF, recorder as RR, replayer as RP
 from arbpipe.config import load_config
 from arbpipe.transport.rings import SpscRing
-from bench.detect import make_stream
+from bench.workload import make_stream
 from bench.recorded import detect_recording
 from shm_layouts import MARKET_UPDATE, Flag
 from shm_layouts import recording as R
@@ -217,7 +217,7 @@ def test_same_file_gives_the_same_opportunities(tmp_path):
 
 def test_replay_refuses_a_ring_that_has_a_live_feed_handler(instance, tmp_path):
     from arbpipe.transport import segments
-    from arbpipe.feeds.runtime import FeedStatsWriter
+    from arbpipe.feeds.stats import FeedStatsWriter
     cfg = load_config()
     path = str(tmp_path / "f.arbrec")
     s = stream(3000)

@@ -15,8 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from arbpipe.config import config_from_dict
-from arbpipe.ui.dashboard import STATE_BLOB, Dashboard, OpportunityBook
-from arbpipe.ui.view import ViewState, open_rows, parse_keys
+from arbpipe.ui.blob import STATE_BLOB
+from arbpipe.ui.book import OpportunityBook
+from arbpipe.ui.dashboard import Dashboard
+from arbpipe.ui.terminal import ViewState, parse_keys
+from arbpipe.ui.view import open_rows
 from arbpipe.transport.histogram import Histogram
 from arbpipe.ui.metrics import render as render_metrics
 from arbpipe.transport.rings import BroadcastRing
@@ -479,7 +482,7 @@ def test_running_tree_once_and_metrics(tree, instance):
                          len(d["venues"]) == 3, what="opportunities in the dashboard")
     # --once: venues, rings and opportunities consistent with the detector
     out = cli("attach", "dashboard", "--once", "--instance", instance, env=env).stdout
-    from arbpipe.detect.detector import read_stats
+    from arbpipe.detect.stats import read_stats
     det = read_stats(instance)
     for v in ("binance", "bybit-spot", "okx"):
         assert re.search(rf"^{v}\s+(connected|stale)\s+1/1", out, re.M), out

@@ -24,7 +24,7 @@ import pytest
 
 from arbpipe.transport import segments
 from arbpipe.transport.rings import MpmcRing, SpscRing, attach_any
-from bench.reliability import Tree, tree_config
+from bench.harness import Tree, tree_config
 from shm_layouts import ring as L
 from tests import helpers
 from tests.helpers import wait_for

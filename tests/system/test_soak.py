@@ -17,14 +17,14 @@ import signal
 import numpy as np
 
 from arbpipe.replay import file as RF
-from arbpipe.transport import ring_kernels as K
+from arbpipe.transport import kernels as K
 from arbpipe.transport import segments
 from arbpipe.config import load_config
 from arbpipe.transport.rings import attach_any
 from arbpipe.transport.stateblob import read_blob
 from bench import soak
-from bench.detect import make_stream
-from bench.reliability import tree_config
+from bench.workload import make_stream
+from bench.harness import tree_config
 from shm_layouts import Flag
 from tests import helpers
 

@@ -64,9 +64,9 @@ EXCEPTIONS = {
     ("arbpipe.persist", "arbpipe.detect"):
         "the persister stores the detector's leg-status events, read with the detector's "
         "stats reader",
-    ("arbpipe.ops.cli", "arbpipe.ui.view"):
+    ("arbpipe.ops.cli", "arbpipe.ui.terminal"):
         "`arbpipe attach dashboard` is an operator command that runs the terminal view",
-    ("arbpipe.ui.view", "arbpipe.ops.supervisor"):
+    ("arbpipe.ui.terminal", "arbpipe.ops.control"):
         "the terminal view shows the supervisor's status (read_status)",
 }
 # shm_layouts imports nothing outside the standard library but these.

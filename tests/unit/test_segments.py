@@ -131,6 +131,35 @@ def test_cli_clean_removes_stale_segments(instance):
     assert not [e for e in os.listdir("/dev/shm") if instance in e]
 
 
+def test_cli_clean_all_keeps_a_live_creators_segment_and_says_why(instance):
+    """`arbpipe clean --all` never removes a segment whose creator lives (here: this test
+    process), names it as skipped with its pid, and removes the dead creator's one."""
+    p = CTX.Process(target=W.create_and_die, args=("spsc", instance, "dead"))
+    p.start()
+    p.join(60)
+    live = SpscRing.create("live", 64, "MarketUpdate", instance=instance)
+    try:
+        env = dict(os.environ, ARBPIPE_INSTANCE=instance)   # --all: every instance even so
+        outs = [subprocess.run([sys.executable, "-m", "procs.cli", *args], env=env,
+                               capture_output=True, text=True, check=True).stdout
+                for args in (["clean", "--all", "--instance", instance], ["clean", "--all"])]
+        assert f"removed /arbpipe.{instance}.dead" in outs[0]
+        for out in outs:
+            assert f"skipped arbpipe.{instance}.live: creator pid {os.getpid()} alive" in out
+        assert segments.probe(instance, "live") is not None
+        left = [s.name for s in segments.list_segments(instance)]
+        assert left == ["live"], left
+    finally:
+        live.unlink()
+        live.close()
+    assert not [e for e in os.listdir("/dev/shm") if instance in e]
+
+
+def test_clean_everything_takes_one_instance():
+    with pytest.raises(ValueError, match="one instance"):
+        segments.clean(None, everything=True)
+
+
 def test_pid_reuse_is_not_mistaken_for_the_creator():
     me = os.getpid()
     assert segments.pid_alive(me, segments.process_start_ticks(me))
