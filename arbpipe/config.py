@@ -45,6 +45,9 @@ from typing import Literal
 import msgspec
 
 from arbpipe import symbols as _sym
+from arbpipe.redact import redact_url
+from arbpipe.sim import config as S  # the module only: the package imports nothing
+from arbpipe.sim.config import VENUES as SIM_VENUES, FaultConfig
 
 VENUE_IDS = _sym.VENUE_IDS       # fixed venue ids (binance=1 ... gate=8)
 VENUE_NAMES = _sym.VENUE_NAMES
@@ -291,7 +294,7 @@ class LegTable:
     """
 
     def __init__(self, legs: list[tuple[str, int, int, float, int]]):
-        import numpy as np
+        import numpy as np  # lazy: numpy is ~110 ms of import; arbpipe status/down never build legs
         self.names = [x[0] for x in legs]
         self.venue = np.array([x[1] for x in legs], np.int64)
         self.is_perp = np.array([x[2] for x in legs], np.int64)
@@ -546,7 +549,6 @@ def validate_config(cfg: Config) -> None:
                 c(core >= 0, f"cpu.{role}[{j}]", f"must be >= 0, got {core}")
     rd = cfg.redis
     if rd.url:
-        from arbpipe.redact import redact_url
         c(bool(re.match(r"^(redis|rediss|unix)://", rd.url)), "redis.url",
           f"expected redis://, rediss:// or unix:// url, got {redact_url(rd.url)!r}")
     c(bool(re.match(r"^[A-Za-z0-9_.-]{1,64}$", rd.stream_prefix)), "redis.stream_prefix",
@@ -575,7 +577,6 @@ def validate_config(cfg: Config) -> None:
 def _sim_faults(cfg: Config, c) -> dict:
     """``simulator.faults`` decoded into ``arbpipe.sim.config.FaultConfig`` per venue (the
     checks name the offending key)."""
-    from arbpipe.sim.config import VENUES as SIM_VENUES, FaultConfig
     served = [v for v in cfg.enabled_venues() if v in SIM_VENUES]
     out = {}
     for venue, table in cfg.simulator.faults.items():
@@ -633,7 +634,6 @@ def cpu_plan(cfg: Config) -> dict[str, list[int]]:
 def to_sim_config(cfg: Config):
     """The simulator's config (``arbpipe.sim.config.SimConfig``) serving exactly the native
     symbols of ``cfg``'s enabled built-in venues, with ``cfg.simulator``'s settings."""
-    from arbpipe.sim import config as S
     venues = {}
     for name in cfg.enabled_venues():
         if name not in S.VENUES:

@@ -39,7 +39,7 @@ from arbpipe.feeds.runtime import build_adapter
 from arbpipe.feeds.sinks import RingSink
 from arbpipe.feeds.stats import read_feed_stats
 from arbpipe.feeds.venues.binance import BinanceSpot
-from arbpipe.sim import SimulatorProcess
+from arbpipe.sim.server import SimulatorProcess
 from arbpipe.transport import segments
 from arbpipe.transport.rings import SpscRing
 from shm_layouts import Flag

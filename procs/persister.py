@@ -20,6 +20,10 @@ import signal
 import sys
 
 from arbpipe.config import ConfigError, load_config
+from arbpipe.persist.persister import Persister
+from arbpipe.redact import redact_url
+from arbpipe.redis_conn import resolve_url
+from arbpipe.transport.segments import SegmentError, default_instance
 
 
 def main(argv=None) -> int:
@@ -35,10 +39,6 @@ def main(argv=None) -> int:
         print(f"persister: config: {e}", file=sys.stderr)
         return 2
 
-    from arbpipe.persist.persister import Persister
-    from arbpipe.redact import redact_url
-    from arbpipe.redis_conn import resolve_url
-    from arbpipe.transport.segments import SegmentError, default_instance
     instance = args.instance or default_instance()
     url = resolve_url(cfg, instance)
     if not url:

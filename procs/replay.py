@@ -32,6 +32,11 @@ import signal
 import sys
 import time
 
+from arbpipe.config import ConfigError, load_config
+from arbpipe.replay import file as RF, kernels as RK, replayer as RP
+from arbpipe.transport import segments
+from arbpipe.transport.stateblob import StateBlob, read_blob
+
 STATE_BLOB = "replay.state"
 STATE_EVERY_S = 0.05
 
@@ -54,9 +59,6 @@ def main(argv=None) -> int:
                     help="a full ring: drop and count (default), or wait (default at max)")
     a = ap.parse_args(argv)
 
-    from arbpipe.replay import file as RF, kernels as RK, replayer as RP
-    from arbpipe.transport import segments
-    from arbpipe.transport.stateblob import StateBlob, read_blob
     try:
         speed = RP.parse_speed(a.speed or "1x")
         if a.rate is not None and not a.rate > 0:
@@ -67,7 +69,6 @@ def main(argv=None) -> int:
             raise ValueError(f"--tick-us {a.tick_us}: must be >= 0")
         rec = RF.Recording(a.recording)
         if a.config:
-            from arbpipe.config import ConfigError, load_config
             try:
                 cfg = load_config(a.config)
             except ConfigError as e:

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+import tomllib
 
 import msgspec
 
@@ -59,7 +60,6 @@ def _load_file(path: str) -> dict:
     with open(path, "rb") as f:
         data = f.read()
     if path.endswith(".toml"):
-        import tomllib
         doc = tomllib.loads(data.decode())
         return doc.get("sim", doc)
     return json.loads(data)

@@ -21,6 +21,9 @@ import signal
 import sys
 
 from arbpipe.config import ConfigError, load_config
+from arbpipe.trading.params import RiskSource
+from arbpipe.trading.service import StrategyService
+from arbpipe.transport.segments import SegmentError
 
 
 def main(argv=None) -> int:
@@ -39,16 +42,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *a: stopping.append(1))
 
-    from arbpipe.transport.segments import SegmentError
-    from arbpipe.trading.service import StrategyService
-
     risk = None
     try:
-        from arbpipe.trading.params import RiskSource
         risk = RiskSource(cfg, args.instance or os.environ.get("ARBPIPE_INSTANCE", "default"),
                           log=lambda m: print(m, flush=True))
-    except ImportError:
-        risk = None
     except Exception as e:  # Redis is the cold path: never a reason not to run
         print(json.dumps({"event": "risk_source_unavailable", "error": str(e)}), flush=True)
         risk = None

@@ -197,8 +197,8 @@ def attach_dashboard(instance: Optional[str] = InstanceOpt,
     """Live terminal view: opportunities, venues, rings, latency, strategy. q quits (the
     tree keeps running); any number of attaches; state accumulated since start."""
     from arbpipe.ui.terminal import attach  # lazy: saves 25 ms (rich) for other commands
-    raise SystemExit(attach(instance or segments.default_instance(), once=once, width=width,
-                            wait_s=wait))
+    raise SystemExit(attach(instance or segments.default_instance(), control.read_status,
+                            once=once, width=width, wait_s=wait))
 
 
 @app.command()

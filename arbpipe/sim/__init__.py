@@ -1,6 +1,7 @@
 """Local venue simulator: every venue's real websocket protocol, served offline.
 
-    from arbpipe.sim import SimulatorThread, make_config
+    from arbpipe.sim.config import make_config
+    from arbpipe.sim.server import SimulatorThread
     with SimulatorThread(make_config(["binance", "okx"], seed=7, rate_hz=50)) as sim:
         sim.urls["okx"]           # "ws://127.0.0.1:<port>"; connect to + "/ws/v5/public"
 
@@ -9,25 +10,7 @@ Modules: ``config`` (SimConfig), ``market`` (deterministic price model), ``sessi
 ``coinbase``, ``kraken``, ``gate``), ``protocols`` (registry, path routing), ``server``
 (Simulator, run_simulator, SimulatorThread, SimulatorProcess). Process entry point:
 ``python -m procs.simulator``.
+
+This package module imports nothing: ``arbpipe.config`` reads ``arbpipe.sim.config``
+without loading the server (about 130 ms of imports).
 """
-from arbpipe.sim.config import (  # noqa: F401
-    DEFAULT_BASES,
-    VENUES,
-    FaultConfig,
-    InstrumentSpec,
-    SimConfig,
-    Timeouts,
-    VenueSimConfig,
-    default_instruments,
-    instruments_for,
-    load_config,
-    make_config,
-)
-from arbpipe.sim.market import Market, Quote, VenueModel  # noqa: F401
-from arbpipe.sim.protocols import PROTOCOLS, route, venue_paths  # noqa: F401
-from arbpipe.sim.server import (  # noqa: F401
-    Simulator,
-    SimulatorProcess,
-    SimulatorThread,
-    run_simulator,
-)

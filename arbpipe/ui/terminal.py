@@ -19,15 +19,17 @@ import sys
 import termios
 import time
 import tty
+from typing import Callable, Optional
 
 from rich.color import ColorSystem
 from rich.console import Console
 from rich.text import Text
 
-from arbpipe.ops.control import read_status
 from arbpipe.transport.stateblob import read_blob
 from arbpipe.ui.blob import STATE_BLOB
 from arbpipe.ui.view import SORTS, frame_lines, render_text
+
+StatusReader = Callable[[str], Optional[dict]]
 
 # ------------------------------------------------------------------ reading the blob ---
 
@@ -35,9 +37,11 @@ class NotRunning(RuntimeError):
     """The pipeline or its dashboard is not running (message says which)."""
 
 
-def read_state(instance: str, wait_s: float = 0.0) -> dict:
+def read_state(instance: str, read_status: StatusReader, wait_s: float = 0.0) -> dict:
     """The dashboard's newest state; waits up to ``wait_s`` for a starting dashboard of a
-    running pipeline. NotRunning says why there is none."""
+    running pipeline. NotRunning says why there is none. ``read_status(instance)`` gives the
+    supervisor's status document, or None when no tree runs (the caller passes
+    ``arbpipe.ops.control.read_status``: the view sits below the operator layer)."""
     deadline = time.monotonic() + wait_s
     while True:
         doc = read_blob(instance, STATE_BLOB)
@@ -162,12 +166,14 @@ class _TerminalGone(Exception):
     pass
 
 
-def attach(instance: str, once: bool = False, width: int | None = None,
-           wait_s: float = 5.0, refresh_hz: float = 10.0, out=None) -> int:
-    """Run the view (or print one frame with ``once``). Returns the exit code."""
+def attach(instance: str, read_status: StatusReader, once: bool = False,
+           width: int | None = None, wait_s: float = 5.0, refresh_hz: float = 10.0,
+           out=None) -> int:
+    """Run the view (or print one frame with ``once``). Returns the exit code.
+    ``read_status`` as for ``read_state``."""
     out = out or sys.stdout
     try:
-        state = read_state(instance, wait_s)
+        state = read_state(instance, read_status, wait_s)
     except NotRunning as e:
         print(f"arbpipe: {e}", file=sys.stderr)
         return 1
@@ -180,10 +186,11 @@ def attach(instance: str, once: bool = False, width: int | None = None,
         print("arbpipe: attach dashboard needs a terminal; use --once for plain text",
               file=sys.stderr)
         return 2
-    return _interactive(instance, state, refresh_hz, width)
+    return _interactive(instance, read_status, state, refresh_hz, width)
 
 
-def _interactive(instance: str, state: dict, refresh_hz: float, width: int | None) -> int:
+def _interactive(instance: str, read_status: StatusReader, state: dict, refresh_hz: float,
+                 width: int | None) -> int:
     fd = sys.stdin.fileno()
     ofd = sys.stdout.fileno()
     saved = termios.tcgetattr(fd)

@@ -18,17 +18,9 @@ import msgspec
 import pytest
 import websocket
 
-from arbpipe.sim import (
-    VENUES,
-    InstrumentSpec,
-    Market,
-    SimConfig,
-    SimulatorProcess,
-    SimulatorThread,
-    VenueSimConfig,
-    load_config,
-    make_config,
-)
+from arbpipe.sim.config import InstrumentSpec, SimConfig, VENUES, VenueSimConfig, load_config, make_config
+from arbpipe.sim.market import Market
+from arbpipe.sim.server import SimulatorProcess, SimulatorThread
 from arbpipe.sim.binance import U_BASE as BINANCE_U_BASE
 from arbpipe.sim.market import pad
 

@@ -48,9 +48,9 @@ MAY_IMPORT = {
     "trading": BELOW_FEATURES,
     "persist": BELOW_FEATURES,
     "replay": BELOW_FEATURES,
-    # layer 3: operation and display
-    "ops": BELOW_FEATURES + FEATURES,
+    # layer 3: display, then operation (the operator commands run the terminal view)
     "ui": BELOW_FEATURES + FEATURES,
+    "ops": BELOW_FEATURES + FEATURES + ("ui",),
     # layer 4: benchmarks
     "bench": BELOW_FEATURES + FEATURES + ("ops", "ui"),
     # layer 5: the entry points
@@ -64,10 +64,6 @@ EXCEPTIONS = {
     ("arbpipe.persist", "arbpipe.detect"):
         "the persister stores the detector's leg-status events, read with the detector's "
         "stats reader",
-    ("arbpipe.ops.cli", "arbpipe.ui.terminal"):
-        "`arbpipe attach dashboard` is an operator command that runs the terminal view",
-    ("arbpipe.ui.terminal", "arbpipe.ops.control"):
-        "the terminal view shows the supervisor's status (read_status)",
 }
 # shm_layouts imports nothing outside the standard library but these.
 LAYOUT_DEPENDENCIES = ("numpy",)
