@@ -32,6 +32,9 @@ the bit still lands right), on a two-market venue the bit decides, a spot-only v
 refuses perp ids. The feed therefore sets ``PERP_ID_BIT`` on the instrument id of every
 perp-market update (quote, funding, per-instrument status) — mandatory for OKX SWAP.
 ``shm_layouts.records`` is unchanged.
+
+One file on purpose (about 650 lines): the schema and the rules that validate it are read
+together, key by key; split apart, every rule would point at a struct in another file.
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ checksum verified by the consumer. One-way latency: one record at a time at a
 steady rate, stamped with CLOCK_MONOTONIC (system-wide) by the producer and read
 by the consumer. The floor (bare numba ring, cache-line ping-pong) is measured in
 the same run so arbpipe can be stated as a fraction/multiple of it.
+
+One file on purpose (about 700 lines): every transport's producer and consumer sit side by
+side, so that a reader can check that each peer runs the same workload as arbpipe.
 """
 from __future__ import annotations
 
