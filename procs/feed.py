@@ -22,7 +22,8 @@ import argparse
 import logging
 import sys
 
-from arbpipe.feeds.runtime import FeedOptions, run_feed
+from arbpipe.feeds.options import FeedOptions
+from arbpipe.feeds.runtime import run_feed
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -31,7 +32,7 @@ def _setup_logging(verbose: bool = False) -> None:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s feed %(levelname)s %(message)s"))
         root.addHandler(h)
-    logging.getLogger("arbpipe.feeds.runtime").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("arbpipe.feed").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def feed_command(venue: str, url: str | None = None, symbol: list[str] | None = None,

@@ -24,7 +24,8 @@ from arbpipe.feeds.runtime import UsageError, base_url, build_adapter
 from arbpipe.feeds.sinks import RingSink
 from arbpipe.feeds.stats import FeedStatsWriter, read_feed_stats, render_feed_stats
 from arbpipe.transport.rings import SpscRing
-from arbpipe.sim import SimulatorThread, make_config
+from arbpipe.sim.config import make_config
+from arbpipe.sim.server import SimulatorThread
 from arbpipe.sim.config import ASSET_TABLE, VENUES, default_instruments
 from arbpipe.symbols import (PERP_ID_BIT, REGISTERED, VENUE_IDS, SymbolMap, instrument_id_for,
                              instrument_name, native_symbol, venue_name)

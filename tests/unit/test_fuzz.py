@@ -2,7 +2,7 @@
 
 Each venue's adapter, built from config/arbpipe.toml as the feed builds it, gets generated
 and mutated frames through its parse path into a real SPSC ring exactly as
-``Feed._on_frame`` does (bench/fuzz.py), plus hypothesis-generated JSON built from the
+``Feed.on_frame`` does (bench/fuzz.py), plus hypothesis-generated JSON built from the
 venue's own field names. Every frame must be accounted for (records, a control frame,
 applied book levels, or a reject by a named reason), nothing may raise, the adapter's
 last-resort guard must never fire, and every record in the ring must be sane.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arbpipe.feeds.runtime import RingSink
+from arbpipe.feeds.sinks import RingSink
 from arbpipe.transport.rings import SpscRing
 from bench import fuzz
 from shm_layouts import MARKET_UPDATE

@@ -5,7 +5,7 @@ subclass per market; ``registry.py`` lists them all. The adapter knows only the 
 wire protocol: where to connect, what to send to subscribe and to keep the
 connection alive, and how to turn a received frame into normalised updates. It
 knows nothing about sockets, rings or processes: the feed runtime
-(``arbpipe.feeds.runtime``) owns the connection, reconnects, watchdogs and the ring.
+(``arbpipe.feeds``) owns the connection, reconnects, watchdogs and the ring.
 
 Contract of ``parse``:
   * never raises on any input (bytes or str of any content);
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Callable, ClassVar, Protocol
+
+import msgspec
 
 from arbpipe.symbols import Instrument
 
@@ -111,7 +113,6 @@ class VenueAdapter:
 def decode_frame(decoder, frame, sink: UpdateSink):
     """Decode with a msgspec decoder; on failure count ``bad_shape`` (valid JSON, wrong
     shape) or ``not_json`` and return None."""
-    import msgspec
     try:
         return decoder(frame)
     except msgspec.ValidationError:

@@ -24,18 +24,16 @@ the runtime's watchdog reports it. Plain payloads and the combined-stream wrappe
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import msgspec
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
+from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_SEQ, book_reject, funding_ok,
+                                         stale_reason)
 from arbpipe.symbols import Instrument
 from shm_layouts import Flag
 
-_INF = math.inf
-_MAX_MS = (2**63 - 1) // 1_000_000   # largest ms timestamp whose ns value fits an i8
-_F4_MAX = 3.0e38                     # mark_price is stored as f4
 _NO_TS = int(Flag.NO_EXCHANGE_TS)
 SUBSCRIBE_CHUNK = 200                # streams per SUBSCRIBE frame (<= 1024 per connection)
 
@@ -141,25 +139,22 @@ class _BinanceBase(VenueAdapter):
             sink.reject("unknown_symbol")
             return
         bid, ask, bid_qty, ask_qty = float(b), float(a), float(bq), float(aq)
-        if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bid_qty < _INF
-                and 0.0 <= ask_qty < _INF):
-            sink.reject("bad_price")
-            return
-        if bid > ask:
-            sink.reject("crossed")
+        why = book_reject(bid, ask, bid_qty, ask_qty)
+        if why is not None:
+            sink.reject(why)
             return
         ts = m.T or m.E                    # USD-M: transaction time, else event time
-        if not 0 <= ts <= _MAX_MS:
+        if not 0 <= ts <= MAX_MS:
             sink.reject("bad_ts")
             return
         u = m.u
-        last = self._last_u.get(m.s)
-        if last is not None and u <= last:
-            sink.reject("duplicate" if u == last else "out_of_order")
+        last = self._last_u.get(m.s, NO_SEQ)
+        if u <= last:
+            sink.reject(stale_reason(u, last))
             return
         self._last_u[m.s] = u
         flags = self._quote_flags if ts else self._quote_flags | _NO_TS
-        sink.quote(iid, bid, ask, bid_qty, ask_qty, ts * 1_000_000, flags)
+        sink.quote(iid, bid, ask, bid_qty, ask_qty, ts * MS, flags)
 
     def _funding(self, m: _Msg, sink) -> None:
         if m.r is None or m.p is None or not m.s or m.E <= 0:
@@ -173,19 +168,18 @@ class _BinanceBase(VenueAdapter):
             sink.reject("no_funding")
             return
         rate, mark = float(m.r), float(m.p)
-        if not (-_INF < rate < _INF and 0.0 < mark < _F4_MAX):
+        if not funding_ok(rate, mark, mark_required=True):
             sink.reject("bad_price")
             return
-        if not (0 < m.T <= _MAX_MS and m.E <= _MAX_MS):
+        if not (0 < m.T <= MAX_MS and m.E <= MAX_MS):
             sink.reject("bad_ts")
             return
-        last = self._last_E.get(m.s)
-        if last is not None and m.E <= last:
-            sink.reject("duplicate" if m.E == last else "out_of_order")
+        last = self._last_E.get(m.s, NO_SEQ)
+        if m.E <= last:
+            sink.reject(stale_reason(m.E, last))
             return
         self._last_E[m.s] = m.E
-        sink.funding(iid, rate, m.T * 1_000_000, self.funding_interval_s, mark,
-                     m.E * 1_000_000)
+        sink.funding(iid, rate, m.T * MS, self.funding_interval_s, mark, m.E * MS)
 
     def _other(self, m: _Msg, sink) -> Control | None:
         if m.e == "markPriceUpdate":

@@ -34,20 +34,18 @@ does not (e.g. ``"Params Error"``).
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
 import msgspec
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
-from arbpipe.symbols import Instrument
 from arbpipe.feeds.venues.binance import split_concatenated
+from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_KEY, U4_END, book_reject, funding_ok,
+                                         stale_reason)
+from arbpipe.symbols import Instrument
 from shm_layouts import Flag
 
-_INF = math.inf
-_MAX_MS = (2**63 - 1) // 1_000_000
-_F4_MAX = 3.0e38
 _SNAP = int(Flag.SNAPSHOT)
 _DEFAULT_INTERVAL_S = 8 * 3600
 _TOPIC_RE = re.compile(r"((?:orderbook\.\d+|tickers)\.([^\s,;:\]\"']+))")
@@ -141,7 +139,7 @@ class _BybitBase(VenueAdapter):
                 return self._reply(env, sink)
             if not len(env.data) or env.type not in ("snapshot", "delta"):
                 sink.reject("bad_shape")
-            elif not 0 <= env.ts <= _MAX_MS or not 0 <= env.cts <= _MAX_MS:
+            elif not 0 <= env.ts <= MAX_MS or not 0 <= env.cts <= MAX_MS:
                 sink.reject("bad_ts")
             elif topic.startswith("orderbook."):
                 self._book(env, sink)
@@ -156,9 +154,9 @@ class _BybitBase(VenueAdapter):
         return None
 
     def _in_order(self, key: tuple[str, str], seq: tuple[int, int], sink) -> bool:
-        last = self._last.get(key)
-        if last is not None and seq <= last:
-            sink.reject("duplicate" if seq == last else "out_of_order")
+        last = self._last.get(key, NO_KEY)
+        if seq <= last:
+            sink.reject(stale_reason(seq, last))
             return False
         return True
 
@@ -176,12 +174,9 @@ class _BybitBase(VenueAdapter):
             return
         (bp, bq), (ap, aq) = d.b[0], d.a[0]
         bid, bid_qty, ask, ask_qty = float(bp), float(bq), float(ap), float(aq)
-        if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bid_qty < _INF
-                and 0.0 <= ask_qty < _INF):
-            sink.reject("bad_price")
-            return
-        if bid > ask:
-            sink.reject("crossed")
+        why = book_reject(bid, ask, bid_qty, ask_qty)
+        if why is not None:
+            sink.reject(why)
             return
         key = ("ob", d.s)
         if d.u == 1:                       # service restart: the book starts over
@@ -190,7 +185,7 @@ class _BybitBase(VenueAdapter):
         if not self._in_order(key, seq, sink):
             return
         self._last[key] = seq
-        sink.quote(iid, bid, ask, bid_qty, ask_qty, (env.cts or env.ts) * 1_000_000, _SNAP)
+        sink.quote(iid, bid, ask, bid_qty, ask_qty, (env.cts or env.ts) * MS, _SNAP)
 
     def _ticker(self, env: _Envelope, sink) -> None:
         d = _decode_ticker(env.data)
@@ -222,16 +217,14 @@ class _BybitBase(VenueAdapter):
         st.mark = old.mark if f3 is None else float(f3) if f3 else None
         self._tickers[sym] = st
         self._last[key] = seq
-        ts_ns = env.ts * 1_000_000
+        ts_ns = env.ts * MS
         emitted = False
         bid, ask, bid_qty, ask_qty = st.bid, st.ask, st.bid_qty, st.ask_qty
         if bid is not None and ask is not None and bid_qty is not None and ask_qty is not None:
             emitted = True
-            if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bid_qty < _INF
-                    and 0.0 <= ask_qty < _INF):
-                sink.reject("bad_price")
-            elif bid > ask:
-                sink.reject("crossed")
+            why = book_reject(bid, ask, bid_qty, ask_qty)
+            if why is not None:
+                sink.reject(why)
             else:
                 sink.quote(iid, bid, ask, bid_qty, ask_qty, ts_ns, _SNAP if snapshot else 0)
         if (f0 is not None or f1 is not None or f2 is not None or f3 is not None) \
@@ -239,12 +232,12 @@ class _BybitBase(VenueAdapter):
             emitted = True
             rate, mark = st.rate, st.mark or 0.0
             interval_s = st.hours * 3600 if st.hours is not None else _DEFAULT_INTERVAL_S
-            if not (-_INF < rate < _INF and 0.0 <= mark < _F4_MAX):
+            if not funding_ok(rate, mark):
                 sink.reject("bad_price")
-            elif not (0 < st.next_ms <= _MAX_MS and 0 < interval_s < 2**32):
+            elif not (0 < st.next_ms <= MAX_MS and 0 < interval_s < U4_END):
                 sink.reject("bad_ts")
             else:
-                sink.funding(iid, rate, st.next_ms * 1_000_000, interval_s, mark, ts_ns)
+                sink.funding(iid, rate, st.next_ms * MS, interval_s, mark, ts_ns)
         if not emitted:
             sink.reject("no_bbo")          # nothing publishable yet (e.g. spot tickers)
 

@@ -23,13 +23,12 @@ import re
 import msgspec
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
+from arbpipe.feeds.venues.checks import I8_END, INF, stale_reason
 from arbpipe.symbols import Instrument
 from shm_layouts import Flag
 
-_INF = float("inf")
 _SNAPSHOT = int(Flag.SNAPSHOT)
 _NO_TS = int(Flag.NO_EXCHANGE_TS)
-_I8_END = 2**63                     # exchange_ts_ns is stored as i8
 
 
 # -- RFC3339 -> ns ---------------------------------------------------------------
@@ -97,7 +96,7 @@ def rfc3339_ns(s: str) -> int:
         off = (int(zone[1:3]) * 60 + int(zone[4:])) * 60_000_000_000
         ns = base + (int(digits) * _FRACTION_SCALE[len(digits)] if digits else 0)
         ns = ns - off if zone[0] == "+" else ns + off
-    return ns if 0 <= ns < _I8_END else -1
+    return ns if 0 <= ns < I8_END else -1
 
 
 # -- wire shapes -------------------------------------------------------------------
@@ -212,7 +211,7 @@ class CoinbaseAdapter(VenueAdapter):
             prev = self._last_seq
             if prev is not None and seq != prev + 1:
                 if seq <= prev:
-                    sink.reject("duplicate" if seq == prev else "out_of_order")
+                    sink.reject(stale_reason(seq, prev))
                     return None
                 # missed a frame: books unusable until a fresh snapshot (this frame's
                 # snapshots still apply; its updates are refused as no_snapshot)
@@ -269,7 +268,7 @@ class CoinbaseAdapter(VenueAdapter):
                 except ValueError:
                     sink.reject("bad_shape")
                     continue
-                if not (0.0 < price < _INF and 0.0 <= qty < _INF):
+                if not (0.0 < price < INF and 0.0 <= qty < INF):   # book_reject's bounds
                     sink.reject("bad_price")
                     continue
                 side = lv.side
@@ -289,7 +288,7 @@ class CoinbaseAdapter(VenueAdapter):
             top = (b[0], b[1], a[0], a[1])
             if top == book.last:
                 continue
-            if b[0] > a[0]:
+            if b[0] > a[0]:                 # every level passed the bounds: only a cross is left
                 sink.reject("crossed")
                 continue
             ts = rfc3339_ns(last_time) if last_time else -1

@@ -18,10 +18,8 @@ import time
 import msgspec
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
+from arbpipe.feeds.venues.checks import MAX_MS, MS, NO_SEQ, book_reject, stale_reason
 from arbpipe.symbols import Instrument
-
-_INF = float("inf")
-_MAX_MS = (2**63 - 1) // 1_000_000   # ns must fit the record's i8
 
 
 class _Result(msgspec.Struct):
@@ -110,26 +108,24 @@ class GateAdapter(VenueAdapter):
             sink.reject("unknown_symbol")
             return
         u, sym = r.u, r.s
-        prev = self._last_u.get(sym)
-        if prev is not None and u <= prev:
-            sink.reject("duplicate" if u == prev else "out_of_order")
+        prev = self._last_u.get(sym, NO_SEQ)
+        if u <= prev:
+            sink.reject(stale_reason(u, prev))
             return
         try:
             bid, bq, ask, aq = float(r.bid), float(r.bid_qty), float(r.ask), float(r.ask_qty)
         except ValueError:
             sink.reject("bad_shape")
             return
-        if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bq < _INF and 0.0 <= aq < _INF):
-            sink.reject("bad_price")
+        why = book_reject(bid, ask, bq, aq)
+        if why is not None:
+            sink.reject(why)
             return
-        if bid > ask:
-            sink.reject("crossed")
-            return
-        if not 0 <= r.t <= _MAX_MS:
+        if not 0 <= r.t <= MAX_MS:
             sink.reject("bad_shape")
             return
         self._last_u[sym] = u
-        sink.quote(inst.instrument_id, bid, ask, bq, aq, r.t * 1_000_000)
+        sink.quote(inst.instrument_id, bid, ask, bq, aq, r.t * MS)
 
     @staticmethod
     def native_to_canonical(native: str) -> str | None:

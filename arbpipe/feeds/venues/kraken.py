@@ -17,10 +17,10 @@ import re
 import msgspec
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
+from arbpipe.feeds.venues.checks import book_reject
 from arbpipe.feeds.venues.coinbase import rfc3339_ns
 from shm_layouts import Flag
 
-_INF = float("inf")
 _SNAPSHOT = int(Flag.SNAPSHOT)
 _NO_TS = int(Flag.NO_EXCHANGE_TS)
 
@@ -104,11 +104,9 @@ class KrakenAdapter(VenueAdapter):
             if bid is None or bq is None or ask is None or aq is None:
                 sink.reject("bad_shape")
                 continue
-            if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bq < _INF and 0.0 <= aq < _INF):
-                sink.reject("bad_price")
-                continue
-            if bid > ask:
-                sink.reject("crossed")
+            why = book_reject(bid, ask, bq, aq)
+            if why is not None:
+                sink.reject(why)
                 continue
             flags = _SNAPSHOT if snapshot else 0
             if d.timestamp:

@@ -17,10 +17,10 @@ import re
 import msgspec
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
+from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_SEQ, U4_END, book_reject, funding_ok,
+                                         stale_reason)
 from arbpipe.symbols import Instrument
 
-_INF = float("inf")
-_MAX_MS = (2**63 - 1) // 1_000_000   # ns must fit the record's i8
 _ARGS_PER_MESSAGE = 50              # keeps each subscribe frame far below the 64 KB cap
 _DEFAULT_FUNDING_INTERVAL_S = 28800  # OKX default (8 h) when nextFundingTime is missing
 
@@ -58,8 +58,8 @@ def _ms_to_ns(text: str) -> int:
     """Decimal string of ms since the epoch -> ns (fits i8); -1 when it is not one."""
     if text.isdigit() and text.isascii() and len(text) <= 13:
         ms = int(text)
-        if ms <= _MAX_MS:
-            return ms * 1_000_000
+        if ms <= MAX_MS:
+            return ms * MS
     return -1
 
 
@@ -119,9 +119,9 @@ class OkxAdapter(VenueAdapter):
             if not asks or not bids or seq is None or len(asks[0]) < 2 or len(bids[0]) < 2:
                 sink.reject("bad_shape")
                 continue
-            prev = last_seq.get(inst_id)
-            if prev is not None and seq <= prev:
-                sink.reject("duplicate" if seq == prev else "out_of_order")
+            prev = last_seq.get(inst_id, NO_SEQ)
+            if seq <= prev:
+                sink.reject(stale_reason(seq, prev))
                 continue
             ts = _ms_to_ns(d.ts)
             try:
@@ -135,11 +135,9 @@ class OkxAdapter(VenueAdapter):
             if ts < 0:
                 sink.reject("bad_shape")
                 continue
-            if not (0.0 < bid < _INF and 0.0 < ask < _INF and 0.0 <= bq < _INF and 0.0 <= aq < _INF):
-                sink.reject("bad_price")
-                continue
-            if bid > ask:
-                sink.reject("crossed")
+            why = book_reject(bid, ask, bq, aq)
+            if why is not None:
+                sink.reject(why)
                 continue
             last_seq[inst_id] = seq
             cs = inst.contract_size
@@ -167,12 +165,12 @@ class OkxAdapter(VenueAdapter):
             if t_next == 0:                # "0": no next funding time is not one
                 sink.reject("bad_ts")
                 continue
-            if not (-_INF < rate < _INF):
+            if not funding_ok(rate, 0.0):   # OKX sends no mark price
                 sink.reject("bad_price")
                 continue
             t_after = _ms_to_ns(d.nextFundingTime)
             interval_s = (t_after - t_next) // 1_000_000_000 if t_after > t_next else 0
-            if not 0 < interval_s < 2**32:
+            if not 0 < interval_s < U4_END:
                 interval_s = _DEFAULT_FUNDING_INTERVAL_S
             sink.funding(inst.instrument_id, rate, t_next, interval_s, 0.0, ts)
         return None

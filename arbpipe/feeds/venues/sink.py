@@ -1,8 +1,8 @@
 """Update sinks: where venue adapters put normalised updates.
 
-``CollectingSink`` keeps every update as a dict (tests, ``arbpipe feed --print``);
-the feed runtime has a ring-backed sink that packs records straight into the
-feed's SPSC ring (``arbpipe.feeds.runtime``). Both count rejections by reason.
+``CollectingSink`` keeps every update as a dict (adapter tests); the running feed
+packs records straight into its SPSC ring (``arbpipe.feeds.sinks.RingSink``, and
+``PrintSink`` for ``arbpipe feed --print``). All count rejections by reason.
 """
 from __future__ import annotations
 
