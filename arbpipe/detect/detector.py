@@ -19,6 +19,7 @@ from arbpipe.detect.state import (
 from arbpipe.detect.stats import counters_dict
 from arbpipe.transport import histogram as H
 from shm_layouts import OPPORTUNITY
+from shm_layouts.records import OPP_ID_RUN_SHIFT
 from shm_layouts import words as W
 
 
@@ -148,5 +149,5 @@ def decode(words: np.ndarray) -> np.ndarray:
 
 
 def opp_id_base_now() -> int:
-    """A base for opp ids unique across detector restarts: start second << 32."""
-    return (time.time_ns() // 1_000_000_000) << 32
+    """A base for opp ids unique across detector restarts: the start second in the run bits."""
+    return (time.time_ns() // 1_000_000_000) << OPP_ID_RUN_SHIFT
