@@ -161,6 +161,13 @@ def venue_name(vid: int) -> str:
     return VENUE_NAMES.get(int(vid), str(vid))
 
 
+def leg_name(vid: int, perp: bool) -> str:
+    """Name of one market of a venue, as the dashboard shows it: ``okx`` / ``okx-perp`` for
+    OKX spot / SWAP (one venue id); a perp-only venue keeps its own name."""
+    name = venue_name(vid)
+    return name + "-perp" if perp and name not in PERP_VENUES else name
+
+
 def instrument_name(instrument_id: int) -> str:
     """Registered name of a published id, ``-PERP`` appended for a perp market
     (``1`` -> ``BTC/USDT``, ``1 | PERP_ID_BIT`` -> ``BTC/USDT-PERP``); the id as text

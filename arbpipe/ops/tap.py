@@ -14,12 +14,13 @@ import time
 
 import numpy as np
 
-from arbpipe.symbols import instrument_name, venue_name
+from arbpipe.symbols import instrument_name, leg_name, venue_name
 from arbpipe.transport import kernels as K
 from arbpipe.transport.rings import attach_any
 from shm_layouts import CloseReason, Kind, OppState
 from shm_layouts.kinds import RecordType
-from shm_layouts.records import MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS
+from shm_layouts.records import (MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS, OPP_BUY_PERP,
+                                 OPP_SELL_PERP)
 
 
 # the records the tap decodes by name; any other ring's records print as raw fields
@@ -45,8 +46,8 @@ def decode(rec: np.void, record: str) -> dict:
         d["close_reason"] = CloseReason(d["close_reason"]).name.lower() if d["close_reason"] in \
             CloseReason._value2member_map_ else d["close_reason"]
         d["instrument"] = instrument_name(d["instrument_id"])
-        d["buy"] = venue_name(d["buy_venue"])
-        d["sell"] = venue_name(d["sell_venue"])
+        d["buy"] = leg_name(d["buy_venue"], bool(d["flags"] & OPP_BUY_PERP))
+        d["sell"] = leg_name(d["sell_venue"], bool(d["flags"] & OPP_SELL_PERP))
     return d
 
 
