@@ -110,6 +110,18 @@ def plan(cfg, config_path: str, instance: str, live: bool = False,
     return specs, rings
 
 
+def feeds_text(rate: float, publishing: int, feeds: int) -> str:
+    """The feeds part of the summary line. Until every feed ring has its first record it
+    says how many do, and while none has, why a first start is quiet (outside check: a cold
+    numba cache showed ``feeds 0 updates/s`` for 10-25 s with no word of why)."""
+    text = f"feeds {rate:,.0f} updates/s"
+    if publishing < feeds:
+        text += f" ({publishing}/{feeds} feeds publishing"
+        text += ("; a first start compiles the numba kernels, 10-25 s, once)" if publishing == 0
+                 else ")")
+    return text
+
+
 class Console:
     """The foreground view of `make up`: supervisor events plus a periodic one-line summary
     of feed rates and the newest opportunity (read with a tap: consumes nothing)."""
@@ -153,8 +165,9 @@ class Console:
             published = head
         finally:
             ring.close()
-        line = (f"feeds {feeds / 2:,.0f} updates/s | opportunities published {published:,} "
-                f"(opened since start {self.opens})")
+        feed_rows = [r for r in rows if r["name"].startswith("feed.")]
+        line = (feeds_text(feeds / 2, sum(1 for r in feed_rows if r["published"]), len(feed_rows))
+                + f" | opportunities published {published:,} (opened since start {self.opens})")
         return line + (f"\n    newest: {newest}" if newest else "")
 
 

@@ -1,8 +1,10 @@
-"""`arbpipe tap` and the `make up` summary name an opportunity's legs as the dashboard does:
-OKX spot and SWAP share venue id 5 and are told apart by the record's perp flags."""
+"""The `make up` summary and `arbpipe tap`: an opportunity's legs are named as the dashboard names
+them (OKX spot and SWAP share venue id 5; the perp flags tell them apart), and quiet feeds
+are explained."""
 import numpy as np
 
 from arbpipe.ops.tap import decode, fmt
+from arbpipe.ops.tree import feeds_text
 from arbpipe.symbols import VENUE_IDS
 from shm_layouts import OPPORTUNITY, OppState
 from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP
@@ -26,3 +28,10 @@ def test_okx_spot_and_swap_are_named_apart():
 def test_perp_only_venue_keeps_its_name():
     d = _opp("binance", "binance-usdm", OPP_SELL_PERP)
     assert (d["buy"], d["sell"]) == ("binance", "binance-usdm")
+
+
+def test_summary_says_why_feeds_are_quiet_until_every_feed_publishes():
+    assert feeds_text(0.0, 0, 8) == ("feeds 0 updates/s (0/8 feeds publishing; a first start "
+                                     "compiles the numba kernels, 10-25 s, once)")
+    assert feeds_text(120.0, 3, 8) == "feeds 120 updates/s (3/8 feeds publishing)"
+    assert feeds_text(1900.0, 8, 8) == "feeds 1,900 updates/s"
