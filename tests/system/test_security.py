@@ -187,8 +187,6 @@ def _listening(t):
 # ------------------------------------------------------------------ credentials -------
 
 PASSWORD = "pw-Zq81x-Never-Print-Me"
-API_KEY = "ak-3f9a1c0d-Never-Print-Me"
-API_SECRET = "sk-77e0aa1b-Never-Print-Me"
 
 
 def _free_port():
@@ -229,19 +227,21 @@ def _connects(port):
 @pytest.mark.parametrize("password", ["right", "wrong"])
 def test_no_credential_in_logs_status_stats_or_metrics(instance, tmp_path, redis_with_password,
                                                         password):
-    """A run with a Redis password (the right one, then a wrong one: error paths) and API
-    keys in the environment: nothing the tree writes or serves contains them."""
+    """A run with a Redis password (the right one from the config file, then a wrong one from
+    ARBPIPE_REDIS_URL: error paths): nothing the tree writes or serves contains it. (The tree
+    trades on paper only: it reads no exchange API keys, and claims nothing about them.)"""
     pw = PASSWORD if password == "right" else PASSWORD + "-WRONG"
     url = f"redis://:{pw}@127.0.0.1:{redis_with_password}/0"
     cfg = tree_config(str(tmp_path / "arbpipe.toml"), 50.0)
-    text = open(cfg).read()
-    text, n = re.subn(r'(?m)^url = ""', f'url = "{url}"', text, count=1)
-    assert n == 1
-    open(cfg, "w").write(text)
     t = Tree(instance, str(tmp_path), cfg)
-    secrets = [pw, PASSWORD, API_KEY, API_SECRET]
-    t.env.update(ARBPIPE_API_KEY=API_KEY, BINANCE_API_KEY=API_KEY, BINANCE_API_SECRET=API_SECRET,
-                 REDIS_PASSWORD=PASSWORD)
+    if password == "right":                   # the URL in the config file ...
+        text = open(cfg).read()
+        text, n = re.subn(r'(?m)^url = ""', f'url = "{url}"', text, count=1)
+        assert n == 1
+        open(cfg, "w").write(text)
+    else:                                     # ... and in ARBPIPE_REDIS_URL, the other way in
+        t.env.update(ARBPIPE_REDIS_URL=url)
+    secrets = [pw, PASSWORD]
     t.up()
     try:
         st = t.status()
