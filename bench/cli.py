@@ -68,7 +68,9 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
                    nice: int = typer.Option(0, help="CPU priority of the measured processes "
                                             "(e.g. -10 on a busy host; root)"),
                    tick_us: float = typer.Option(200.0, "--tick-us", help="generator's "
-                                                 "shortest sleep between sends (0: per record)")):
+                                                 "shortest sleep between sends (0: per record)"),
+                   repeat: int = typer.Option(1, help="run every setup N times, interleaved; "
+                                              "report medians with min-max spread")):
     """Feed ring -> detector -> strategy latency per hop at fixed rates, vs mp.Queue,
     faster-fifo and pyzmq carrying the same pipeline."""
     from bench import pipeline as B  # lazy: saves 275 ms for every other arbpipe command
@@ -78,7 +80,7 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
             raise ValueError("--reader auto|strategy|bench, --duration > 0, --warmup >= 0")
         res = B.run(rate_list, duration, warmup, [t for t in transports.split(",") if t],
                     tree=tree, reader=reader, progress=True, instance=instance, nice=nice,
-                    tick_us=tick_us)
+                    tick_us=tick_us, repeat=repeat)
     except (ValueError, segments.SegmentError) as e:
         typer.echo(f"arbpipe bench pipeline: {e}", err=True)
         raise SystemExit(2)

@@ -58,6 +58,7 @@ from rich.progress import (BarColumn, Progress as RP, TextColumn, TimeElapsedCol
 
 from bench import pipeline_workers as PW
 from bench.harness import cpu_name
+from bench.pipeline_repeat import combine
 from bench.pipeline_report import RESULTS_DIR, find_run, render, save
 from bench.pipeline_runs import (BATCH, CAP, TICK_US, TRANSPORTS, BenchError, Env, run_harness,
                                  run_tree)
@@ -181,17 +182,22 @@ class Progress:
 def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANSPORTS,
         tree: bool = True, reader: str = "auto", progress: bool = True,
         instance: str | None = None, search_steps: int = 3, nice: int = 0,
-        tick_us: float = TICK_US) -> dict:
+        tick_us: float = TICK_US, repeat: int = 1) -> dict:
     """Run the benchmark; returns the result document (see ``save`` / ``render``).
     ``nice`` < 0 (root): the measured processes get that CPU priority, so that on a host
     shared with other work they wait less for a core (every setup and transport alike).
     ``tick_us``: the generator / replay sleeps at least this long between sends (records
     then go out in bursts of rate x tick, stamped when sent); 0: one wake-up per record gap,
-    which on a 2-core host costs the core the reader shares (~60 % CPU at 100K/s)."""
+    which on a 2-core host costs the core the reader shares (~60 % CPU at 100K/s).
+    ``repeat``: run every setup that many times, interleaved; ``runs`` then holds the
+    medians with their min-max ``spread`` (bench/pipeline_repeat.py), ``runs_each`` every
+    repeat's own runs; the rate search runs once, after the last repeat."""
     rates = parse_rates(rates or DEFAULT_RATES) if not isinstance(rates, list) else rates
     for t in transports:
         if t not in TRANSPORTS:
             raise ValueError(f"unknown transport {t!r}; known: {', '.join(TRANSPORTS)}")
+    if int(repeat) < 1:
+        raise ValueError(f"repeat {repeat}: use 1 or more")
     if not -20 <= int(nice) <= 19:
         raise ValueError(f"nice {nice}: use -20..19")
     if nice < 0 and os.geteuid() != 0:
@@ -211,25 +217,36 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
         raise ValueError(f"tick {tick_us} us must be >= 0")
     env = Env(instance, int(nice), int(tick_us * 1000))
     per_phase = warmup + duration + 0.5
-    total_s = per_phase * (len(rates) * (len(transports) + (1 if tree else 0))
+    total_s = per_phase * (repeat * len(rates) * (len(transports) + (1 if tree else 0))
                            + (search_steps if tree else 0))
     prog = Progress(total_s, progress)
-    runs, search = [], []
+    each, search = [], []
     notes = [note]
+    skipped = set()
     try:
         prog.label("writing the workload")
         workload = make_workload(env.workload, env.cfg)
         reader_desc = None
-        if tree:
-            tr, reader_desc, search = run_tree(env, rates, duration, warmup, plan, prog,
-                                               reader, search_steps)
-            runs += tr
-        for t in transports:
-            try:
-                runs += run_harness(env, t, rates, duration, warmup, plan, prog)
-            except (ImportError, BenchError) as e:
-                notes.append(f"{t}: skipped ({str(e).splitlines()[0]})")
-                prog.note(f"{t}: skipped ({e})")
+        for i in range(repeat):
+            runs = []
+            if tree:
+                last = i == repeat - 1
+                tr, reader_desc, found = run_tree(env, rates, duration, warmup, plan, prog,
+                                                  reader, search_steps if last else 0)
+                runs += tr
+                search += found
+            for t in transports:
+                if t in skipped:
+                    continue
+                try:
+                    runs += run_harness(env, t, rates, duration, warmup, plan, prog)
+                except (ImportError, BenchError) as e:
+                    skipped.add(t)
+                    notes.append(f"{t}: skipped ({str(e).splitlines()[0]})")
+                    prog.note(f"{t}: skipped ({e})")
+            for r in runs:
+                r["repeat"] = i
+            each.append(runs)
     finally:
         prog.close()
         env.close()
@@ -241,7 +258,11 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
         notes.append(f"the host was busy with other work (1-minute load average "
                      f"{host['loadavg_1m'][0]} at the start, {host['loadavg_1m'][1]} at the end, "
                      f"{os.cpu_count()} cores): latencies include waiting for a core")
+    runs = each[0] if repeat == 1 else combine(each)
+    for r in (x for runs_i in each for x in runs_i) if repeat > 1 else ():
+        r.pop("total_buckets", None)          # the median rows keep one spectrum each
     result = {"host": host, "pinning": {"cores": plan, "note": note}, "nice": int(nice),
+              "repeat": int(repeat), "runs_each": each if repeat > 1 else None,
               "generator_tick_us": tick_us,
               "duration_s": duration, "warmup_s": warmup, "rates": rates,
               "workload": workload, "channel_capacity": CAP, "batch": BATCH,
@@ -320,12 +341,13 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--transports", default=",".join(TRANSPORTS))
     ap.add_argument("--no-tree", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--reader", default="auto", choices=("auto", "strategy", "bench"))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out-dir", default=RESULTS_DIR)
     a = ap.parse_args(argv)
     res = run(a.rates, a.duration, a.warmup, [t for t in a.transports.split(",") if t],
-              tree=not a.no_tree, reader=a.reader, progress=True)
+              tree=not a.no_tree, reader=a.reader, progress=True, repeat=a.repeat)
     paths = save(res, a.out_dir)
     print(json.dumps(res, indent=1) if a.json else render(res) + "\n\n" + "written: "
           + ", ".join(paths.values()))

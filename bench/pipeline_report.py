@@ -33,6 +33,14 @@ def _rate(v) -> str:
     return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.0f}k" if v >= 1e3 else f"{v:.0f}"
 
 
+def _qs(r: dict, q: str) -> str:
+    """A total-latency quantile: the value, and with repeats the min-max of the runs."""
+    sp = (r.get("spread") or {}).get("total", {}).get(q)
+    if not sp or r.get("repeats", 1) < 2:
+        return _us(r["total"][q])
+    return f"{_us(r['total'][q])} ({_us(sp[0])}–{_us(sp[1])})"
+
+
 def render(res: dict) -> str:
     h = res["host"]
     w = res["workload"]
@@ -44,6 +52,8 @@ def render(res: dict) -> str:
          f"{res['duration_s']} s measured per rate; the generator sends what is due at least "
          f"every {res['generator_tick_us']:g} µs (stamped when sent)"
          + (f"; measured processes at nice {res['nice']}" if res.get("nice") else "")
+         + (f". Each setup ran {res['repeat']} times, interleaved: figures are medians, "
+            f"with the min–max of the runs in brackets" if res.get("repeat", 1) > 1 else "")
          + f". Channels hold {res['channel_capacity']:,} records; a full channel drops "
          f"(counted).", ""]
     tree = [r for r in res["runs"] if r["setup"] == "tree"]
@@ -56,8 +66,8 @@ def render(res: dict) -> str:
         for r in tree:
             hp = r["hops"]
             L.append(f"| {_rate(r['rate'])} | {_rate(r['achieved_rate'])} | {r['drops']:,} | "
-                     f"{_us(r['total']['p50_ns'])} | {_us(r['total']['p99_ns'])} | "
-                     f"{_us(r['total']['p999_ns'])} | {_us(r['total']['max_ns'])} | "
+                     f"{_qs(r, 'p50_ns')} | {_qs(r, 'p99_ns')} | "
+                     f"{_qs(r, 'p999_ns')} | {_us(r['total']['max_ns'])} | "
                      + " | ".join(f"{_us(hp[x]['p50_ns'])} / {_us(hp[x]['p99_ns'])}" for x in HOPS)
                      + f" | {_cpus(r)} |")
         L.append("")
@@ -79,8 +89,8 @@ def render(res: dict) -> str:
                         return "-"
                     return f"{r['total'][q] / ref['total'][q]:,.1f}x"
                 L.append(f"| {_rate(rate)} | {t} | {_rate(r['achieved_rate'])} | "
-                         f"{r['drops']:,} | {_us(r['total']['p50_ns'])} | "
-                         f"{_us(r['total']['p99_ns'])} | {_us(r['total']['p999_ns'])} | "
+                         f"{r['drops']:,} | {_qs(r, 'p50_ns')} | "
+                         f"{_qs(r, 'p99_ns')} | {_qs(r, 'p999_ns')} | "
                          f"{_us(r['total']['max_ns'])} | {ratio('p50_ns')} | {ratio('p99_ns')} | "
                          f"{_cpus(r)} |")
         L += ["", "Per hop (p50 / p99):", "",

@@ -110,3 +110,24 @@ def test_bench_pipeline_smoke(instance, tmp_path):
             assert four <= set(h) and h["count"] > 0, r
         assert r["total"]["max_ns"] >= r["total"]["p50_ns"] > 0
     assert not [s for s in segments.list_segments(instance)]
+
+
+def test_bench_pipeline_repeat_reports_medians_of_each_run(instance, tmp_path):
+    out_dir = tmp_path / "results"
+    res = subprocess.run([sys.executable, "-m", "procs.cli", "bench", "pipeline", "--rates",
+                          "2k", "--duration", "0.5", "--warmup", "0.2", "--no-tree",
+                          "--transports", "arbpipe", "--repeat", "2", "--json", "--out-dir",
+                          str(out_dir), "--instance", instance], capture_output=True, text=True,
+                         timeout=500)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["repeat"] == 2 and [len(x) for x in doc["runs_each"]] == [1, 1]
+    assert [r["repeat"] for x in doc["runs_each"] for r in x] == [0, 1]
+    (row,) = doc["runs"]
+    assert row["repeats"] == 2 and row["transport"] == "arbpipe" and row["rate"] == 2000
+    each = [x[0]["total"]["p50_ns"] for x in doc["runs_each"]]
+    lo, hi = row["spread"]["total"]["p50_ns"]
+    assert (lo, hi) == (min(each), max(each)) and row["total"]["p50_ns"] == sum(each) / 2
+    assert row["total"]["count"] == sum(x[0]["total"]["count"] for x in doc["runs_each"]) > 0
+    assert "Each setup ran 2 times" in (out_dir / "pipeline.md").read_text()
+    assert not [s for s in segments.list_segments(instance)]
