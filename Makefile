@@ -6,6 +6,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  ?= test,bench,sim
 ARGS    ?=
 PIPELINE_S ?= 1
+REPEAT  ?= 3
 
 .PHONY: up test check bench clean venv redis tmux
 
@@ -41,7 +42,8 @@ check: venv redis
 bench: venv redis
 	@mkdir -p bench/results
 	$(BIN)/arbpipe bench rings --out bench/results/rings.json $(ARGS)
-	$(BIN)/arbpipe bench pipeline --duration $(PIPELINE_S) --out-dir bench/results
+	$(BIN)/arbpipe bench pipeline --duration $(PIPELINE_S) --repeat $(REPEAT) --out-dir bench/results
+	scripts/bench-tables
 
 # ignored build outputs only (bench/results holds the committed figures the README links);
 # shared memory: only segments whose creator is gone (a running pipeline is left alone)

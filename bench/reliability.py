@@ -99,6 +99,14 @@ def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None =
                            "source": sk.get("source", "sim"),
                            "rate": sk.get("rate", sk.get("target_updates_per_s")),
                            "from": saved or "this run", "detail": sk}
+    # where each section's figures come from: this run, or a saved result copied in
+    keys = {"chains": "chains", "tree": "tree", "faults": "venue_faults", "fuzz": "fuzz",
+            "soak": "soak"}
+    out["measured"] = {part: f"this run (started {out['started']})"
+                       for part in parts if keys[part] in out}
+    if out.get("soak", {}).get("from", "this run") != "this run":
+        out["measured"]["soak"] = (f"copied from {out['soak']['from']} (finished "
+                                   f"{out['soak']['detail'].get('finished', '?')})")
     out["wall_s"] = round(time.time() - t0, 1)
     return out
 
