@@ -106,16 +106,17 @@ def make_recording(path: str, cfg, n: int = RECORDING_UPDATES, seed: int = 20261
 
 
 class ReplayTree(Tree):
-    """A ``bench.harness.Tree`` started with ``--replay FILE --rate R --loop``."""
+    """A ``bench.harness.Tree`` started with ``--replay FILE --rate R [--loop]``."""
     what = "arbpipe up --replay"
 
-    def __init__(self, instance: str, workdir: str, config: str, recording: str, rate: float):
+    def __init__(self, instance: str, workdir: str, config: str, recording: str, rate: float,
+                 loop: bool = True):
         super().__init__(instance, workdir, config)
-        self.recording, self.rate = recording, rate
+        self.recording, self.rate, self.loop = recording, rate, loop
 
     def up_args(self) -> list[str]:
         return super().up_args() + ["--replay", self.recording, "--rate",
-                                    repr(float(self.rate)), "--loop"]
+                                    repr(float(self.rate))] + (["--loop"] if self.loop else [])
 
 
 def _replay_state(instance: str) -> dict | None:

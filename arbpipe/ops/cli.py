@@ -156,12 +156,14 @@ def record(out: str = typer.Option(..., "--out", "-o", help="recording file to w
            count: Optional[int] = typer.Option(None, help="stop after N records"),
            config: Optional[str] = typer.Option(None, "--config", help="names of venues and "
                                                 "instruments for the header"),
+           from_start: bool = typer.Option(False, "--from-start", help="begin at the oldest "
+                                           "record each ring still holds (default: its head)"),
            instance: Optional[str] = InstanceOpt):
     """Append every MarketUpdate flowing into the detector to a file, new or an existing
     recording (a tap: never slows the producer). Layout: shm_layouts/recording.py."""
     from arbpipe.replay.commands import record_command  # lazy: saves 190 ms (numba kernels)
     raise SystemExit(record_command(out, rings, duration, count, config, instance,
-                                    echo=typer.echo))
+                                    echo=typer.echo, from_start=from_start))
 
 
 @app.command()

@@ -33,7 +33,7 @@ def stop_flag():
 
 
 def record_command(out: str, rings=None, duration=None, count=None, config=None,
-                   instance=None, echo=print) -> int:
+                   instance=None, echo=print, from_start: bool = False) -> int:
     """``arbpipe record``: tap the rings into ``out`` until Ctrl-C / duration / count."""
     try:
         cfg = load_config(config)
@@ -41,7 +41,8 @@ def record_command(out: str, rings=None, duration=None, count=None, config=None,
         echo(f"arbpipe record: bad config: {e}")
         return 2
     try:
-        rec = Recorder(out, instance, split_names(rings) or None, cfg, append=True)
+        rec = Recorder(out, instance, split_names(rings) or None, cfg, append=True,
+                       from_start=from_start)
     except RecordingError as e:
         echo(f"arbpipe record: {e}")
         return 2

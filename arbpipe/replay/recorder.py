@@ -2,8 +2,9 @@
 
 ``Recorder`` taps every ``feed.<venue>`` ring of an instance the way ``arbpipe tap`` does
 (``kernels.peek``): it never consumes and never slows the producer or the detector.
-It starts at each ring's head (records published from then on) and appends what it reads
-in ring order, to a new file or to the end of an existing recording of the same venues
+It starts at each ring's head (records published from then on; ``from_start``: at the oldest
+record each ring still holds, everything since the ring was created when it has not yet
+wrapped) and appends what it reads in ring order, to a new file or to the end of an existing recording of the same venues
 and instruments (``arbpipe.replay.file``). If it falls more than a ring's capacity behind
 (it polls every millisecond, so a 65536-record ring gives it ~65 ms at 1M updates/s), the
 records it could not read are counted in ``missed`` (in the header).
@@ -43,7 +44,7 @@ class Recorder:
     """
 
     def __init__(self, path: str, instance: str | None = None, rings: list[str] | None = None,
-                 cfg=None, batch: int = 4096, append: bool = False):
+                 cfg=None, batch: int = 4096, append: bool = False, from_start: bool = False):
         self.instance = instance or segments.default_instance()
         names = list(rings) if rings else feed_rings(self.instance)
         if not names:
@@ -70,7 +71,10 @@ class Recorder:
             for r in self.rings:
                 r.close()
             raise
-        self.pos = [int(K.head_of(r.w)) for r in self.rings]
+        # position 0: peek starts at the oldest record still held (what was overwritten
+        # before the recorder came is not counted as missed: it was never the recorder's)
+        self.pos = [0 if from_start else int(K.head_of(r.w)) for r in self.rings]
+        self.from_start = from_start
         self.kinds = [int(r.KIND) for r in self.rings]
         self.batch = batch
         self.buf = np.zeros(batch * W.MU_WORDS, np.int64)
@@ -93,7 +97,7 @@ class Recorder:
                 m = self.batch if limit is None else min(self.batch, limit - got)
                 K.peek(r.w, self.kinds[i], self.pos[i], self.buf, m, self.out)
                 start, k, nxt = int(self.out[0]), int(self.out[1]), int(self.out[2])
-                if start > self.pos[i]:
+                if start > self.pos[i] and not (self.from_start and self.pos[i] == 0):
                     w.missed += start - self.pos[i]
                 self.pos[i] = max(nxt, self.pos[i]) if k else max(start, self.pos[i])
                 if k == 0:

@@ -21,8 +21,9 @@ simulator and the feed handlers; ``check_against_config`` refuses a file whose v
 instrument ids the config does not have, and ``tree_source_args`` checks the options.
 
 Replayed into a running detector, a file gives the same opportunities up to the
-interleaving of the rings, which depends on timing (in file order it gives exactly the
-same: ``bench.recorded.detect_recording``).
+interleaving of the rings, which depends on timing: with one feed ring (or through
+``bench.recorded.detect_recording``, which runs the kernel in this replay order) it gives
+exactly the same; tests/system/test_replay_tree.py records a live tree and checks it.
 """
 from __future__ import annotations
 
