@@ -34,10 +34,23 @@ def bench_rings(as_json: bool = typer.Option(False, "--json", help="print JSON o
 
 @bench_app.command("feeds")
 def bench_feeds(as_json: bool = typer.Option(False, "--json"),
-                seconds: float = typer.Option(5.0, help="seconds of the simulator throughput run")):
-    """Frame -> record cost (msgspec adapters vs json.loads + dicts) and feed throughput."""
+                seconds: float = typer.Option(5.0, help="seconds of the simulator throughput run"),
+                venue_frames: int = typer.Option(20_000, "--venue-frames",
+                                                 help="frames per venue per pass (venues)"),
+                repeats: int = typer.Option(5, help="timed passes per venue (venues)"),
+                only: Optional[List[str]] = typer.Option(None, "--only", help="hot, venues, "
+                                                         "sim, blaster (default: all)")):
+    """Frame -> record cost (msgspec adapters vs json.loads + dicts; us/frame of every
+    venue) and feed throughput."""
     from bench import feeds as B  # lazy: saves 235 ms for every other arbpipe command
-    res = B.run(as_json=as_json, seconds=seconds)
+    parts = tuple(only) if only else B.PARTS
+    bad = sorted(set(parts) - set(B.PARTS))
+    if bad or venue_frames < 1 or repeats < 1 or not seconds > 0:
+        typer.echo(f"arbpipe bench feeds: --only {', '.join(B.PARTS)}; --venue-frames, "
+                   f"--repeats >= 1; --seconds > 0", err=True)
+        raise SystemExit(2)
+    res = B.run(as_json=as_json, seconds=seconds, venue_frames=venue_frames, repeats=repeats,
+                parts=parts)
     typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
 
 
@@ -49,6 +62,31 @@ def bench_detect(as_json: bool = typer.Option(False, "--json"),
     from bench import detect as B  # lazy: saves 210 ms for every other arbpipe command
     res = B.run(n_instruments=instruments, updates=updates)
     typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
+
+
+@bench_app.command("idle")
+def bench_idle(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+               idle_seconds: float = typer.Option(2.0, "--idle-seconds",
+                                                  help="length of each idle window"),
+               repeats: int = typer.Option(5, help="idle windows (the median is reported)"),
+               samples: int = typer.Option(20, help="records pushed after an idle gap"),
+               gap: float = typer.Option(0.3, help="idle seconds before each such record"),
+               instance: Optional[str] = typer.Option(None, "--instance", help="private "
+                                                      "instance to run in (bi<random>)")):
+    """Detector process idle: CPU % of a core, loop passes/s, and a record after an idle
+    gap -> detected (p50/p90/max), vs a bare SPSC doorbell consumer in the same run."""
+    from bench import idle as B  # lazy: saves 200 ms for every other arbpipe command
+    if not (idle_seconds > 0 and gap > 0) or repeats < 1 or samples < 1:
+        typer.echo("arbpipe bench idle: --idle-seconds, --gap > 0; --repeats, --samples >= 1",
+                   err=True)
+        raise SystemExit(2)
+    try:
+        res = B.run(idle_s=idle_seconds, repeats=repeats, samples=samples, gap_s=gap,
+                    instance=instance, progress=not as_json)
+    except RuntimeError as e:      # the detector did not start
+        typer.echo(f"arbpipe bench idle: {e}", err=True)
+        raise SystemExit(1)
+    typer.echo(json.dumps(res, indent=1) if as_json else B.render(res))
 
 
 @bench_app.command("pipeline")

@@ -13,6 +13,13 @@
    processes is reported so the reader can tell), and (b) fed by a raw-socket blaster
    that writes pre-encoded websocket frames (the feed's ceiling). Frames/s are read
    from the feed's shared-memory counters; the bench process drains the ring.
+3. every venue, frame -> record in the ring: ``Feed.on_frame`` as in 1, on that venue's
+   valid frames (``bench.fuzz.VenueFrames``: the documented shapes, the config's
+   instruments, increasing sequence ids, some wrapped / funding frames where the venue
+   has them; Coinbase: ``coinbase_frames``, a 50-level book per product whose top moves),
+   each repeat after a reconnect (``on_connect``); us/frame = wall time of the
+   pass / frames, median (and best) of the repeats. The peer, timed in the same repeats:
+   ``json.loads`` of the same frames alone (decoding only: no checks, no record).
 """
 from __future__ import annotations
 
@@ -23,16 +30,20 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 
+import msgspec
 import numpy as np
 import psutil
 
+from arbpipe.config import load_config
 from arbpipe.feeds.connection import Conn
 from arbpipe.feeds.feed import Feed
 from arbpipe.feeds.runtime import build_adapter
@@ -40,8 +51,10 @@ from arbpipe.feeds.sinks import RingSink
 from arbpipe.feeds.stats import read_feed_stats
 from arbpipe.feeds.venues.binance import BinanceSpot
 from arbpipe.sim.server import SimulatorProcess
+from arbpipe.symbols import SymbolMap
 from arbpipe.transport import segments
 from arbpipe.transport.rings import SpscRing
+from bench.fuzz import VENUES, VenueFrames
 from shm_layouts import Flag
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,6 +184,101 @@ def hot_path(n: int = 50_000, warmup: int = 5_000) -> dict:
     }
     res["speedup_p50"] = res["json_loads_p50_ns"] / res["msgspec_p50_ns"]
     return res
+
+
+def coinbase_frames(natives: list, n: int, rng: random.Random, depth: int = 50) -> list:
+    """Coinbase ``l2_data`` as a venue sends it to one connection: a snapshot of ``depth``
+    levels a side per product, then ``n`` updates, each changing the size at the top of one
+    side of one product (so each is one quote; ``VenueFrames``' random levels, made to fuzz,
+    mostly cross the book). (frame object, socket index) pairs like ``VenueFrames.valid``."""
+    t = "2026-07-26T09:33:07.419487Z"
+
+    def lv(side, px, qty):
+        return {"side": side, "event_time": t, "price_level": f"{px:.2f}", "new_quantity": qty}
+
+    def env(seq, ev):
+        return {"channel": "l2_data", "client_id": "", "timestamp": t, "sequence_num": seq,
+                "events": [ev]}
+    out = []
+    for sym in natives:
+        ups = [lv("bid", 99.99 - 0.01 * k, "1.5") for k in range(depth)]
+        ups += [lv("offer", 100.01 + 0.01 * k, "1.5") for k in range(depth)]
+        out.append((env(len(out) + 1, {"type": "snapshot", "product_id": sym, "updates": ups}), 0))
+    for k in range(n - len(out)):
+        side, px = ("bid", 99.99) if k & 1 else ("offer", 100.01)
+        ev = {"type": "update", "product_id": natives[(k >> 1) % len(natives)],
+              "updates": [lv(side, px, f"{rng.uniform(0.1, 50):.3f}")]}
+        out.append((env(len(out) + 1, ev), 0))
+    return out
+
+
+def venue_parse(frames: int = 20_000, repeats: int = 5, venues=VENUES, seed: int = 1) -> list:
+    """Per venue: us per frame of ``Feed.on_frame`` (parse, records into a real SPSC ring)
+    over ``frames`` valid frames, median and best of ``repeats`` passes, and of
+    ``json.loads`` alone over the same frames (the peer), interleaved pass by pass."""
+    instance = "bf" + uuid.uuid4().hex[:8]
+    smap = SymbolMap.from_config(load_config())
+    loads = json.loads
+    tn = time.time_ns
+    pc = time.perf_counter_ns
+    rows = []
+    try:
+        for venue in venues:
+            adapter, _ = build_adapter(venue, None, smap)
+            natives = [i.native for i in adapter.instruments]
+            rng = random.Random(seed)
+            if venue == "coinbase":
+                objs = coinbase_frames(natives, frames, rng)
+            else:
+                gen = VenueFrames(venue, natives, rng)
+                objs = [gen.valid() for _ in range(frames)]
+            enc = [(msgspec.json.encode(obj), si) for obj, si in objs]
+            ring = SpscRing.create(f"parse.{venue}", 1 << max(10, (4 * frames).bit_length()),
+                                   "MarketUpdate", policy="drop", instance=instance)
+            try:
+                feed = Feed(adapter, "ws://unused:1", RingSink(ring, adapter.venue_id))
+                for w in feed.workers:
+                    w.flowing = w.has_quotes = True       # steady state: no status record
+                conns = [Conn(None, None) for _ in feed.workers]
+                calls = [(feed.workers[si], conns[si], fr) for fr, si in enc]
+                on = feed.on_frame
+                out = np.zeros(ring.capacity * 8, np.int64)
+                ours, peer, recs, rejs = [], [], [], []
+                for rep in range(repeats + 1):             # the first pass warms up, untimed
+                    for k in range(len(feed.workers)):
+                        adapter.on_connect(k)
+                    seq0, rej0 = feed.sink.seq, sum(feed.sink.rejects.values())
+                    t0 = pc()
+                    for w, c, fr in calls:
+                        on(w, c, fr, tn())
+                    t1 = pc()
+                    for fr, _ in enc:
+                        loads(fr)
+                    t2 = pc()
+                    while ring.pop_words(out):
+                        pass
+                    if rep:
+                        ours.append((t1 - t0) / frames)
+                        peer.append((t2 - t1) / frames)
+                        recs.append(feed.sink.seq - seq0)
+                        rejs.append(sum(feed.sink.rejects.values()) - rej0)
+                row = {"venue": venue, "frames": frames, "repeats": repeats,
+                       "frame_bytes_mean": sum(len(f) for f, _ in enc) / frames,
+                       "records_per_frame": statistics.median(recs) / frames,
+                       "rejects_per_pass": statistics.median(rejs),
+                       "ring_dropped": feed.sink.dropped,
+                       "us_per_frame_median": statistics.median(ours) / 1e3,
+                       "us_per_frame_best": min(ours) / 1e3,
+                       "json_loads_us_per_frame_median": statistics.median(peer) / 1e3}
+                row["ratio_vs_json_loads"] = (row["us_per_frame_median"]
+                                              / row["json_loads_us_per_frame_median"])
+                rows.append(row)
+            finally:
+                ring.unlink()
+                ring.close()
+    finally:
+        segments.clean(instance, everything=True)
+    return rows
 
 
 # -- end to end ---------------------------------------------------------------------------------------
@@ -303,50 +411,78 @@ def from_blaster(seconds: float = 5.0) -> dict:
         proc.join(5)
 
 
-def run(as_json: bool = False, seconds: float = 5.0, frames: int = 50_000) -> dict:
-    """Every measurement of this module; ``as_json``: no progress lines on stderr."""
+PARTS = ("hot", "venues", "sim", "blaster")
+
+
+def run(as_json: bool = False, seconds: float = 5.0, frames: int = 50_000,
+        venue_frames: int = 20_000, repeats: int = 5, parts=PARTS) -> dict:
+    """The measurements of this module named in ``parts`` (default: all); ``as_json``: no
+    progress lines on stderr."""
     def say(msg):
         if not as_json:
             print(msg, file=sys.stderr, flush=True)
-    say("hot path: frame -> record in the ring ...")
-    hot = hot_path(frames)
-    say("end to end: simulator at max rate -> procs.feed ...")
-    sim = from_simulator(seconds)
-    say("end to end: raw-socket blaster -> procs.feed (the feed's ceiling) ...")
-    blast = from_blaster(seconds)
-    return {"host": {"cpu": platform.processor() or platform.machine(),
-                     "cores": os.cpu_count(), "python": platform.python_version()},
-            "hot_path": hot, "simulator": sim, "blaster": blast}
+    res = {"host": {"cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "python": platform.python_version()}}
+    if "hot" in parts:
+        say("hot path: frame -> record in the ring ...")
+        res["hot_path"] = hot_path(frames)
+    if "venues" in parts:
+        say(f"every venue: frame -> record in the ring, {venue_frames:,} frames x {repeats} ...")
+        res["venues"] = venue_parse(venue_frames, repeats)
+    if "sim" in parts:
+        say("end to end: simulator at max rate -> procs.feed ...")
+        res["simulator"] = from_simulator(seconds)
+    if "blaster" in parts:
+        say("end to end: raw-socket blaster -> procs.feed (the feed's ceiling) ...")
+        res["blaster"] = from_blaster(seconds)
+    return res
 
 
 def render(res: dict) -> str:
-    h, s, b = res["hot_path"], res["simulator"], res["blaster"]
-    return "\n".join([
-        f"host: {res['host']['cpu']}, {res['host']['cores']} cores, Python {res['host']['python']}",
-        "",
-        f"frame -> record in the ring (Binance bookTicker, {h['frame_bytes']} bytes, "
-        f"{h['frames']:,} frames, interleaved):",
-        "| path | p50 | p99 |", "|---|---:|---:|",
-        f"| msgspec adapter (arbpipe) | {h['msgspec_p50_ns'] / 1e3:.2f} us | "
-        f"{h['msgspec_p99_ns'] / 1e3:.2f} us |",
-        f"| json.loads + dict access | {h['json_loads_p50_ns'] / 1e3:.2f} us | "
-        f"{h['json_loads_p99_ns'] / 1e3:.2f} us |",
-        f"ratio (json.loads / msgspec, p50): {h['speedup_p50']:.2f}x   "
-        f"(timer overhead {h['timer_overhead_p50_ns']:.0f} ns included; ring push of one "
-        f"record alone {h['ring_push_one_p50_ns']:.0f} ns)",
-        "",
-        "one feed process (procs.feed binance) from sockets:",
-        "| source | frames/s | records/s | feed CPU | source CPU | dropped | rejects |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        f"| simulator --rate 0 | {s['frames_per_s']:,.0f} | {s['records_per_s']:,.0f} | "
-        f"{s['feed_cpu_pct']:.0f}% | {s['simulator_cpu_pct']:.0f}% | {s['ring_dropped']} | "
-        f"{s['rejects']} |",
-        f"| raw-socket blaster | {b['frames_per_s']:,.0f} | {b['records_per_s']:,.0f} | "
-        f"{b['feed_cpu_pct']:.0f}% | {b['blaster_cpu_pct']:.0f}% | {b['ring_dropped']} | "
-        f"{b['rejects']} |",
-        "(a source at ~100% CPU is the bottleneck of its row; the blaster row is the feed's "
-        "own ceiling)",
-    ])
+    lines = [f"host: {res['host']['cpu']}, {res['host']['cores']} cores, "
+             f"Python {res['host']['python']}"]
+    h = res.get("hot_path")
+    if h:
+        lines += [
+            "", f"frame -> record in the ring (Binance bookTicker, {h['frame_bytes']} bytes, "
+            f"{h['frames']:,} frames, interleaved):",
+            "| path | p50 | p99 |", "|---|---:|---:|",
+            f"| msgspec adapter (arbpipe) | {h['msgspec_p50_ns'] / 1e3:.2f} us | "
+            f"{h['msgspec_p99_ns'] / 1e3:.2f} us |",
+            f"| json.loads + dict access | {h['json_loads_p50_ns'] / 1e3:.2f} us | "
+            f"{h['json_loads_p99_ns'] / 1e3:.2f} us |",
+            f"ratio (json.loads / msgspec, p50): {h['speedup_p50']:.2f}x   "
+            f"(timer overhead {h['timer_overhead_p50_ns']:.0f} ns included; ring push of one "
+            f"record alone {h['ring_push_one_p50_ns']:.0f} ns)"]
+    vs = res.get("venues")
+    if vs:
+        lines += [
+            "", f"every venue, frame -> record in the ring (Feed.on_frame, {vs[0]['frames']:,} "
+            f"valid frames, median of {vs[0]['repeats']} passes; peer: json.loads alone of the "
+            "same frames, same passes):",
+            "| venue | bytes/frame | records/frame | us/frame | best | json.loads us/frame | "
+            "on_frame / json.loads | rejects/pass |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for v in vs:
+            lines.append(
+                f"| {v['venue']} | {v['frame_bytes_mean']:.0f} | {v['records_per_frame']:.2f} | "
+                f"{v['us_per_frame_median']:.2f} | {v['us_per_frame_best']:.2f} | "
+                f"{v['json_loads_us_per_frame_median']:.2f} | "
+                f"{v['ratio_vs_json_loads']:.2f}x | {v['rejects_per_pass']:.0f} |")
+    s, b = res.get("simulator"), res.get("blaster")
+    if s or b:
+        lines += ["", "one feed process (procs.feed binance) from sockets:",
+                  "| source | frames/s | records/s | feed CPU | source CPU | dropped | rejects |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r, src in (("simulator --rate 0", s, "simulator_cpu_pct"),
+                             ("raw-socket blaster", b, "blaster_cpu_pct")):
+            if r:
+                lines.append(f"| {name} | {r['frames_per_s']:,.0f} | {r['records_per_s']:,.0f} | "
+                             f"{r['feed_cpu_pct']:.0f}% | {r[src]:.0f}% | {r['ring_dropped']} | "
+                             f"{r['rejects']} |")
+        lines.append("(a source at ~100% CPU is the bottleneck of its row; the blaster row is "
+                     "the feed's own ceiling)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

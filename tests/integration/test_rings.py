@@ -6,7 +6,6 @@ import signal
 import time
 
 import numpy as np
-import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -264,17 +263,24 @@ def test_sigkilled_producer_never_exposes_a_torn_record(instance, kind):
         ring.close()
 
 
+def _voluntary_switches():
+    """This thread's voluntary context switches: one per time it blocked."""
+    with open("/proc/thread-self/status") as f:
+        return next(int(line.split()[1]) for line in f
+                    if line.startswith("voluntary_ctxt_switches:"))
+
+
 def test_blocked_consumer_is_woken_and_idles_without_cpu(instance):
     ring = SpscRing.create("door", 64, "MarketUpdate", instance=instance)
     cons = SpscRing.attach("door", instance=instance)
-    me = psutil.Process()
-    t0 = me.cpu_times()
-    assert cons.wait(timeout=2.0) is False  # nothing comes: it must sleep, not spin
-    t1 = me.cpu_times()
-    busy = (t1.user + t1.system) - (t0.user + t0.system)
-    assert busy < 0.5, f"idle wait burnt {busy:.2f} s of CPU in 2 s"
+    v0 = _voluntary_switches()
+    assert cons.wait(timeout=0.5) is False  # nothing comes: it must sleep, not spin or poll
+    blocks = _voluntary_switches() - v0
     s = ring.stats()
-    assert s["sleeps"] >= 1 and s["sleepers"] == 0
+    # counted, not timed (the idle consumer's CPU is a figure of `arbpipe bench rings`): one
+    # or two sleeps on the doorbell, and the thread blocked about that often, not in a loop
+    assert 1 <= s["sleeps"] <= 2 and s["sleepers"] == 0
+    assert 1 <= blocks <= 10, blocks
     # a producer in another process wakes the sleeper
     q = CTX.Queue()
     c = CTX.Process(target=W.consume, args=("spsc", instance, "door", 1, q, "c", 30.0))

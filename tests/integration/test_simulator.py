@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -22,10 +24,12 @@ from arbpipe.sim.config import InstrumentSpec, SimConfig, VENUES, VenueSimConfig
 from arbpipe.sim.market import Market
 from arbpipe.sim.server import SimulatorProcess, SimulatorThread
 from arbpipe.sim.binance import U_BASE as BINANCE_U_BASE
+from arbpipe.sim.bybit import U_BASE as BYBIT_U_BASE
 from arbpipe.sim.market import pad
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OP_CLOSE, OP_PING = 0x8, 0x9
+DEADLINE = 30.0     # s, for what must happen: running out means it never did (not a window)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -111,6 +115,21 @@ def wait_closed(ws, timeout):
     raise AssertionError(f"connection still open after {timeout}s")
 
 
+def peek_frames(ws):
+    """The server's frames waiting unread in ``ws``'s socket, as (opcode, payload), left
+    there (so a ping among them is not answered): unmasked frames under 126 bytes."""
+    if not select.select([ws.sock], [], [], 0)[0]:      # the socket's timeout would wait
+        return []
+    data = ws.sock.recv(1 << 16, socket.MSG_PEEK)
+    out, i = [], 0
+    while i + 2 <= len(data) and i + 2 + (data[i + 1] & 0x7F) <= len(data):
+        n = data[i + 1] & 0x7F
+        assert n < 126, "peek_frames reads small frames only"
+        out.append((data[i] & 0x0F, data[i + 2:i + 2 + n]))
+        i += 2 + n
+    return out
+
+
 def is_dec_str(x):
     if not isinstance(x, str) or not x:
         return False
@@ -178,17 +197,24 @@ def test_binance_usdm_routes_book_ticker_public_mark_price_market(sim):
 
 
 def test_binance_server_pings_and_pong_timeout():
-    with simulator(["binance"], timeouts={"binance": {"ping_interval_s": 0.2, "pong_timeout_s": 0.6}}) as s:
-        ws = connect(s, "binance", "/ws")
-        op, _ = ws.recv_data(control_frame=True)         # websocket-client answers it with a pong
-        assert op == OP_PING
-        time.sleep(1.0)                                   # answered pings keep it open
-        op, _ = ws.recv_data(control_frame=True)
-        assert op == OP_PING
-        ws.close()
-        quiet = connect(s, "binance", "/ws")             # never reads, so never pongs
-        time.sleep(1.3)
-        assert wait_closed(quiet, 2.0) == 1008
+    """Order and counts, not windows: the server pings first; the connection that never
+    answers gets pings, then a 1008 close; the one that answers is still pinged after."""
+    with simulator(["binance"], timeouts={"binance": {"ping_interval_s": 0.2, "pong_timeout_s": 2.0}}) as s:
+        kept = connect(s, "binance", "/ws")
+        quiet = connect(s, "binance", "/ws")             # left unread until closed: never pongs
+        deadline = time.monotonic() + DEADLINE
+        while not any(op == OP_CLOSE for op, _ in peek_frames(quiet)):
+            assert time.monotonic() < deadline, "the silent connection was never closed"
+            op, _ = kept.recv_data(control_frame=True)   # websocket-client answers it with a pong
+            assert op == OP_PING                         # unsubscribed: nothing but pings
+        seen = peek_frames(quiet)
+        assert [op for op, _ in seen] == [OP_PING] * (len(seen) - 1) + [OP_CLOSE] and len(seen) >= 2
+        assert int.from_bytes(seen[-1][1][:2], "big") == 1008
+        assert wait_closed(quiet, DEADLINE) == 1008
+        for _ in range(3):                               # answered pings kept it open
+            op, _ = kept.recv_data(control_frame=True)
+            assert op == OP_PING
+        kept.close()
 
 
 def test_binance_incoming_message_limit():
@@ -196,14 +222,14 @@ def test_binance_incoming_message_limit():
         ws = connect(s, "binance", "/ws")
         for i in range(7):                                # 5 per second allowed
             send(ws, {"method": "LIST_SUBSCRIPTIONS", "id": i})
-        assert wait_closed(ws, 2.0) == 1008
+        assert wait_closed(ws, DEADLINE) == 1008
 
 
 def test_binance_invalid_json_disconnects_usdm(sim):
     ws = connect(sim, "binance-usdm", "/public/ws")
     send(ws, "nope")
     assert recv(ws)["error"]["code"] == 3
-    assert wait_closed(ws, 2.0) is not None
+    assert wait_closed(ws, DEADLINE) is not None
 
 
 # -- Bybit -----------------------------------------------------------------------------------
@@ -299,15 +325,19 @@ def test_okx_acks_bbo_contracts_funding_and_errors(sim):
 
 
 def test_okx_idle_connection_is_dropped_and_ping_keeps_it():
-    with simulator(["okx"], timeouts={"okx": {"idle_timeout_s": 0.8}}) as s:
-        idle = connect(s, "okx", "/ws/v5/public")
+    """Order, not windows: while one connection pings and gets its pongs, the silent one
+    is closed 4004 (the first frame it gets); the pinging one is answered after that too."""
+    with simulator(["okx"], timeouts={"okx": {"idle_timeout_s": 2.0}}) as s:
         kept = connect(s, "okx", "/ws/v5/public")
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 1.6:
+        idle = connect(s, "okx", "/ws/v5/public")
+        deadline = time.monotonic() + DEADLINE
+        while not peek_frames(idle):
+            assert time.monotonic() < deadline, "the idle connection was never closed"
             send(kept, "ping")
             assert kept.recv() == "pong"
-            time.sleep(0.3)
-        assert wait_closed(idle, 1.0) == 4004
+            time.sleep(0.05)
+        assert [op for op, _ in peek_frames(idle)] == [OP_CLOSE]
+        assert wait_closed(idle, DEADLINE) == 4004
         send(kept, "ping")
         assert kept.recv() == "pong"
         kept.close()
@@ -360,7 +390,7 @@ def test_coinbase_subscribe_deadline():
         prompt = connect(s, "coinbase", "/")
         send(prompt, {"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "ticker"})
         assert recv(prompt)["channel"] == "subscriptions"
-        assert wait_closed(lazy, 2.0) is not None
+        assert wait_closed(lazy, DEADLINE) is not None
         time.sleep(0.3)
         m, _ = recv_until(prompt, lambda m: m["channel"] == "ticker")
         t, = m["events"][0]["tickers"]
@@ -544,10 +574,8 @@ def test_fault_drop_connection_is_seen_by_client():
     with simulator(["binance"], rate_hz=50, faults={"binance": {"drop_every_s": 0.5}}) as s:
         ws = connect(s, "binance", "/ws")
         send(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@bookTicker"], "id": 1})
-        assert recv(ws) == {"result": None, "id": 1}
-        t0 = time.monotonic()
-        assert wait_closed(ws, 3.0) is None                   # abrupt: no close frame
-        assert 0.3 < time.monotonic() - t0 < 2.0
+        assert recv(ws) == {"result": None, "id": 1}         # served first, then dropped:
+        assert wait_closed(ws, DEADLINE) is None              # abrupt, no close frame
 
 
 def test_fault_planned_disconnect_notices():
@@ -557,11 +585,11 @@ def test_fault_planned_disconnect_notices():
         ws = connect(s, "okx", "/ws/v5/public")
         m = recv(ws)
         assert m["event"] == "notice" and m["code"] == "64008" and "service upgrade" in m["msg"]
-        assert wait_closed(ws, 2.0) == 1001
+        assert wait_closed(ws, DEADLINE) == 1001                # the notice first, then the close
         ws = connect(s, "binance", "/ws")
         m = recv(ws)
         assert m["e"] == "serverShutdown" and isinstance(m["E"], int)
-        assert wait_closed(ws, 2.0) == 1001
+        assert wait_closed(ws, DEADLINE) == 1001
 
 
 def test_fault_malformed_duplicate_stall_and_refuse():
@@ -599,16 +627,23 @@ def test_fault_malformed_duplicate_stall_and_refuse():
         assert sorted(us) == sorted(set(us)) and us != sorted(us)     # all there, some out of order
         ws.close()
 
+        # a stall drops frames (counted against the offline model's updates of the two
+        # instruments), and frames come again on the same socket after it
         ws = connect(s, "bybit-spot", "/v5/public/spot")
         send(ws, {"op": "subscribe", "args": ["orderbook.1.BTCUSDT", "orderbook.1.ETHUSDT"]})
         assert recv(ws)["success"] is True
-        start = last = time.monotonic()
-        gap = 0.0
-        while gap < 0.6 and last - start < 2.5:
-            recv(ws)                                           # raises if the socket closed
-            now = time.monotonic()
-            gap, last = max(gap, now - last), now
-        assert gap >= 0.6                                      # silent while the socket stayed open
+        model = Market(s.config).venue("bybit-spot")
+        mine = {model.by_native[x].idx for x in ("BTCUSDT", "ETHUSDT")}
+        got, missed = [], []                                   # update numbers n = u - U_BASE - 1
+        deadline = time.monotonic() + DEADLINE
+        while not missed:
+            assert time.monotonic() < deadline, "no update was ever dropped by a stall"
+            n = recv(ws)["data"]["u"] - BYBIT_U_BASE - 1       # raises if the socket closed
+            if got and n <= got[-1]:
+                continue                                       # a re-push of an earlier update
+            if got:                                            # dropped, then n on the same socket
+                missed = [k for k in range(got[-1] + 1, n) if model.quote(k).inst in mine]
+            got.append(n)
         ws.close()
 
         ws = connect(s, "okx", "/ws/v5/public")

@@ -28,6 +28,7 @@ from arbpipe.detect.detector import Detector
 from arbpipe.detect.stats import read_stats
 from shm_layouts.detector_stats import COUNTER_NAMES
 from shm_layouts import MARKET_UPDATE, OPPORTUNITY, CloseReason, Kind, OppState, VenueStatus
+from tests.helpers import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T0 = 1_700_000_000_000_000_000
@@ -827,7 +828,7 @@ def test_detector_process_between_real_rings(instance, tmp_path):
         opp.join("test")
         got = []
 
-        def read(n, timeout=10.0):
+        def read(n, timeout=30.0):     # a deadline for "it never came", not a latency bound
             deadline = time.monotonic() + timeout
             buf = np.zeros(64, OPPORTUNITY)
             while len(got) < n and time.monotonic() < deadline:
@@ -837,7 +838,9 @@ def test_detector_process_between_real_rings(instance, tmp_path):
 
         now = time.time_ns()
         feeds["binance"].push_batch(quote(BIN, 1, 100.00, 100.01, 1.0, 1.0, now))
-        time.sleep(0.05)   # arrives on another ring than the one that triggers
+        # taken before the quote that triggers, which comes on another ring
+        wait_for(lambda: read_stats(instance)["updates"] == 1, 30, "the binance quote taken",
+                 every=0.01)
         now = time.time_ns()
         feeds["gate"].push_batch(quote(GATE, 1, 100.60, 100.61, 1.0, 1.0, now))
         read(1)
@@ -845,7 +848,7 @@ def test_detector_process_between_real_rings(instance, tmp_path):
         r = got[0]
         assert (r["state"], r["buy_venue"], r["sell_venue"], r["trigger_recv_ns"]) == \
             (OPEN, BIN, GATE, now)
-        assert 0 <= r["detect_ns"] - now < 2 * 10**9
+        assert now <= r["detect_ns"] <= time.time_ns()   # detected after the push, before us
         # OKX SWAP (perp id) vs binance-usdm on ETH; then the venue disconnects
         now = time.time_ns()
         feeds["okx"].push_batch(quote(OKX, 2 | PERP_ID_BIT, 2000.0, 2000.1, 1, 1, now))
@@ -855,26 +858,34 @@ def test_detector_process_between_real_rings(instance, tmp_path):
         feeds["okx"].push_batch(status(OKX, DISC, 0, time.time_ns()))
         read(3)
         assert (got[2]["state"], got[2]["close_reason"]) == (CLOSED, DOWN)
-        # idle: the process sleeps on its doorbells
-        import psutil
-        p = psutil.Process(proc.pid)
-        time.sleep(0.5)
-        c0 = sum(p.cpu_times()[:2])
-        time.sleep(2.0)
-        idle_pct = (sum(p.cpu_times()[:2]) - c0) / 2.0 * 100
-        assert idle_pct < 10, idle_pct
-        # a record after the idle period is picked up promptly, whatever ring it is on
+        # idle: the process sleeps on every feed ring's doorbell and wakes only for its
+        # sweeps: each pass of its loop is one sweep and one idle wait, none spins (its idle
+        # CPU and wake-up latency are figures of `arbpipe bench idle`, not assertions here)
+        for v, ring in feeds.items():
+            assert wait_for(lambda: ring.stats()["sleepers"], 30, f"a sleeper on feed.{v}",
+                            every=0.01) == 1
+        s0 = read_stats(instance, cfg.legs().names)
+
+        def swept(n):
+            s = read_stats(instance, cfg.legs().names)
+            return s if s["sweeps"] >= s0["sweeps"] + n else None
+        s1 = wait_for(lambda: swept(5), 30, "5 sweeps", every=0.05)
+        passes, sweeps, waits = (s1[k] - s0[k] for k in ("kernel_calls", "sweeps", "idle_waits"))
+        assert s1["updates"] == s0["updates"] and sweeps - 1 <= passes <= 2 * sweeps + 2, \
+            (passes, sweeps)
+        assert abs(waits - passes) <= 2, (waits, passes)
+        # a record after the idle period is picked up, whatever ring it is on
         t_push = time.time_ns()
         feeds["kraken"].push_batch(quote(KR, 1, 100.9, 101.0, 1, 1, t_push))
         read(4)
         assert got[3]["trigger_recv_ns"] == t_push and got[3]["sell_venue"] == KR
-        assert got[3]["detect_ns"] - t_push < 50 * MS
+        assert t_push <= got[3]["detect_ns"] <= time.time_ns()
         stats = read_stats(instance, cfg.legs().names)
         assert stats["alive"] and stats["updates"] == 6 and stats["open_now"] == 2
         assert stats["legs"]["okx"] == "DISCONNECTED" and stats["legs"]["binance"] == "UP"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, proc.stderr.read()
-        read(6, timeout=2.0)
+        read(6)
         assert sorted((int(x["state"]), int(x["close_reason"])) for x in got[4:]) == \
             [(CLOSED, SHUT), (CLOSED, SHUT)]
         # what the detector created (opportunities, detector.stats) is gone; the feeds stay

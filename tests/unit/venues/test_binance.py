@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from hypothesis import given
@@ -284,20 +283,17 @@ def test_fuzz_json_mutations(case):
     check_contract(name, si, frame, primed, PRIME)
 
 
-def test_binance_book_ticker_decode_is_fast():
-    """A bookTicker frame to sink.quote in a few microseconds (loose bound: shared CI)."""
-    import time
-
+def test_binance_book_ticker_stream_one_quote_per_frame():
+    """Every bookTicker frame of a stream is one sink.quote, and again after a reconnect
+    resets the ``u`` dedupe (the per-frame cost is a figure of ``arbpipe bench feeds``)."""
     ad = make("binance")
     sink = CollectingSink(recv_ns=RECV)
-    frames = [bn_book(u=k).encode() for k in range(1, 20001)]
-    best = math.inf
-    for _ in range(3):
+    frames = [bn_book(u=k).encode() for k in range(1, 2001)]
+    for _ in range(2):
         ad.on_connect(0)
         sink.clear()
-        t0 = time.perf_counter()
         for f in frames:
             ad.parse(f, RECV, sink)
-        best = min(best, (time.perf_counter() - t0) / len(frames))
-    assert len(sink.updates) == len(frames) and not sink.rejects
-    assert best < 20e-6, f"{best * 1e6:.1f} us per frame"
+        assert len(sink.updates) == len(frames) and not sink.rejects
+    ad.parse(frames[-1], RECV, sink)                      # no reconnect: a duplicate now
+    assert sink.rejects == {"duplicate": 1} and len(sink.updates) == len(frames)

@@ -20,7 +20,7 @@ from arbpipe.symbols import Instrument
 from shm_layouts import Flag
 from tests.unit.venues.common_okx_coinbase_kraken_gate import (
     RECV, assert_quote, feed, fuzz_parse_never_raises, garbage_counted_once, only_quote,
-    parse_seconds)
+    parse_stream)
 
 # --------------------------------------------------------------------------- fixtures
 # section 4, Coinbase
@@ -340,19 +340,18 @@ def test_rfc3339_matches_datetime(dt, extra_ns, ndigits):
     assert rfc3339_ns(text) == whole * 1_000_000_000 + int(frac) * 10 ** (9 - ndigits)
 
 
-# --------------------------------------------------------------- speed (loose bound)
+# ------------------------------------------- a stream of frames (cost: arbpipe bench feeds)
 def _deep_book(adapter):
     adapter.parse(cb_frame(0, [{"type": "snapshot", "product_id": "BTC-USD", "updates": [
         lvl("bid", str(100 - i * 0.01), "1") for i in range(500)] + [
         lvl("offer", str(101 + i * 0.01), "1") for i in range(500)]}]), RECV, CollectingSink())
 
 
-def test_bbo_frame_parse_is_microseconds():
+def test_bbo_frame_stream_one_quote_per_frame():
     frames = [cb_frame(i, [{"type": "update", "product_id": "BTC-USD", "updates": [
         lvl("bid", "100", str(1 + i % 7))]}]).encode() for i in range(1, 2001)]
-    best, quotes = parse_seconds(coinbase(), frames, _deep_book)
-    assert quotes > 0
-    assert best < 25e-6, f"coinbase: {best * 1e6:.1f} us per frame"
+    # every update moves the top of a 500-level book: one quote each, again after a reconnect
+    assert parse_stream(coinbase(), frames, _deep_book) == [len(frames)] * 2
 
 
 # -------------------------------------------------------- fuzzing: parse never raises

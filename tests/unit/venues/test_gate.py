@@ -14,7 +14,7 @@ from arbpipe.feeds.venues.sink import CollectingSink
 from arbpipe.symbols import Instrument
 from tests.unit.venues.common_okx_coinbase_kraken_gate import (
     RECV, assert_quote, feed, fuzz_parse_never_raises, garbage_counted_once, only_quote,
-    parse_seconds)
+    parse_stream)
 
 # --------------------------------------------------------------------------- fixtures
 # section 6, Gate
@@ -149,12 +149,10 @@ def test_gate_malformed(frame, reason):
     assert sink.rejects == {reason: 1}
 
 
-# --------------------------------------------------------------- speed (loose bound)
-def test_bbo_frame_parse_is_microseconds():
+# ------------------------------------------- a stream of frames (cost: arbpipe bench feeds)
+def test_bbo_frame_stream_one_quote_per_frame():
     frames = [GATE_UPDATE.replace("48733182", str(i)).encode() for i in range(1, 2001)]
-    best, quotes = parse_seconds(gate(), frames)
-    assert quotes > 0
-    assert best < 25e-6, f"gate: {best * 1e6:.1f} us per frame"
+    assert parse_stream(gate(), frames) == [len(frames)] * 2   # and again after a reconnect
 
 
 # -------------------------------------------------------- fuzzing: parse never raises
