@@ -177,12 +177,17 @@ class Supervisor:
             if s.proc is not None and s.proc.poll() is not None:
                 code = s.proc.returncode
                 lived = now - s.started
-                s.backoff = BACKOFF_MIN_S if lived > STABLE_S else min(s.backoff * 2,
-                                                                       BACKOFF_MAX_S)
-                # only a crash loop (death within CRASH_LOOP_S) waits the growing backoff;
-                # a child killed after it got going is back within BACKOFF_MIN_S
-                s.next_start = now + (0 if lived > STABLE_S else s.backoff
-                                      if lived < CRASH_LOOP_S else BACKOFF_MIN_S)
+                if lived > STABLE_S:
+                    s.backoff = BACKOFF_MIN_S
+                # only a crash loop (death within CRASH_LOOP_S) waits the backoff, and only
+                # it doubles it (0.1 s, 0.2 s, ... 5 s); a child killed after it got going
+                # is back within BACKOFF_MIN_S and leaves the backoff as it was
+                if lived < CRASH_LOOP_S:
+                    wait = s.backoff
+                    s.backoff = min(s.backoff * 2, BACKOFF_MAX_S)
+                else:
+                    wait = 0 if lived > STABLE_S else BACKOFF_MIN_S
+                s.next_start = now + wait
                 s.proc = None
                 s.restarts += 1
                 self.event("exit", process=s.name, code=code, restart_in_s=round(

@@ -18,10 +18,11 @@ top of book the strategy keeps itself. ``Strategy`` only orchestrates its parts:
 Flow per Opportunity (OPEN or UPDATE; CLOSED ones are only counted): the breaker's gate
 (KILL_SWITCH, read before every pair; BREAKER; DAILY_LOSS; DRAWDOWN), the pair checks,
 sizing, each leg through the order checks, the pair's two orders through the rate limits
-(``arbpipe.trading.risk``); both legs pass or neither is sent. Observe mode: a passing
-pair is journaled as ORDER|OBSERVE and nothing is simulated. Trade mode: both orders are
-sent (journal ORDER) and fill ``latency_ms`` later (``arbpipe.trading.fills``). Every
-reject is journaled with its reason, limit and value.
+(``arbpipe.trading.risk``); both legs pass or neither is sent. A pair that sizing finds
+short of balance is rejected BALANCE only after the order checks (the README's order).
+Observe mode: a passing pair is journaled as ORDER|OBSERVE and nothing is simulated.
+Trade mode: both orders are sent (journal ORDER) and fill ``latency_ms`` later
+(``arbpipe.trading.fills``). Every reject is journaled with its reason, limit and value.
 
 Single-threaded; time is passed in (``now`` ns, CLOCK_REALTIME) so tests drive it exactly.
 """
@@ -171,13 +172,20 @@ class Strategy:
         if r is not None:
             return r
         qty, r = self.risk.size(i, bleg, sleg, qb, qs, float(opp["exec_qty"]), in_flight)
+        short = None
         if r is not None:
-            return r
+            if r.reason != RejectReason.BALANCE:
+                return r
+            # the balances leave less than the minimum order: balance comes after the
+            # order checks, so they still run (on what the balances allow, r.limit) first
+            short, qty = r, r.limit
         buy, sell = self.exchange.pair(i, bleg, sleg, qb.ask, qs.bid, qty, now, **ctx)
         r = self.risk.check_order(buy, now, in_flight) or \
             self.risk.check_order(sell, now, in_flight + [buy])
-        if r is not None:
+        if r is not None and (short is None or r.reason != RejectReason.BALANCE):
             return r
+        if short is not None:
+            return short
         r = self.risk.check_rate(2, now)
         if r is not None:
             return r

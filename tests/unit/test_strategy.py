@@ -2,6 +2,8 @@
 the kill switch (through the real CLI and control segment), simulated fills and unwinds,
 and restart from the journal reproducing positions and PnL exactly."""
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ from arbpipe.trading.fills import Order
 from arbpipe.trading.journal import Journal, read_journal
 from arbpipe.trading.strategy import Strategy
 from shm_layouts import OPPORTUNITY
-from shm_layouts.journal import JournalFlag, JournalKind, RejectReason, Side
+from shm_layouts.journal import BreakerReason, JournalFlag, JournalKind, RejectReason, Side
 
 T0 = 1_800_000_000_000_000_000          # a fixed "now" (ns), 2027-01-15 08:00 UTC
 MS = 1_000_000
@@ -543,3 +545,228 @@ def test_a_new_tree_comes_back_halted_when_the_last_run_ended_halted(instance, t
         svc.close()
         ring.close()
         ring.unlink()
+
+
+# ------------------------------------------------------------------ check order -----
+# README ("Paper trading"): "... sends both legs through every pre-trade check (first
+# failure rejects with a named reason): kill switch, breaker, daily loss, drawdown, ...".
+# For every adjacent pair (check i, check i+1) of that list both are made to fail at once
+# and the reject must name check i.
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "README.md")
+R = RejectReason
+# the README's words for each check -> the RejectReason(s) the code names it by; "stale
+# quote" is the live-quote check: no quote at all (NO_QUOTE), then one too old (STALE_QUOTE)
+README_WORDS = {
+    "kill switch": [R.KILL_SWITCH], "breaker": [R.BREAKER], "daily loss": [R.DAILY_LOSS],
+    "drawdown": [R.DRAWDOWN], "instrument in flight": [R.IN_FLIGHT],
+    "open pairs": [R.MAX_OPEN_ORDERS], "cooldown": [R.COOLDOWN],
+    "confidence": [R.LOW_CONFIDENCE], "stale quote": [R.NO_QUOTE, R.STALE_QUOTE],
+    "re-priced net spread": [R.BELOW_THRESHOLD], "order notional": [R.MAX_ORDER_NOTIONAL],
+    "fat finger": [R.FAT_FINGER],
+    "position per instrument and per venue and gross (in-flight orders counted)":
+        [R.MAX_POSITION_INSTRUMENT, R.MAX_POSITION_VENUE, R.MAX_GROSS],
+    "balance": [R.BALANCE],
+    "orders per second and per minute": [R.RATE_LIMIT_SECOND, R.RATE_LIMIT_MINUTE]}
+CHECK_ORDER = [R.KILL_SWITCH, R.BREAKER, R.DAILY_LOSS, R.DRAWDOWN, R.IN_FLIGHT,
+               R.MAX_OPEN_ORDERS, R.COOLDOWN, R.LOW_CONFIDENCE, R.NO_QUOTE, R.STALE_QUOTE,
+               R.BELOW_THRESHOLD, R.MAX_ORDER_NOTIONAL, R.FAT_FINGER,
+               R.MAX_POSITION_INSTRUMENT, R.MAX_POSITION_VENUE, R.MAX_GROSS, R.BALANCE,
+               R.RATE_LIMIT_SECOND, R.RATE_LIMIT_MINUTE]
+# the per-order checks (RiskChecks.check_order), each leg through every one
+ORDER_CHECKS = CHECK_ORDER[CHECK_ORDER.index(R.MAX_ORDER_NOTIONAL):
+                           CHECK_ORDER.index(R.BALANCE) + 1]
+
+
+def readme_check_order():
+    text = " ".join(open(README).read().split())
+    m = re.search(r"every pre-trade check \(first failure rejects with a named reason\): "
+                  r"(.*?)\. Fills are", text)
+    assert m, "README no longer lists the pre-trade checks in 'Paper trading'"
+    words = [w.strip() for w in m.group(1).split(", ")]
+    unknown = [w for w in words if w not in README_WORDS]
+    assert not unknown, f"README names checks this test does not know: {unknown}"
+    return [r for w in words for r in README_WORDS[w]]
+
+
+def reasons_in(text):
+    return [R[t] for t in re.findall(r"\b[A-Z][A-Z_]{2,}\b", text) if t in R.__members__]
+
+
+def code_check_order():
+    """The order the code's own documentation gives: the breaker's gate, then the pair
+    checks, then the order checks and the two rate limits (arbpipe.trading.risk)."""
+    from arbpipe.trading import risk
+    from arbpipe.trading.breaker import Breaker
+    doc = risk.__doc__
+    pair = doc[doc.index("Pair checks"):doc.index("Sizing:")]
+    orders = doc[doc.index("Order checks"):doc.index("Boundaries:")]
+    out = []
+    for r in reasons_in(Breaker.gate.__doc__) + reasons_in(pair) + reasons_in(orders):
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def test_the_documented_check_order_is_the_one_the_code_documents():
+    assert readme_check_order() == CHECK_ORDER
+    assert code_check_order() == CHECK_ORDER
+
+
+BASE = dict(cooldown_ms=0.0, latency_ms=1_000.0, daily_loss_limit=1_000.0,
+            max_drawdown=2_000.0, max_open_orders=8, min_confidence=40.0,
+            max_quote_age_ms=2_000.0, min_net_bps=2.0, max_order_notional=10_000.0,
+            fat_finger_bps=100.0, max_position_notional=50_000.0,
+            max_venue_notional=150_000.0, max_gross_notional=200_000.0,
+            max_orders_per_s=20, max_orders_per_min=600, slippage_bps=1.0)
+
+
+class Case:
+    """One decision: the BTC/USDT pair buy binance (ask 100000) / sell bybit-spot (bid
+    100400, ~18 bps net), sized ~0.0998 BTC (~10k by max_order_notional), which passes
+    every check; ``breaks`` make named checks fail (a setup step each)."""
+
+    def __init__(self):
+        self.s = make(**BASE)
+        self.conf = 80.0
+        self.quote_t = {"binance": T0, "bybit-spot": T0}
+        self.steps = []
+
+    def quote(self):
+        for name, bid, ask in (("binance", 99_990.0, 100_000.0),
+                               ("bybit-spot", 100_400.0, 100_410.0)):
+            if self.quote_t[name] is not None:
+                quote(self.s, name, bid, ask, t=self.quote_t[name])
+
+    def decide(self):
+        self.quote()
+        for _, step in sorted(self.steps, key=lambda x: x[0]):
+            step(self)
+        return reject_reason(self.s, opp(self.s, "binance", "bybit-spot", conf=self.conf,
+                                         opp_id=2))
+
+    def order_check(self):
+        """The buy leg alone through RiskChecks.check_order (0.1 BTC at 100000 = 10k)."""
+        self.quote()
+        for _, step in sorted(self.steps, key=lambda x: x[0]):
+            step(self)
+        r = self.s.check_order(order(self.s, "binance", Side.BUY, 100_000.0, 0.1, oid=7), T0)
+        return None if r is None else RejectReason(r.reason)
+
+
+def _lose(c):
+    """A 100 USDT loss today: the day is looked at first, then an ETH buy paying 100 fee."""
+    s = c.s
+    s.portfolio.watch_loss(T0 - 2 * MS)
+    s.apply_fill(2, leg(s, "binance"), Side.BUY, 1.0, 3_000.0, 100.0)
+
+
+def _in_flight(c):
+    """A first BTC pair sent a moment ago, still in flight (latency 1 s)."""
+    s = c.s
+    assert reject_reason(s, opp(s, "binance", "bybit-spot", opp_id=1), T0 - MS) is None
+    assert s.orders
+
+
+def _limit(**kw):
+    def step(c):
+        for k, v in kw.items():
+            setattr(c.s.limits, k, v)
+    return step
+
+
+def _attr(**kw):
+    def step(c):
+        for k, v in kw.items():
+            setattr(c, k, v)
+    return step
+
+
+def _stale(c):
+    c.quote_t["binance"] = T0 - 3_000 * MS
+    c.quote()
+
+
+def _no_quote(c):
+    c.s.book.set_quote(BTC, leg(c.s, "bybit-spot"), 0.0, 0.0, 0.0, 0.0, 0)
+
+
+def _cooldown(c):
+    s = c.s
+    s.limits.cooldown_ms = 500.0
+    s.risk.traded(BTC, leg(s, "binance"), leg(s, "bybit-spot"), 2, T0 - MS)
+
+
+def _gross(c):
+    """Gross exposure past its limit whatever the pair's size: 2 ETH (6k) held on okx."""
+    s = c.s
+    s.limits.max_gross_notional = 5_000.0
+    s.apply_fill(2, leg(s, "okx"), Side.BUY, 2.0, 3_000.0, 0.0)
+
+
+def _poor(c):
+    c.s.balances[c.s.legs.venue[leg(c.s, "binance")]]["USDT"] = 5.0
+
+
+# each check's way to fail: (step priority, step); the pair sent by IN_FLIGHT goes first,
+# everything else after it (so that it does not stop that pair)
+BREAKS = {
+    R.KILL_SWITCH: (5, lambda c: c.s.set_kill_switch(True)),
+    R.BREAKER: (5, lambda c: c.s.trip(BreakerReason.MANUAL, 1.0, 1.0, T0 - MS)),
+    R.DAILY_LOSS: (5, lambda c: (_limit(daily_loss_limit=50.0)(c), _lose(c))),
+    R.DRAWDOWN: (5, lambda c: (_limit(max_drawdown=50.0)(c), _lose(c))),
+    R.IN_FLIGHT: (0, _in_flight),
+    R.MAX_OPEN_ORDERS: (5, _limit(max_open_orders=0)),
+    R.COOLDOWN: (5, _cooldown),
+    R.LOW_CONFIDENCE: (5, _attr(conf=10.0)),
+    R.NO_QUOTE: (5, _no_quote),
+    R.STALE_QUOTE: (4, _stale),
+    R.BELOW_THRESHOLD: (5, _limit(min_net_bps=100.0)),
+    # in a decision the pair is sized to max_order_notional, so the order notional check
+    # itself cannot fail there; a cap below the minimum order sizes the pair out instead
+    R.MAX_ORDER_NOTIONAL: (5, _limit(max_order_notional=5_000.0)),
+    R.FAT_FINGER: (5, _limit(fat_finger_bps=0.1)),            # the ask is 0.5 bps off mid
+    R.MAX_POSITION_INSTRUMENT: (5, _limit(max_position_notional=5_000.0)),
+    R.MAX_POSITION_VENUE: (5, _limit(max_venue_notional=5_000.0)),
+    R.MAX_GROSS: (5, _gross),
+    R.BALANCE: (5, _poor),                                    # 5 USDT left on binance
+    R.RATE_LIMIT_SECOND: (5, _limit(max_orders_per_s=1)),
+    R.RATE_LIMIT_MINUTE: (5, _limit(max_orders_per_min=1)),
+}
+# in a decision the order notional check is preceded by sizing to max_order_notional:
+# with a cap below the minimum order (10 USDT) the pair is sized out (SIZE_TOO_SMALL)
+FLOW_BREAKS = {**BREAKS, R.MAX_ORDER_NOTIONAL: (5, _limit(max_order_notional=5.0))}
+FLOW_ALONE = {R.MAX_ORDER_NOTIONAL: R.SIZE_TOO_SMALL}
+
+
+def decide(*reasons, level="flow"):
+    c = Case()
+    for r in reasons:
+        c.steps.append((FLOW_BREAKS if level == "flow" else BREAKS)[r])
+    return c.decide() if level == "flow" else c.order_check()
+
+
+def test_the_case_passes_every_check_until_one_is_broken():
+    assert decide() is None
+    assert decide(level="order") is None
+
+
+PAIRS = list(zip(CHECK_ORDER, CHECK_ORDER[1:]))
+
+
+@pytest.mark.parametrize("first,second", PAIRS,
+                         ids=[f"{a.name.lower()}-before-{b.name.lower()}" for a, b in PAIRS])
+def test_when_two_adjacent_checks_fail_the_earlier_one_names_the_reject(first, second):
+    # the whole decision (Strategy.on_opportunity), unless the first check is the order
+    # notional one, which a decision never reaches failing (see FLOW_BREAKS)
+    if first != R.MAX_ORDER_NOTIONAL:
+        for r in (first, second):               # each alone fails, by its own reason
+            assert decide(r) == FLOW_ALONE.get(r, r), r.name
+        assert decide(first, second) == first
+        assert decide(second, first) == first   # whatever order the failures were set up
+    # the per-order checks of one leg (RiskChecks.check_order)
+    if first in ORDER_CHECKS and second in ORDER_CHECKS:
+        for r in (first, second):
+            assert decide(r, level="order") == r, r.name
+        assert decide(first, second, level="order") == first
