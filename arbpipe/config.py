@@ -63,7 +63,9 @@ ROLES = ("simulator", "feed", "detector", "strategy", "dashboard", "persister", 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "config", "arbpipe.toml")
 
-_INSTRUMENT_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
+_INSTRUMENT_RE = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")   # fullmatch: no "\n" after
+_HOST_RE = re.compile(r"[A-Za-z0-9.:_-]+")
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class ConfigError(ValueError):
@@ -213,10 +215,13 @@ class SimulatorConfig(_Base, kw_only=True):
 
 
 class DashboardConfig(_Base, kw_only=True):
-    """The dashboard process (``procs.dashboard``) and its Prometheus endpoint."""
+    """The dashboard process (``procs.dashboard``) and its HTTP endpoint (metrics, health,
+    status, control: ``arbpipe.ops.http``)."""
     metrics_enabled: bool = True
-    metrics_host: str = "127.0.0.1"      # bind address of GET /metrics (local only by default)
+    metrics_host: str = "127.0.0.1"      # bind address of the HTTP endpoint (local only by default)
     metrics_port: int = 9464             # 0 = a free port (written into the dashboard.state blob)
+    control_token_file: str = ""         # 0600 file with the bearer token of the POST endpoints
+    health_grace_s: float = 10.0         # a role restarting this long makes /healthz fail
     refresh_hz: float = 10.0             # view publications per second
     closed_keep: int = 200               # recently closed opportunities kept in the view
 
@@ -442,13 +447,52 @@ def _finite(check, value, key, lo=None, hi=None, lo_open=False):
         check(value <= hi, key, f"must be <= {hi}, got {value!r}")
 
 
+def _int64(c, obj, key: str) -> None:
+    """Every integer of the decoded config fits 64 bits (TOML integers are signed 64-bit;
+    tomllib and msgspec take bigger ones, which numpy and the shared-memory records
+    cannot hold). ``simulator.faults`` is left raw here: ``_sim_faults`` decodes it."""
+    if isinstance(obj, msgspec.Struct):
+        for f in obj.__struct_fields__:
+            if not (isinstance(obj, SimulatorConfig) and f == "faults"):
+                _int64(c, getattr(obj, f), _join(key, f))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _int64(c, v, _join(key, k))
+    elif isinstance(obj, list):
+        for j, v in enumerate(obj):
+            _int64(c, v, f"{key}[{j}]")
+    elif type(obj) is int:
+        c(INT64_MIN <= obj <= INT64_MAX, key, f"must fit a 64-bit signed integer, got {obj}")
+
+
+def _unique_natives(c, cfg: Config, name: str, v: VenueConfig) -> None:
+    """Two instruments of one venue never share a native symbol (the feeds' SymbolMap
+    refuses it): the later one, or the ``symbols`` override that makes the clash, is named."""
+    ids = cfg.instrument_ids()
+    seen: dict[str, VenueInstrument] = {}
+    for vi in cfg.symbol_map(name):
+        prev = seen.setdefault(vi.native, vi)
+        if prev is vi or (prev.canonical, prev.market) == (vi.canonical, vi.market):
+            continue                      # the same instrument listed twice in a subset
+        blame = None
+        for x in (vi, prev):
+            second = x.market == "perp" and v.perp is not None
+            if x.canonical in (v.perp.symbols if second else v.symbols):
+                blame = f"venues.{name}{'.perp' if second else ''}.symbols.{x.canonical}"
+                break
+        c(False, blame or f"instruments[{ids[vi.canonical] - 1}]",
+          f"{name} native symbol {vi.native!r} would name both {prev.canonical} "
+          f"{prev.market} and {vi.canonical} {vi.market}")
+
+
 def validate_config(cfg: Config) -> None:
     c = _check
+    _int64(c, cfg, "")
     c(len(cfg.instruments) > 0, "instruments", "at least one instrument is needed")
     seen = set()
     for k, name in enumerate(cfg.instruments):
         key = f"instruments[{k}]"
-        c(bool(_INSTRUMENT_RE.match(name)), key,
+        c(bool(_INSTRUMENT_RE.fullmatch(name)), key,
           f"expected canonical 'BASE/QUOTE' in upper case, got {name!r}")
         c(name not in seen, key, f"duplicate instrument {name!r}")
         seen.add(name)
@@ -494,6 +538,7 @@ def validate_config(cfg: Config) -> None:
             key2 = f"{key}.perp" if v.perp is not None and "spot only" in str(e) else \
                 f"{key}.market"
             c(False, key2, str(e))
+        _unique_natives(c, cfg, name, v)
     d, k = cfg.detector, "detector"
     _finite(c, d.min_net_bps, f"{k}.min_net_bps", -1000.0, 10_000.0)
     _finite(c, d.max_quote_age_ms, f"{k}.max_quote_age_ms", 0.0, lo_open=True)
@@ -526,7 +571,7 @@ def validate_config(cfg: Config) -> None:
     c(s.max_orders_per_s >= 0, f"{k}.max_orders_per_s", "must be >= 0")
     c(s.max_orders_per_min >= 0, f"{k}.max_orders_per_min", "must be >= 0")
     for asset, q in s.base_balances.items():
-        c(bool(re.match(r"^[A-Z0-9]{1,20}$", asset)), f"{k}.base_balances.{asset}",
+        c(bool(re.fullmatch(r"[A-Z0-9]{1,20}", asset)), f"{k}.base_balances.{asset}",
           "expected an upper-case asset name")
         _finite(c, q, f"{k}.base_balances.{asset}", 0.0)
     _finite(c, s.min_net_bps, f"{k}.min_net_bps", -1000.0, 10_000.0)
@@ -554,7 +599,7 @@ def validate_config(cfg: Config) -> None:
     if rd.url:
         c(bool(re.match(r"^(redis|rediss|unix)://", rd.url)), "redis.url",
           f"expected redis://, rediss:// or unix:// url, got {redact_url(rd.url)!r}")
-    c(bool(re.match(r"^[A-Za-z0-9_.-]{1,64}$", rd.stream_prefix)), "redis.stream_prefix",
+    c(bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", rd.stream_prefix)), "redis.stream_prefix",
       "expected 1-64 characters of A-Z a-z 0-9 _ . -")
     c(rd.stream_maxlen > 0, "redis.stream_maxlen", "must be > 0")
     _finite(c, rd.snapshot_interval_ms, "redis.snapshot_interval_ms", 0.0, lo_open=True)
@@ -562,6 +607,8 @@ def validate_config(cfg: Config) -> None:
     c(1 <= rd.batch <= 65536, "redis.batch", "must be in 1..65536")
     _finite(c, rd.risk_poll_ms, "redis.risk_poll_ms", 0.0, lo_open=True)
     sim, k = cfg.simulator, "simulator"
+    c(bool(_HOST_RE.fullmatch(sim.host)), f"{k}.host",
+      f"expected an address or host name, got {sim.host!r}")
     c(0 <= sim.port < 65536, f"{k}.port", f"must be in 0..65535, got {sim.port}")
     for f in ("rate_hz", "dislocation_rate_hz", "dislocation_bps", "dislocation_ms"):
         _finite(c, getattr(sim, f), f"{k}.{f}", 0.0)
@@ -570,11 +617,12 @@ def validate_config(cfg: Config) -> None:
     db, k = cfg.dashboard, "dashboard"
     c(0 <= db.metrics_port < 65536, f"{k}.metrics_port",
       f"must be in 0..65535 (0 = a free port), got {db.metrics_port}")
-    c(bool(re.match(r"^[A-Za-z0-9.:_-]+$", db.metrics_host)), f"{k}.metrics_host",
+    c(bool(_HOST_RE.fullmatch(db.metrics_host)), f"{k}.metrics_host",
       f"expected an address or host name, got {db.metrics_host!r}")
     _finite(c, db.refresh_hz, f"{k}.refresh_hz", 1.0, 100.0)
     c(1 <= db.closed_keep <= 5000, f"{k}.closed_keep",
       f"must be in 1..5000, got {db.closed_keep}")
+    _finite(c, db.health_grace_s, f"{k}.health_grace_s", 0.0, 3600.0)
 
 
 def _sim_faults(cfg: Config, c) -> dict:
@@ -601,6 +649,11 @@ def _sim_faults(cfg: Config, c) -> dict:
 
 def config_from_dict(data: dict) -> Config:
     """Decode and validate a plain dict (as TOML gives it)."""
+    venues = data.get("venues") if isinstance(data, dict) else None
+    for name in venues if isinstance(venues, dict) else ():
+        # before decoding: an unknown venue is named as such, not by a key missing inside
+        _check(name in VENUE_IDS, f"venues.{name}",
+               f"unknown venue; known: {', '.join(VENUE_IDS)}")
     cfg = _convert(data, Config, "")
     validate_config(cfg)
     return cfg

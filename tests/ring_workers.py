@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from arbpipe.transport.rings import BroadcastRing, MpmcRing, SpscRing
+from shm_layouts import ring as L
 
 CLASSES = {"spsc": SpscRing, "mpmc": MpmcRing, "broadcast": BroadcastRing}
 MIX = np.int64(0x9E3779B97F4A7C15 - (1 << 64))
@@ -39,6 +40,10 @@ def check_batch(words, n, rw=8):
 
 
 def produce(kind, instance, name, pid, count, batch_max, seed, timeout=30.0):
+    """Push records 0..count-1 of producer ``pid``, each exactly once, in random batches.
+    BLOCK: every one goes in (a push that times out fails the process). DROP: what a full
+    ring refuses is lost, never pushed again (the ring counts it as dropped), so for one
+    ring received + dropped == count over its producers."""
     ring = CLASSES[kind].attach(name, instance=instance)
     rng = random.Random(seed)
     seq = 0
@@ -46,9 +51,9 @@ def produce(kind, instance, name, pid, count, batch_max, seed, timeout=30.0):
         b = min(rng.randint(1, batch_max), count - seq)
         words = make_batch(pid, np.arange(seq, seq + b, dtype=np.int64))
         pushed = ring.push_words(words, b, timeout=timeout)
-        seq += pushed  # drop policy: the rest of this batch is refused and counted
         if pushed < b and ring.policy.name == "BLOCK":
             raise SystemExit(f"producer {pid}: push timed out")
+        seq += b
     ring.close()
 
 
@@ -70,7 +75,9 @@ def consume(kind, instance, name, total, out_q, reader="c", idle_exit=5.0, batch
         got_p.append(p)
         got_s.append(s)
         n_total += n
-    stats = ring.reader_stats() if kind == "broadcast" else {}
+    # the ring's own count of what this reader received (before close frees its slot)
+    stats = ring.reader_stats() if kind == "broadcast" else \
+        {"received": int(ring.w[ring.slot_w + L.R_RECEIVED])}
     ring.close()
     pids = np.concatenate(got_p) if got_p else np.zeros(0, np.int64)
     seqs = np.concatenate(got_s) if got_s else np.zeros(0, np.int64)
@@ -80,7 +87,9 @@ def consume(kind, instance, name, total, out_q, reader="c", idle_exit=5.0, batch
 def produce_forever(kind, instance, name, ready_q, pid=7, claim_and_die=False):
     """Push big batches of records (pid, 0, 1, ...) as fast as possible until killed (for
     the SIGKILL test); what a full ring refuses is pushed again, so the records committed
-    are always 0..c-1. ``claim_and_die`` (MPMC): once publishing, claim 5 positions
+    are always 0..c-1 (the ring's ``dropped`` then counts refusals that were retried, and
+    how many records a killed producer tried is unknowable: no drop accounting here; the
+    ``produce`` tests check it). ``claim_and_die`` (MPMC): once publishing, claim 5 positions
     without committing them and SIGKILL itself there."""
     from arbpipe.transport import kernels as K
     ring = CLASSES[kind].attach(name, instance=instance)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
+from arbpipe import config
 from arbpipe.feeds.feed import Feed
 from arbpipe.feeds.options import FeedOptions
 from arbpipe.feeds.runtime import UsageError, base_url, build_adapter
@@ -175,7 +176,6 @@ def test_symbol_map_ids_are_fixed_and_match_the_simulator():
 
 
 def test_symbol_map_from_the_pipeline_config(tmp_path):
-    config = pytest.importorskip("arbpipe.config")
     assert config.PERP_ID_BIT == PERP_ID_BIT and config.VENUE_IDS == VENUE_IDS
     path = tmp_path / "c.toml"
     path.write_text(CONFIG_TOML)
@@ -544,7 +544,6 @@ def test_print_mode_writes_json_lines(instance):
 
 def test_sigterm_leaves_no_segments(instance, tmp_path):
     """``--config``: the config's instruments and ids (OKX SWAP with PERP_ID_BIT)."""
-    pytest.importorskip("arbpipe.config")
     cfg = tmp_path / "c.toml"
     cfg.write_text(CONFIG_TOML)
     with simulator(["okx"], seed=1, rate_hz=50) as sim:

@@ -41,13 +41,14 @@ def test_spsc_two_million_records_exactly_once_in_order(instance):
     cons = CTX.Process(target=W.consume, args=("spsc", instance, "spsc", n, q), name="consumer")
     cons.start()
     run_procs([prod])
-    (_, pids, seqs, _), = collect(q, 1)
+    (_, pids, seqs, rs), = collect(q, 1)
     cons.join(30)
     assert len(seqs) == n
     assert np.array_equal(np.asarray(seqs), np.arange(n))
     assert set(pids) == {1}
     s = ring.stats()
     assert s["published"] == n and s["consumed"] == n and s["dropped"] == 0
+    assert rs["received"] == n
     ring.unlink()
     ring.close()
 
@@ -58,7 +59,8 @@ def test_spsc_two_million_records_exactly_once_in_order(instance):
        seed=st.integers(0, 2**31))
 def test_single_producer_any_geometry(cap_log2, batch_max, policy, kind, seed):
     """Whatever the capacity, batch sizes and policy: no duplicate, order kept, and
-    every record sent is either received or counted as dropped."""
+    every record sent is either received or counted as dropped (the producer never pushes
+    a refused record again: received + dropped == sent, exactly)."""
     instance = f"h{seed % 100000}{os.getpid()}"
     n = 60_000
     cls = SpscRing if kind == "spsc" else MpmcRing
@@ -69,13 +71,16 @@ def test_single_producer_any_geometry(cap_log2, batch_max, policy, kind, seed):
         cons.start()
         run_procs([CTX.Process(target=W.produce,
                                args=(kind, instance, "r", 3, n, batch_max, seed))])
-        (_, pids, seqs, _), = collect(q, 1)
+        (_, pids, seqs, rs), = collect(q, 1)
         cons.join(30)
         seqs = np.asarray(seqs)
+        assert set(pids) <= {3}
         assert len(np.unique(seqs)) == len(seqs), "duplicate record"
         assert np.all(np.diff(seqs) > 0), "order not preserved"
+        assert len(seqs) == 0 or (seqs[0] >= 0 and seqs[-1] < n)
         s = ring.stats()
-        assert s["published"] == len(seqs)
+        assert s["published"] == s["consumed"] == rs["received"] == len(seqs)
+        assert len(seqs) + s["dropped"] == n, f"received {len(seqs)} + dropped {s['dropped']}"
         if policy == "block":
             assert s["dropped"] == 0 and np.array_equal(seqs, np.arange(n))
     finally:
@@ -83,6 +88,43 @@ def test_single_producer_any_geometry(cap_log2, batch_max, policy, kind, seed):
         ring.close()
     from arbpipe.transport import segments
     assert not segments.list_segments(instance)
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_drop_policy_counts_every_refused_record(instance, kind):
+    """DROP across processes, with drops for certain: a producer fills a 64-record ring
+    nobody reads (records 0..63 go in, the other 9936 are refused and counted), then a
+    producer and a one-record-at-a-time consumer run together. Each time: received +
+    dropped == pushed, and what was received is in the producer's order."""
+    n, cap = 10_000, 64
+    ring = W.CLASSES[kind].create("dr", cap, "MarketUpdate", policy="drop", instance=instance)
+    try:
+        run_procs([CTX.Process(target=W.produce, args=(kind, instance, "dr", 1, n, 100, 1),
+                               name="producer")])
+        s = ring.stats()
+        assert (s["published"], s["dropped"]) == (cap, n - cap), s
+        q = CTX.Queue()
+        run_procs([CTX.Process(target=W.consume, args=(kind, instance, "dr", n, q, "c", 1.0),
+                               name="consumer")])
+        (_, pids, seqs, rs), = collect(q, 1)
+        assert seqs == list(range(cap)) and set(pids) == {1}, "the first 64, in order"
+        assert rs["received"] + ring.stats()["dropped"] == n
+        # together: the consumer takes one record per pop, the producer batches up to 300
+        cons = CTX.Process(target=W.consume, args=(kind, instance, "dr", n, q, "c", 5.0, 1),
+                           name="consumer")
+        cons.start()
+        run_procs([CTX.Process(target=W.produce, args=(kind, instance, "dr", 2, n, 300, 2),
+                               name="producer")])
+        (_, pids, seqs, rs), = collect(q, 1)
+        cons.join(30)
+        seqs = np.asarray(seqs)
+        assert set(pids) <= {2} and np.all(np.diff(seqs) > 0), "duplicate or out of order"
+        s = ring.stats()
+        assert rs["received"] == len(seqs) and s["published"] == s["consumed"] == cap + len(seqs)
+        assert len(seqs) + (s["dropped"] - (n - cap)) == n, s
+    finally:
+        ring.unlink()
+        ring.close()
 
 
 def test_mpmc_two_producers_two_consumers_union_exact(instance):
@@ -103,16 +145,19 @@ def test_mpmc_two_producers_two_consumers_union_exact(instance):
     for c in consumers:
         c.join(30)
     seen = []
-    for _, pids, seqs, _ in results:
+    for _, pids, seqs, rs in results:
         pids, seqs = np.asarray(pids), np.asarray(seqs)
         for pid in (1, 2):
             mine = seqs[pids == pid]
             assert np.all(np.diff(mine) > 0), "per-producer order broken for a consumer"
+        assert rs["received"] == len(seqs)
         seen.extend(zip(pids.tolist(), seqs.tolist()))
     assert len(seen) == 2 * per, "records lost or duplicated"
+    # compared as a set: which consumer takes which record, and how the two consumers'
+    # records interleave, is not promised (per consumer, each producer's order is: above)
     assert set(seen) == {(p, s) for p in (1, 2) for s in range(per)}
     st_ = ring.stats()
-    assert st_["published"] == st_["consumed"] == 2 * per
+    assert st_["published"] == st_["consumed"] == 2 * per and st_["dropped"] == 0
     ring.unlink()
     ring.close()
 

@@ -151,6 +151,11 @@ def test_sleeper_killed_asleep_is_reclaimed_by_the_other_sides_wake_path(instanc
         st = ring.stats()
         assert st["published"] == published + 1000
         assert (st[sl], st[posts], st[rec]) == (0, 1, 1), st
+        # every push went in, none refused (DROP on the consumer side: a record pushed is
+        # either in the ring or counted as dropped; here all of them are in it)
+        assert st["dropped"] == 0, st
+        if side == "consumer":
+            assert st["published"] == steps + 1000, st
     finally:
         ring.close()
         ring.unlink()
@@ -192,6 +197,7 @@ def test_restarted_consumer_reclaims_its_dead_predecessor_and_is_itself_untouche
         assert p2.exitcode == 0, "the successor was not woken"
         st = ring.stats()
         assert st["sleepers"] == 0 and st["posts"] == posts + 1, st
+        assert (st["published"], st["dropped"]) == (1, 0), st
     finally:
         for q in procs:
             if q.is_alive():

@@ -528,6 +528,24 @@ def test_running_tree_once_and_metrics(tree, instance):
     assert dash_proc(status)["restarts"] == 0
 
 
+def section_rows(text, title):
+    """The rows of a table of the view (the lines after its title and header that start
+    with an instrument); the count agrees with the title's "rows a-b of n" when it has one."""
+    lines = text.splitlines()
+    i = next((k for k, x in enumerate(lines) if x.startswith(title)), None)
+    if i is None:
+        return []
+    rows = []
+    for x in lines[i + 2:]:
+        if not re.match(r"(BTC|ETH)/USDT ", x):
+            break
+        rows.append(x)
+    m = re.search(r"rows (\d+)-(\d+) of \d+", lines[i])
+    if m:
+        assert len(rows) == int(m.group(2)) - int(m.group(1)) + 1, (lines[i], rows)
+    return rows
+
+
 def tmux_bin():
     t = shutil.which("tmux")
     if t is None:
@@ -568,25 +586,30 @@ def test_terminal_view_in_tmux(tree, instance, tmp_path):
                 what=f"the view in session {name}")
         text = pane("one")
         assert "sort: net bps" in text and re.search(r"opened [1-9]", text)
-        # s cycles the sort; rows follow it
+        # s cycles the sort; rows follow it. Checked on a frame that shows at least two live
+        # rows: an empty table is sorted by any key and would prove nothing.
         tm("send-keys", "-t", "one", "s")
-        text = wait_for(lambda: (lambda t: t if "sort: gross bps" in t else None)(pane("one")),
-                        what="sort by gross")
-        lines = text.splitlines()
-        i = next(k for k, x in enumerate(lines) if x.startswith("Live opportunities"))
-        grosses = []
-        for x in lines[i + 2:]:
-            if not re.match(r"(BTC|ETH)/USDT ", x):
-                break
-            grosses.append(float(x.split()[5]))
-        assert grosses == sorted(grosses, reverse=True), grosses
-        # / filters by instrument
+        text = wait_for(lambda: (lambda t: t if "sort: gross bps" in t and
+                                 len(section_rows(t, "Live opportunities")) >= 2 else None)(
+            pane("one")), timeout=180, what="two live opportunities sorted by gross")
+        rows = section_rows(text, "Live opportunities")
+        grosses = [float(r.split()[5]) for r in rows]
+        assert len(grosses) >= 2 and grosses == sorted(grosses, reverse=True), grosses
+        # / filters by instrument: first a frame with ETH rows (what the filter must remove)
+        wait_for(lambda: any(r.startswith("ETH/USDT") for t in [pane("one")]
+                             for r in section_rows(t, "Live opportunities") +
+                             section_rows(t, "Recently closed")),
+                 timeout=180, what="ETH/USDT rows before filtering")
         tm("send-keys", "-t", "one", "/")
         tm("send-keys", "-t", "one", "-l", "BTC")
         wait_for(lambda: "filter by instrument: BTC_" in pane("one"), what="filter input")
         tm("send-keys", "-t", "one", "Enter")
-        text = wait_for(lambda: (lambda t: t if "filter: BTC" in t else None)(pane("one")),
-                        what="filter applied")
+        # then a filtered frame with BTC rows in it: only BTC rows, live and closed
+        text = wait_for(lambda: (lambda t: t if "filter: BTC" in t and any(
+            r.startswith("BTC/USDT") for r in section_rows(t, "Live opportunities")) else None)(
+            pane("one")), timeout=180, what="a live BTC/USDT row under the filter")
+        shown = section_rows(text, "Live opportunities") + section_rows(text, "Recently closed")
+        assert shown and all(r.startswith("BTC/USDT ") for r in shown), shown
         live = text.split("Live opportunities", 1)[1].split("Venues", 1)[0]
         assert "ETH/USDT" not in live
         for key in ("Down", "NPage", "PPage", "Up"):

@@ -28,6 +28,7 @@ from bench.harness import Tree, tree_config
 from shm_layouts import ring as L
 from tests import helpers
 from tests.helpers import wait_for
+from tests.redis_fixture import require_redis_server
 
 ROOT = os.geteuid() == 0
 NOBODY = 65534
@@ -199,10 +200,10 @@ def _free_port():
 
 @pytest.fixture
 def redis_with_password(tmp_path):
-    exe = subprocess.run(["sh", "-c", "command -v redis-server"], capture_output=True,
-                         text=True).stdout.strip()
-    if not exe:
-        pytest.skip("redis-server is not installed (scripts/install-redis)")
+    """A redis-server on a TCP port with a password (a redis:// URL with a host, where the
+    shared fixtures of tests/redis_fixture.py use unix sockets). Found, skipped or failed
+    like them: without the binary it skips, or fails under ARBPIPE_REQUIRE_REDIS=1."""
+    exe = require_redis_server()
     port = _free_port()
     conf = tmp_path / "redis.conf"            # the password in a file, not on a command line
     conf.write_text(f"port {port}\nbind 127.0.0.1\nrequirepass {PASSWORD}\nsave \"\"\n"
