@@ -8,7 +8,7 @@ ARGS    ?=
 PIPELINE_S ?= 1
 REPEAT  ?= 3
 
-.PHONY: up test check bench clean venv redis tmux
+.PHONY: up test check bench clean venv redis tmux promtool
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 redis:
 	@command -v redis-server >/dev/null 2>&1 || bash scripts/install-redis || echo "redis-server not installed; Redis parts will say so"
 
+# promtool for the Prometheus rule and config tests (installed when missing, root only; from
+# Debian's prometheus package, with no Prometheus server left running).
+promtool:
+	@command -v promtool >/dev/null 2>&1 || bash scripts/install-promtool || echo "promtool not installed; the deploy/prometheus tests will skip"
+
 # tmux for the dashboard's terminal test (installed when missing, root only; else that test skips).
 tmux:
 	@command -v tmux >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
@@ -32,11 +37,11 @@ up: venv
 	$(BIN)/arbpipe up $(ARGS)
 
 # every test: unit, integration and system (the whole tree)
-test: venv redis tmux
+test: venv redis tmux promtool
 	$(BIN)/python -m pytest -q $(ARGS)
 
 # the edit-test loop: unit + integration tests, without the whole-tree system tests
-check: venv redis
+check: venv redis promtool
 	$(BIN)/python -m pytest -q tests/unit tests/integration $(ARGS)
 
 bench: venv redis

@@ -5,15 +5,17 @@
 Reads the ``opportunities`` broadcast ring (reader ``dashboard``; attached once it
 exists) and every other process's counters, keeps the view's state since start and
 publishes it in the state blob ``dashboard.state`` at ``[dashboard] refresh_hz``
-(``arbpipe.ui.dashboard``); serves Prometheus metrics on ``metrics_host:metrics_port``
-(``arbpipe.ui.metrics``; port 0 = a free one). Idle: sleeps on the ring's doorbell with the
+(``arbpipe.ui.dashboard``); serves the tree's HTTP endpoint on ``metrics_host:metrics_port``
+(``arbpipe.ops.http``: /metrics from ``arbpipe.ui.metrics``, /healthz, /readyz, /status and
+the token-guarded control POSTs; port 0 = a free one). Idle: sleeps on the ring's doorbell with the
 next publication as timeout, waking at most ~20 times a second.
 
 Prints one JSON line on stdout when running:
 ``{"event":"ready","pid":..,"instance":..,"metrics":{"host","port","url","error"}}``.
 A metrics port already in use is reported (``metrics.error`` in the blob, a log line) and
 retried every 5 s; the view keeps working. SIGTERM / SIGINT: exit 0, the blob unlinked.
-Bad config exits 2 naming the key.
+Bad config exits 2 naming the key; a non-loopback ``metrics_host`` without a control token
+(or an unusable token file) exits 2 saying why.
 """
 from __future__ import annotations
 
@@ -48,6 +50,11 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from arbpipe.ops import http  # lazy: as below (its own imports are light)
+    refusal = http.check_bind(cfg)
+    if refusal:
+        print(f"dashboard: {refusal}", file=sys.stderr)
+        return 2
 
     # imported after the signal handlers, so that a SIGTERM during their ~450 ms (numba
     # kernels) still ends the process cleanly (exit 0)
@@ -68,8 +75,11 @@ def main(argv=None) -> int:
     next_try = [0.0]
 
     def provider():
-        dash.metrics_info["scrapes"] = server.scrapes if server else 0
+        app.scrapes += 1
+        dash.metrics_info["scrapes"] = app.scrapes
         return metrics.render(dash.last_state, dash.histogram_snapshots())
+
+    app = http.App(cfg, dash.instance, provider, lambda: dash.last_state, http.load_token(cfg))
 
     def start_metrics():
         nonlocal server
@@ -77,7 +87,7 @@ def main(argv=None) -> int:
         info.update(enabled=dc.metrics_enabled, host=dc.metrics_host)
         if not dc.metrics_enabled or server is not None or time.monotonic() < next_try[0]:
             return
-        s = metrics.MetricsServer(provider, dc.metrics_host, dc.metrics_port)
+        s = http.HttpServer(app, dc.metrics_host, dc.metrics_port)
         try:
             port = s.start()
         except OSError as e:

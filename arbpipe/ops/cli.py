@@ -11,6 +11,7 @@ procs.cli``, measured on top of what every command loads).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -122,6 +123,8 @@ def kill_switch(state: str = typer.Argument(..., help="on | off"),
         prev = ctl.set_kill(state == "on")
     finally:
         ctl.close()
+    control.audit(inst, via="cli", source=f"uid {os.getuid()} pid {os.getpid()}",
+                  action="kill-switch", on=state == "on", was=prev, outcome="done")
     typer.echo(f"kill switch {state.upper()} (was {'ON' if prev else 'OFF'}) for pipeline {inst!r}")
 
 
@@ -145,6 +148,8 @@ def breaker(action: str = typer.Argument(..., help="reset"),
         ctl.request_reset()
     finally:
         ctl.close()
+    control.audit(inst, via="cli", source=f"uid {os.getuid()} pid {os.getpid()}",
+                  action="breaker/reset", outcome="done")
     typer.echo(f"breaker reset requested for pipeline {inst!r}")
 
 
@@ -262,8 +267,14 @@ def up(config: Optional[str] = typer.Option(None, "--config"), live: bool = Fals
 
 
 @app.command()
-def status(instance: Optional[str] = InstanceOpt):
+def status(instance: Optional[str] = InstanceOpt,
+           as_json: bool = typer.Option(False, "--json", help="the status document (what GET "
+                                        "/status serves)")):
     """Processes (pids, cpus, restarts, uptime) and segments of a running pipeline."""
+    if as_json:
+        typer.echo(json.dumps(control.status_document(instance or segments.default_instance()),
+                              indent=1, default=str))
+        return
     st = control.read_status(instance or segments.default_instance())
     if st:
         typer.echo(f"pipeline {st['instance']!r}: supervisor pid {st['supervisor_pid']}, up "

@@ -10,6 +10,7 @@ import signal
 import time
 
 from arbpipe.paths import run_dir
+from arbpipe.trading.view import read_state
 from arbpipe.transport import segments
 
 SUPERVISOR_SEGMENT = "supervisor"   # the liveness segment a running supervisor creates
@@ -25,6 +26,32 @@ def read_status(instance: str) -> dict | None:
     if not segments.pid_alive(st.get("supervisor_pid", 0)):
         return None
     return st
+
+
+def audit(instance: str, **entry) -> None:
+    """Append one control action (kill switch, breaker reset: who, from where, outcome) to
+    ``<run dir>/control.jsonl``; one ``write`` of one line, so concurrent writers interleave
+    whole lines."""
+    line = json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry}) + "\n"
+    fd = os.open(os.path.join(run_dir(instance), "control.jsonl"),
+                 os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def status_document(instance: str) -> dict:
+    """What ``arbpipe status --json`` prints and ``GET /status`` serves: the supervisor's
+    status (None when not running), the strategy's headline state and the segments."""
+    st = read_status(instance)
+    strat = read_state(instance)
+    keep = ("mode", "kill_switch", "breaker", "counters", "pnl", "_alive")
+    segs = [{"name": s.name, "creator_pid": s.header.creator_pid if s.header else None,
+             "stale": s.stale} for s in segments.list_segments(instance)]
+    return {"instance": instance, "running": st is not None, "supervisor": st,
+            "strategy": {k: strat[k] for k in keep if k in strat} if strat else None,
+            "segments": segs}
 
 
 def down(instance: str, timeout: float = 30.0) -> bool:

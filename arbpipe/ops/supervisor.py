@@ -57,6 +57,7 @@ class ProcessSpec:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started: float = 0.0
+    exited: float = 0.0         # monotonic time of its last exit (0: never exited)
     next_start: float = 0.0
     backoff: float = BACKOFF_MIN_S
     log: object = None
@@ -162,7 +163,10 @@ class Supervisor:
             rows.append({"name": s.name, "role": s.role, "pid": pid,
                          "state": "running" if s.alive() else "restarting",
                          "cpus": s.cpus, "restarts": s.restarts,
-                         "uptime_s": round(time.monotonic() - s.started, 1) if s.alive() else 0})
+                         "uptime_s": round(time.monotonic() - s.started, 1) if s.alive() else 0,
+                         # how long it has been waiting to run again (health_grace_s)
+                         "down_s": 0 if s.alive() else
+                         round(time.monotonic() - (s.exited or time.monotonic()), 1)})
         st = {"instance": self.instance, "supervisor_pid": os.getpid(), "started": self.t0,
               "uptime_s": round(time.time() - self.t0, 1), "processes": rows,
               "run_dir": self.dir}
@@ -188,6 +192,7 @@ class Supervisor:
                 else:
                     wait = 0 if lived > STABLE_S else BACKOFF_MIN_S
                 s.next_start = now + wait
+                s.exited = now
                 s.proc = None
                 s.restarts += 1
                 self.event("exit", process=s.name, code=code, restart_in_s=round(

@@ -25,6 +25,7 @@ import numpy as np
 from arbpipe.config import DEFAULT_PATH, ConfigError, load_config, to_sim_config
 from arbpipe.ops import stat
 from arbpipe.ops.control import read_status
+from arbpipe.ops.http import check_bind
 from arbpipe.ops.supervisor import ProcessSpec, Supervisor, cpu_plan
 from arbpipe.ops.tap import decode, fmt
 from arbpipe.paths import run_dir
@@ -179,6 +180,10 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
         cfg = load_config(path)
     except ConfigError as e:
         print(f"arbpipe: bad config {path}: {e}", file=sys.stderr)
+        return 2
+    refusal = check_bind(cfg)     # the HTTP endpoint: never beyond this host without a token
+    if refusal:
+        print(f"arbpipe: {refusal}", file=sys.stderr)
         return 2
     if replay is not None:   # refuse a file the tree cannot be fed with before starting
         try:

@@ -7,9 +7,12 @@ lifetime. At ``refresh_hz`` it also reads the counters every other process keeps
 memory, from the segments it keeps attached (``SegmentCache``) -- rings, feeds, the
 detector's counters, the latency histograms (last-minute windows are differences of the
 snapshots kept here) -- and the strategy's state blob ``strategy.state``, and publishes
-the whole view as one JSON document in the state blob ``dashboard.state``. Attaches only
-read that blob, so any number of them see the state accumulated since start and none of
-them can disturb the tree.
+the whole view as one JSON document in the state blob ``dashboard.state``. For the metrics
+endpoint it also reads the persister's ``persister.state`` blob, the supervisor's
+``status.json`` (restarts per process) and peeks at the newest records of each
+``feed.<venue>`` ring (clock skew: receive minus exchange time). Attaches only read the
+view's blob, so any number of them see the state accumulated since start and none of them
+can disturb the tree.
 
 A restarted dashboard resumes its ring slot (by reader name) and its book from the previous
 ``dashboard.state`` document, so accumulated state survives its own restart. The book and
@@ -21,6 +24,7 @@ Units: prices in quote currency, sizes in base units, spreads in bps, times in n
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -30,6 +34,8 @@ import posix_ipc
 
 from arbpipe.detect.stats import counters_dict
 from arbpipe.feeds.stats import read_record, stats_record_to_dict
+from arbpipe.paths import run_dir
+from arbpipe.persist.stats import BLOB_NAME as PERSISTER_BLOB
 from arbpipe.transport import histogram as H
 from arbpipe.transport import kernels as K
 from arbpipe.transport import segments
@@ -38,9 +44,10 @@ from arbpipe.transport.stateblob import StateBlob, read_blob
 from arbpipe.ui.blob import STATE_BLOB, STATE_VERSION
 from arbpipe.ui.book import Names, OpportunityBook
 from arbpipe.ui.windows import LatencyWindows, Rates
-from shm_layouts import OPPORTUNITY
+from shm_layouts import MARKET_UPDATE, OPPORTUNITY, Kind
 from shm_layouts import blocks as B
 from shm_layouts import feed_stats as FS
+from shm_layouts import words as W
 from shm_layouts.detector_stats import C_NLEGS, N_COUNTERS, STATS_KIND, STATS_NAME, STATS_WORD0
 from shm_layouts.kinds import is_ring
 
@@ -49,6 +56,9 @@ OPP_RING = "opportunities"
 READER = "dashboard"
 BLOB_SIZE = 1 << 22             # 4 MiB: room for thousands of open rows (pages used on demand)
 MAX_POSITIONS = 200             # strategy positions carried into the view
+SKEW_RECORDS = 64               # newest records of a feed ring behind its clock skew
+PERSISTER_KEYS = ("state", "connected", "backlog_by_stream", "buffer_records", "written",
+                  "dropped", "lost", "reconnects")
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -62,6 +72,7 @@ class SegmentCache:
         self.relist_s = relist_s
         self.listed = -1e9
         self.segs: dict[str, tuple] = {}       # name -> (ident, Segment, stale)
+        self.supervisor_stale: bool | None = None   # None: no supervisor segment
 
     def relist(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -69,8 +80,11 @@ class SegmentCache:
             return
         self.listed = now
         seen = set()
+        self.supervisor_stale = None
         for s in segments.list_segments(self.instance):
             h = s.header
+            if h is not None and s.name == "supervisor":
+                self.supervisor_stale = s.stale
             if h is None or s.name in (STATE_BLOB, "supervisor"):
                 continue
             seen.add(s.name)
@@ -132,6 +146,11 @@ class Dashboard:
         self.venues: list[dict] = []
         self.detector: dict | None = None
         self.strategy: dict | None = None
+        self.persister: dict | None = None
+        self.processes: list[dict] = []
+        self._status_read = -1e9
+        self._mu = np.zeros(SKEW_RECORDS * W.MU_WORDS, np.int64)
+        self._peek_out = np.zeros(3, np.int64)
         self.refresh_ms = 0.0
         self.segs = SegmentCache(self.instance)
         if publish:
@@ -218,12 +237,14 @@ class Dashboard:
         now = time.time_ns()
         self.segs.relist()
         keys = set()
-        rings, venues, hops = [], [], set()
+        rings, venues, hops, skew = [], [], set(), {}
         self.detector = None
         for name, seg, stale in self.segs.items():
             kind = seg.header.kind
             if is_ring(kind):
                 rings.append(self._ring_row(ring_stats(seg), stale, t, keys))
+                if name.startswith("feed.") and rings[-1]["record"] == "MarketUpdate":
+                    skew[name[5:]] = self._clock_skew(seg)
             elif kind == FS.FEED_STATS_KIND:
                 f = stats_record_to_dict(read_record(seg))
                 f.update(name=name, pid=seg.header.creator_pid, stale=stale)
@@ -235,7 +256,9 @@ class Dashboard:
                 legs = np.array(w[STATS_WORD0 + N_COUNTERS:STATS_WORD0 + N_COUNTERS + nl])
                 names = self.cfg.legs().names if self.cfg is not None else None
                 d = counters_dict(ctr, legs, names if names and len(names) == nl else None)
-                d.update(pid=seg.header.creator_pid, alive=not stale)
+                d.update(pid=seg.header.creator_pid, alive=not stale,
+                         heartbeat_age_s=_age(now, d["heartbeat_ns"]),
+                         last_update_age_s=_age(now, d["last_trigger_recv_ns"]))
                 d["rate"] = round(self.rates.rate(("detector",), d["updates"], t), 1)
                 keys.add(("detector",))
                 self.detector = d
@@ -243,6 +266,8 @@ class Dashboard:
                 hop = name[len(H.PREFIX):]
                 hops.add(hop)
                 self.latency.add(hop, np.array(seg.words[:H.W_DATA + H.NB]), t)
+        for v in venues:
+            v["clock_skew_s"] = skew.get(v["venue"])
         self.rings = rings
         self.venues = sorted(venues, key=lambda v: v["venue"])
         self.rates.forget_except(keys)
@@ -254,8 +279,41 @@ class Dashboard:
                 s["positions"] = sorted(pos, key=lambda p: -abs(p.get("qty", 0) *
                                                                  p.get("mark", 0)))[:MAX_POSITIONS]
                 s["positions_total"] = len(pos)
+        if s is not None:
+            s["_age_s"] = _age(now, s.get("_updated_ns", 0))
         self.strategy = s
+        p = read_blob(self.instance, PERSISTER_BLOB)
+        self.persister = None if p is None else dict(
+            {k: p.get(k) for k in PERSISTER_KEYS}, alive=bool(p.get("_alive")))
+        if t - self._status_read >= 1.0:     # the supervisor writes it every second
+            self._status_read = t
+            self.processes = self._supervised()
         self.refresh_ms = (time.perf_counter() - t0) * 1e3
+
+    def _clock_skew(self, seg) -> float | None:
+        """Median receive minus exchange time (s) of the newest quotes in a feed ring that
+        carry an exchange time (peeked: nothing is consumed); None without any."""
+        w = seg.words
+        start = max(int(K.head_of(w)) - SKEW_RECORDS, 0)
+        K.peek(w, int(seg.header.kind), start, self._mu, SKEW_RECORDS, self._peek_out)
+        recs = self._mu[:int(self._peek_out[1]) * W.MU_WORDS].view(MARKET_UPDATE)
+        q = recs[(recs["kind"] == Kind.QUOTE) & (recs["exchange_ts_ns"] > 0)]
+        if not len(q):
+            return None
+        return round(float(np.median(q["recv_ts_ns"] - q["exchange_ts_ns"])) / 1e9, 6)
+
+    def _supervised(self) -> list[dict]:
+        """Each process of the tree as the supervisor's ``status.json`` has it (state,
+        restarts, uptime); [] without a supervisor."""
+        if self.segs.supervisor_stale is None:
+            return []
+        try:
+            with open(os.path.join(run_dir(self.instance), "status.json")) as f:
+                rows = json.load(f).get("processes", [])
+        except (OSError, ValueError):
+            return self.processes
+        return [{k: p.get(k) for k in ("name", "role", "state", "restarts", "uptime_s")}
+                for p in rows]
 
     def _ring_row(self, r: dict, stale: bool, t: float, keys: set) -> dict:
         k = ("ring", r["name"])
@@ -311,6 +369,13 @@ class Dashboard:
             lag = max(int(K.head_of(self.ring.w)) - self.ring.reader_stats()["position"], 0)
         opps["reader"] = {"present": self.ring is not None, "lost": self.lost,
                           "laps": self.laps, "lag": lag}
+        pairs: dict[tuple, int] = {}
+        for row in self.book.open.values():
+            k = (row["instrument"], row["buy"], row["sell"])
+            pairs[k] = pairs.get(k, 0) + 1
+        opps["open_by_pair"] = [{"instrument": k[0], "buy": k[1], "sell": k[2], "count": n}
+                                for k, n in sorted(pairs.items())]
+        sup = self.segs.supervisor_stale
         cfg = self.cfg
         doc = {"version": STATE_VERSION, "instance": self.instance, "pid": os.getpid(),
                "started_ns": self.started_ns, "now_ns": now, "refresh_hz": self.refresh_hz,
@@ -322,7 +387,9 @@ class Dashboard:
                "metrics": dict(self.metrics_info),
                "opps": opps, "venues": self.venues, "rings": self.rings,
                "detector": self.detector, "latency": self.latency.rows(),
-               "strategy": self.strategy}
+               "strategy": self.strategy, "persister": self.persister,
+               "supervisor": None if sup is None else {"alive": not sup},
+               "processes": self.processes}
         self._hists = {hop: snap for hop, (_, snap) in self.latency.latest.items()}
         self.last_state = doc
         return doc
@@ -376,3 +443,8 @@ class Dashboard:
         if self.blob is not None:
             self.blob.close(unlink=True)
             self.blob = None
+
+
+def _age(now_ns: int, then_ns) -> float | None:
+    """Seconds from ``then_ns`` to ``now_ns`` (None when ``then_ns`` is 0: never)."""
+    return round((now_ns - then_ns) / 1e9, 3) if then_ns else None

@@ -1,14 +1,16 @@
 """Prometheus metrics of the tree, served by the dashboard process (text format 0.0.4).
 
 ``render(state, hists)`` turns the dashboard's published view (``arbpipe.ui.dashboard``) plus
-the newest latency histogram snapshots into the exposition text; ``MetricsServer`` serves
-it on ``GET /metrics`` from a small ``http.server`` thread, bound to 127.0.0.1 unless the
-config says otherwise (``[dashboard] metrics_host / metrics_port``; port 0 = a free one).
+the newest latency histogram snapshots into the exposition text, which the tree's HTTP
+endpoint (``arbpipe.ops.http``, in the dashboard process) serves on ``GET /metrics``.
 
 Conventions: every name starts with ``arbpipe_``; counters end in ``_total`` (monotonic
 since the writing process started: a restart is a counter reset); times are in seconds,
-sizes of rings in records; money in the quote currency (USDT). Labels: ``ring``,
-``reader``, ``venue``, ``hop``, ``reason``, ``instrument``, ``market``, ``quantile``.
+sizes of rings in records; money in the quote currency (USDT); ages (``_age_seconds``) are
+as of the dashboard's newest refresh. Labels: ``ring``, ``reader``, ``venue``, ``hop``,
+``reason``, ``instrument``, ``market``, ``quantile``, ``process`` and ``role`` (the
+supervisor's names), ``stream`` (persister), ``buy_venue``/``sell_venue`` (detector legs).
+A family whose source is absent (no supervisor, no persister) is declared with no samples.
 Latency: ``arbpipe_latency_seconds{hop}`` is a histogram (``_bucket``/``_sum``/``_count``
 since the recording process started, coarse ``le`` bounds from the fine shared-memory
 buckets: a value counts under ``le`` when its whole fine bucket is <= le);
@@ -18,11 +20,8 @@ repeats the count as a gauge).
 """
 from __future__ import annotations
 
-import http.server
 import math
 import re
-import socket
-import threading
 
 import numpy as np
 
@@ -188,6 +187,11 @@ def _venues(x: Exposition, venues: list[dict]) -> None:
     for v in venues:
         x.sample("arbpipe_venue_last_message_age_seconds", v["last_msg_age_s"],
                  venue=v["venue"])
+    x.family("arbpipe_venue_clock_skew_seconds", "gauge",
+             "Median receive minus exchange time of the venue's newest quotes: network delay "
+             "plus clock offset (NaN: no exchange timestamps).")
+    for v in venues:
+        x.sample("arbpipe_venue_clock_skew_seconds", v.get("clock_skew_s"), venue=v["venue"])
 
 
 _DET_COUNTERS = (("updates", "MarketUpdate records read."),
@@ -210,25 +214,33 @@ def _detector(x: Exposition, d: dict | None) -> None:
                  f"Opportunities {key} (OPEN / UPDATE records).")
         if d:
             x.sample(f"arbpipe_detector_opportunities_{key}_total", d[key])
-    x.family("arbpipe_detector_opportunities_closed_total", "counter",
-             "Opportunities closed, by reason.")
-    x.family("arbpipe_detector_filtered_total", "counter",
-             "Evaluations that did not publish, by filter.")
-    x.family("arbpipe_detector_open_opportunities", "gauge", "Opportunities open now.")
-    x.family("arbpipe_detector_latency_mean_seconds", "gauge",
-             "Mean feed receive -> OPEN/UPDATE publish since the detector started.")
-    x.family("arbpipe_detector_latency_max_seconds", "gauge",
-             "Max feed receive -> OPEN/UPDATE publish since the detector started.")
-    if not d:
-        return
-    for k, v in d.items():
-        if k.startswith("closed_"):
-            x.sample("arbpipe_detector_opportunities_closed_total", v, reason=k[7:])
-        elif k.startswith("filter_"):
-            x.sample("arbpipe_detector_filtered_total", v, reason=k[7:])
-    x.sample("arbpipe_detector_open_opportunities", d["open_now"])
-    x.sample("arbpipe_detector_latency_mean_seconds", d["latency_mean_ns"] / 1e9)
-    x.sample("arbpipe_detector_latency_max_seconds", d["latency_max_ns"] / 1e9)
+    for name, help_, prefix in (
+            ("arbpipe_detector_opportunities_closed_total", "Opportunities closed, by reason.",
+             "closed_"),
+            ("arbpipe_detector_filtered_total", "Evaluations that did not publish, by filter.",
+             "filter_")):
+        x.family(name, "counter", help_)
+        for k, v in (d or {}).items():
+            if k.startswith(prefix):
+                x.sample(name, v, reason=k[len(prefix):])
+    for name, help_, get in (
+            ("arbpipe_detector_open_opportunities", "Opportunities open now.",
+             lambda d: d["open_now"]),
+            ("arbpipe_detector_latency_mean_seconds",
+             "Mean feed receive -> OPEN/UPDATE publish since the detector started.",
+             lambda d: d["latency_mean_ns"] / 1e9),
+            ("arbpipe_detector_latency_max_seconds",
+             "Max feed receive -> OPEN/UPDATE publish since the detector started.",
+             lambda d: d["latency_max_ns"] / 1e9),
+            ("arbpipe_detector_heartbeat_age_seconds",
+             "Seconds since the detector's newest housekeeping pass (every detector.sweep_ms).",
+             lambda d: d.get("heartbeat_age_s")),
+            ("arbpipe_detector_last_update_age_seconds",
+             "Seconds since the receive time of the newest update the detector applied "
+             "(NaN: none yet).", lambda d: d.get("last_update_age_s"))):
+        x.family(name, "gauge", help_)
+        if d:
+            x.sample(name, get(d))
 
 
 def _latency(x: Exposition, rows: list[dict], hists: dict) -> None:
@@ -266,6 +278,10 @@ def _latency(x: Exposition, rows: list[dict], hists: dict) -> None:
 def _strategy(x: Exposition, s: dict | None) -> None:
     up = bool(s and s.get("_alive"))
     x.one("arbpipe_strategy_up", "gauge", "1 while the strategy publishes its state.", up)
+    x.family("arbpipe_strategy_state_age_seconds", "gauge",
+             "Seconds since the strategy last published its state.")
+    if s:
+        x.sample("arbpipe_strategy_state_age_seconds", s.get("_age_s"))
     pnl = (s or {}).get("pnl") or {}
     for key, help_ in (("realized", "Realized PnL (quote currency)."),
                        ("unrealized", "Unrealized PnL at marks (quote currency)."),
@@ -281,12 +297,14 @@ def _strategy(x: Exposition, s: dict | None) -> None:
     br = (s or {}).get("breaker") or {}
     x.family("arbpipe_strategy_breaker_tripped", "gauge",
              "1 while the circuit breaker stops new orders.")
-    x.family("arbpipe_strategy_breaker_reason", "gauge",
-             "1 for the breaker's current reason (none when not tripped).")
-    x.family("arbpipe_strategy_kill_switch", "gauge", "1 while the kill switch is on.")
     if s:
         x.sample("arbpipe_strategy_breaker_tripped", bool(br.get("tripped")))
+    x.family("arbpipe_strategy_breaker_reason", "gauge",
+             "1 for the breaker's current reason (none when not tripped).")
+    if s:
         x.sample("arbpipe_strategy_breaker_reason", 1, reason=br.get("reason", "none"))
+    x.family("arbpipe_strategy_kill_switch", "gauge", "1 while the kill switch is on.")
+    if s:
         x.sample("arbpipe_strategy_kill_switch", bool(s.get("kill_switch")))
     for key, n in sorted(((s or {}).get("counters") or {}).items()):
         name = f"arbpipe_strategy_{metric_name(key)}_total"
@@ -322,6 +340,11 @@ def _dashboard(x: Exposition, state: dict) -> None:
     best = max((r["net_bps"] for r in o["open"]), default=None)
     x.one("arbpipe_dashboard_best_net_bps", "gauge",
           "Best net spread (bps) among open opportunities (NaN: none open).", best)
+    x.family("arbpipe_dashboard_open_opportunities_by_pair", "gauge",
+             "Opportunities open now per instrument and (buy, sell) leg pair.")
+    for p in o.get("open_by_pair") or []:
+        x.sample("arbpipe_dashboard_open_opportunities_by_pair", p["count"],
+                 instrument=p["instrument"], buy_venue=p["buy"], sell_venue=p["sell"])
     x.family("arbpipe_dashboard_opportunities_closed_total", "counter",
              "Opportunities closed as the dashboard saw them, by reason.")
     for reason, n in sorted(o["closed_by_reason"].items()):
@@ -334,6 +357,57 @@ def _dashboard(x: Exposition, state: dict) -> None:
           "Time the newest counter refresh took.", state["refresh_ms"] / 1e3)
     x.one("arbpipe_dashboard_start_time_seconds", "gauge",
           "Unix time the dashboard's accumulated state began.", state["started_ns"] / 1e9)
+
+
+def _processes(x: Exposition, sup: dict | None, procs: list[dict]) -> None:
+    x.family("arbpipe_supervisor_up", "gauge",
+             "1 while the tree's supervisor is alive (0: its children run unsupervised).")
+    if sup is not None:
+        x.sample("arbpipe_supervisor_up", bool(sup.get("alive")))
+    fams = [("arbpipe_process_up", "gauge",
+             "1 while the process runs (0: exited, the supervisor restarts it).",
+             lambda p: p["state"] == "running"),
+            ("arbpipe_process_restarts_total", "counter",
+             "Restarts of the process since the supervisor started.", lambda p: p["restarts"]),
+            ("arbpipe_process_uptime_seconds", "gauge",
+             "Seconds since the process last started (0 while it is down).",
+             lambda p: p["uptime_s"])]
+    for name, mtype, help_, get in fams:
+        x.family(name, mtype, help_)
+        for p in procs:
+            x.sample(name, get(p), process=p["name"], role=p["role"])
+
+
+def _persister(x: Exposition, p: dict | None) -> None:
+    for name, help_, key in (("arbpipe_persister_up", "1 while the persister process is alive.",
+                              "alive"),
+                             ("arbpipe_redis_up", "1 while the persister is connected to Redis.",
+                              "connected")):
+        x.family(name, "gauge", help_)
+        if p:
+            x.sample(name, bool(p.get(key)))
+    x.family("arbpipe_persister_buffer_capacity_records", "gauge",
+             "Backlog bound per stream ([redis] buffer_records): beyond it records are dropped.")
+    if p and p.get("buffer_records") is not None:
+        x.sample("arbpipe_persister_buffer_capacity_records", p["buffer_records"])
+    for name, mtype, help_, key in (
+            ("arbpipe_persister_backlog_records", "gauge",
+             "Records read but not yet written to Redis.", "backlog_by_stream"),
+            ("arbpipe_persister_written_total", "counter", "Records written to Redis.",
+             "written"),
+            ("arbpipe_persister_dropped_total", "counter",
+             "Records dropped because the stream's backlog was full.", "dropped")):
+        x.family(name, mtype, help_)
+        for stream, n in sorted(((p or {}).get(key) or {}).items()):
+            x.sample(name, n, stream=stream)
+    for name, help_, key in (
+            ("arbpipe_persister_lost_total",
+             "Opportunity records the persister lost to laps (never read).", "lost"),
+            ("arbpipe_persister_reconnects_total", "Connections to Redis after the first.",
+             "reconnects")):
+        x.family(name, "counter", help_)
+        if p and p.get(key) is not None:
+            x.sample(name, p[key])
 
 
 def render(state: dict | None, hists: dict | None = None) -> str:
@@ -349,73 +423,6 @@ def render(state: dict | None, hists: dict | None = None) -> str:
     _detector(x, state["detector"])
     _latency(x, state["latency"], hists or {})
     _strategy(x, state["strategy"])
+    _persister(x, state.get("persister"))
+    _processes(x, state.get("supervisor"), state.get("processes") or [])
     return x.text()
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class MetricsServer:
-    """``GET /metrics`` -> ``provider()`` text, served by one daemon thread."""
-
-    def __init__(self, provider, host: str = "127.0.0.1", port: int = 0):
-        self.provider = provider
-        self.host, self.port = host, port
-        self.scrapes = 0
-        self.errors = 0
-        self.httpd = None
-        self.thread = None
-
-    def start(self) -> int:
-        """Bind and serve; returns the bound port (OSError if the address is in use)."""
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            timeout = 5.0
-            server_version = "arbpipe-metrics"
-
-            def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                if path not in ("/metrics", "/"):
-                    self.send_error(404, "try /metrics")
-                    return
-                if path == "/":
-                    body = b"arbpipe dashboard: metrics at /metrics\n"
-                    ctype = "text/plain; charset=utf-8"
-                else:
-                    outer.scrapes += 1
-                    try:
-                        body = outer.provider().encode("utf-8")
-                    except Exception as e:   # never take the dashboard down
-                        outer.errors += 1
-                        self.send_error(500, f"{type(e).__name__}: {e}")
-                        return
-                    ctype = CONTENT_TYPE
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            do_HEAD = do_GET
-
-            def log_message(self, fmt, *args):
-                pass
-
-        cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) \
-            if ":" in self.host else _Server
-        self.httpd = cls((self.host, self.port), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={
-            "poll_interval": 0.5}, name="metrics", daemon=True)
-        self.thread.start()
-        return self.port
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None

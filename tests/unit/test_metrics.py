@@ -49,3 +49,94 @@ def test_last_minute_latency_is_a_summary_with_sum_and_count():
     assert np.isnan(got[("arbpipe_latency_last_minute_seconds", "detect", "0.999")])
     values = {s.labels["hop"]: s.value for s in fams["arbpipe_latency_last_minute_values"].samples}
     assert values == {"total": 3, "detect": 0}
+
+
+VENUE = {"venue": "okx", "status": "connected", "frames": 10, "updates": 9, "reconnects": 0,
+         "disconnects": 0, "planned_reconnects": 0, "halfopen_reconnects": 0,
+         "connect_failures": 0, "ring_dropped": 0, "connected": 1, "stale_symbols": 0,
+         "msg_rate": 5.0, "rejects_by_reason": {}, "last_msg_age_s": 0.2,
+         "clock_skew_s": 0.0125}
+DETECTOR = {"alive": True, "updates": 9, "quotes": 9, "funding": 0, "status": 0,
+            "evaluations": 4, "published": 1, "dropped_out": 0, "opened": 1, "updated": 0,
+            "open_now": 1, "latency_mean_ns": 5000, "latency_max_ns": 9000,
+            "heartbeat_age_s": 0.05, "last_update_age_s": 0.3}
+PERSISTER = {"alive": True, "connected": False, "state": "running", "buffer_records": 100,
+             "backlog_by_stream": {"opportunities": 40, "trades": 0, "events": 1},
+             "written": {"opportunities": 7, "trades": 2, "events": 3},
+             "dropped": {"opportunities": 5, "trades": 0, "events": 0}, "lost": 2,
+             "reconnects": 3}
+PROCESSES = [{"name": "detector", "role": "detector", "state": "running", "restarts": 2,
+              "uptime_s": 12.5},
+             {"name": "feed.okx", "role": "feed", "state": "restarting", "restarts": 7,
+              "uptime_s": 0}]
+
+
+def samples(text):
+    """{(sample name, sorted labels): value} and {family name: type} of an exposition."""
+    vals, types = {}, {}
+    for fam in text_string_to_metric_families(text):
+        types[fam.name] = fam.type
+        for s in fam.samples:
+            vals[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return vals, types
+
+
+def test_health_families_carry_the_tree_state_the_alerts_read():
+    st = state()
+    st["venues"], st["detector"] = [VENUE], DETECTOR
+    st["strategy"] = {"_alive": True, "_age_s": 0.4, "breaker": {"tripped": True,
+                                                                 "reason": "drawdown"},
+                      "kill_switch": False}
+    st["persister"], st["processes"], st["supervisor"] = PERSISTER, PROCESSES, {"alive": True}
+    st["opps"]["open_by_pair"] = [{"instrument": "BTC/USDT", "buy": "okx", "sell": "gate",
+                                   "count": 2}]
+    v, types = samples(render(st, {}))
+    assert v[("arbpipe_venue_clock_skew_seconds", (("venue", "okx"),))] == 0.0125
+    assert v[("arbpipe_detector_heartbeat_age_seconds", ())] == 0.05
+    assert v[("arbpipe_detector_last_update_age_seconds", ())] == 0.3
+    assert v[("arbpipe_strategy_state_age_seconds", ())] == 0.4
+    assert v[("arbpipe_strategy_breaker_tripped", ())] == 1
+    assert v[("arbpipe_strategy_kill_switch", ())] == 0
+    assert v[("arbpipe_persister_up", ())] == 1 and v[("arbpipe_redis_up", ())] == 0
+    assert v[("arbpipe_persister_backlog_records", (("stream", "opportunities"),))] == 40
+    assert v[("arbpipe_persister_buffer_capacity_records", ())] == 100
+    assert v[("arbpipe_persister_dropped_total", (("stream", "opportunities"),))] == 5
+    assert v[("arbpipe_persister_written_total", (("stream", "events"),))] == 3
+    assert v[("arbpipe_persister_lost_total", ())] == 2
+    assert v[("arbpipe_persister_reconnects_total", ())] == 3
+    assert v[("arbpipe_supervisor_up", ())] == 1
+    feed = (("process", "feed.okx"), ("role", "feed"))
+    assert v[("arbpipe_process_restarts_total", feed)] == 7
+    assert v[("arbpipe_process_up", feed)] == 0
+    assert v[("arbpipe_process_up", (("process", "detector"), ("role", "detector")))] == 1
+    assert v[("arbpipe_process_uptime_seconds", (("process", "detector"),
+                                                 ("role", "detector")))] == 12.5
+    assert v[("arbpipe_dashboard_open_opportunities_by_pair", (
+        ("buy_venue", "okx"), ("instrument", "BTC/USDT"), ("sell_venue", "gate")))] == 2
+    # every sample follows its own family's HELP/TYPE (else the parser makes an "unknown" one)
+    assert "unknown" not in types.values(), types
+    # the parser strips _total from a counter family's name
+    for fam, typ in (("arbpipe_process_restarts", "counter"), ("arbpipe_redis_up", "gauge"),
+                     ("arbpipe_persister_dropped", "counter"),
+                     ("arbpipe_venue_clock_skew_seconds", "gauge")):
+        assert types[fam] == typ, fam
+
+
+def test_health_families_are_declared_without_samples_when_their_source_is_absent():
+    """No supervisor, no persister, no detector, no exchange time: every family the alerts
+    read is still declared (a rule's metric name stays checkable); no sample is made up."""
+    st = state()
+    st["venues"] = [dict(VENUE, clock_skew_s=None)]
+    text = render(st, {})
+    v, types = samples(text)
+    for fam in ("arbpipe_supervisor_up", "arbpipe_process_up", "arbpipe_process_restarts",
+                "arbpipe_redis_up", "arbpipe_persister_up", "arbpipe_persister_backlog_records",
+                "arbpipe_persister_dropped", "arbpipe_detector_heartbeat_age_seconds",
+                "arbpipe_strategy_state_age_seconds",
+                "arbpipe_dashboard_open_opportunities_by_pair"):
+        assert fam in types, fam
+        assert not [k for k in v if k[0].startswith(fam)], fam
+    assert np.isnan(v[("arbpipe_venue_clock_skew_seconds", (("venue", "okx"),))])
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            assert len(line.split(" ", 3)) == 4 and line.split(" ", 3)[3].strip(), line
