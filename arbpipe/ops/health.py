@@ -5,8 +5,8 @@
   role of its plan is running; a role waiting to be restarted counts as unhealthy once it
   has been down for ``[dashboard] health_grace_s``.
 * **Ready**: healthy, and the tree can trade: every configured venue's feed is connected
-  with a message younger than ``[detector] max_quote_age_ms``, the detector's heartbeat is
-  current, and the strategy publishes its state with the kill switch off and the breaker
+  with a message younger than ``[detector] max_quote_age_ms`` and, where L2 books are on,
+  every book synced; the detector's heartbeat is current; and the strategy publishes its state with the kill switch off and the breaker
   not tripped. Read from the dashboard's view (``arbpipe.ui.dashboard``), which the HTTP
   endpoint's process refreshes at ``refresh_hz``.
 
@@ -51,6 +51,9 @@ def readiness(status: dict | None, view: dict | None, venues: list[str], max_quo
         elif v.get("last_msg_age_s") is None or v["last_msg_age_s"] > max_quote_age_s:
             problems.append(f"venue {name}: last message {v.get('last_msg_age_s')} s ago "
                             f"(max {max_quote_age_s:g} s)")
+        elif v.get("books") and v.get("books_ready", 0) < v["books"]:
+            problems.append(f"venue {name}: {v['books'] - v.get('books_ready', 0)} of "
+                            f"{v['books']} books resyncing")
     det = view.get("detector")
     if not det or not det.get("alive"):
         problems.append("detector: not running")

@@ -234,6 +234,9 @@ def test_health_verdicts():
     assert HL.readiness(st, view, ["okx"], *args) == (True, [])
     ok, why = HL.readiness(st, view, ["okx", "gate", "kraken"], *args)
     assert why == ["venue gate: stale", "venue kraken: no feed statistics"]
+    view["venues"][0].update(books=10, books_ready=8)        # depth on: two books resyncing
+    assert HL.readiness(st, view, ["okx"], *args)[1] == ["venue okx: 2 of 10 books resyncing"]
+    view["venues"][0].update(books_ready=10)
     view["strategy"]["kill_switch"] = True
     view["strategy"]["breaker"] = {"tripped": True, "reason": "DAILY_LOSS"}
     view["detector"]["heartbeat_ns"] = now_ns - 5 * 10**9
