@@ -59,12 +59,15 @@ PERP_ID_BIT = _sym.PERP_ID_BIT   # set on the instrument id of perp-market updat
 CANONICAL_MASK = PERP_ID_BIT - 1
 MAX_INSTRUMENTS = (1 << 23) - 1  # canonical ids stay below symbols.HASHED_ID_BASE
 
-ROLES = ("simulator", "feed", "detector", "strategy", "dashboard", "persister", "supervisor")
+ROLES = ("simulator", "feed", "detector", "strategy", "dashboard", "persister", "bridge",
+         "supervisor")
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "config", "arbpipe.toml")
 
 _INSTRUMENT_RE = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")   # fullmatch: no "\n" after
 _HOST_RE = re.compile(r"[A-Za-z0-9.:_-]+")
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")    # an instance name (segment names: no '.')
+BRIDGE_RINGS = ("opportunities", "journal")          # besides feed.<venue>: rings a bridge sends
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -95,6 +98,8 @@ class VenueConfig(_Base, kw_only=True):
     maker_fee_bps: float
     funding_interval_s: int = 0          # perp venues: default interval (s) when updates carry none
     url: str = ""                        # override of the websocket base url ("" = simulator / venue default)
+    rest_url: str = ""                   # override of the REST base url (depth snapshots)
+    depth: int = 20                      # L2 book: top N levels per side (0 = BBO only)
     watchdog_s: float = 30.0             # silent-symbol watchdog
     probe_idle_s: float = 10.0           # nothing received this long: websocket ping (0 = never)
     probe_timeout_s: float = 10.0        # no answer this long after it: half-open, reconnect
@@ -226,6 +231,32 @@ class DashboardConfig(_Base, kw_only=True):
     closed_keep: int = 200               # recently closed opportunities kept in the view
 
 
+class BridgeConfig(_Base, kw_only=True):
+    """Rings of one tree copied to another over Redis Streams (``arbpipe.bridge``; README
+    "Two hosts"). Out side (process ``bridge.out``): ``out_rings`` of this tree -> streams
+    ``<redis.stream_prefix>:<instance>:ring:<ring>``. In side (``bridge.in``): the streams of
+    ``remote_instance`` -> local rings: ``feed.<venue>`` of every ``remote_venues`` entry (this
+    tree runs no feed handler and no simulator for them but creates their rings), plus
+    ``in_streams`` (``opportunities``, ``journal``: into local broadcast rings
+    ``bridge.<ring>``). Lists are checked even while ``enabled`` is false; they take effect
+    only when it is true.
+    """
+    enabled: bool = False
+    url: str = ""                        # "" = the [redis] resolution; $ARBPIPE_BRIDGE_URL overrides
+    out_rings: list[str] = []            # feed.<venue> (a local venue), opportunities, journal
+    remote_instance: str = ""            # the instance whose streams the in side reads
+    remote_venues: list[str] = []        # enabled venues fed by the bridge, not by a local feed
+    in_streams: list[str] = []           # more remote rings to read: opportunities, journal
+                                         # (feed.<venue> of a remote venue is always read)
+    maxlen: int = 100_000                # XADD MAXLEN ~ per stream
+    batch: int = 512                     # records per pipelined XADD round, XREAD COUNT
+    max_lag_ms: float = 1000.0           # link down or behind more than this: remote venues STALE
+    heartbeat_ms: float = 250.0          # out side: heartbeat in the meta hash this often
+    block_ms: int = 100                  # in side: XREAD BLOCK (the link is judged at least this often)
+    idle_poll_ms: float = 1.0            # out side: an idle ring is peeked again after this
+    start: Literal["newest", "oldest"] = "newest"   # in side with no saved cursor: where to begin
+
+
 class Config(_Base, kw_only=True):
     instruments: list[str] = []
     venues: dict[str, VenueConfig] = {}
@@ -236,6 +267,7 @@ class Config(_Base, kw_only=True):
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
+    bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
 
     # -- derived views ---------------------------------------------------------
     def instrument_ids(self) -> dict[str, int]:
@@ -249,6 +281,24 @@ class Config(_Base, kw_only=True):
 
     def enabled_venues(self) -> dict[str, VenueConfig]:
         return {n: v for n, v in self.venues.items() if v.enabled}
+
+    def remote_venues(self) -> list[str]:
+        """Enabled venues whose ``feed.<venue>`` ring the bridge fills (``[bridge]
+        remote_venues`` while the bridge is enabled): no feed handler, no simulator here."""
+        return list(self.bridge.remote_venues) if self.bridge.enabled else []
+
+    def local_venues(self) -> list[str]:
+        """Enabled venues served by a feed handler (or replay) of this tree."""
+        remote = set(self.remote_venues())
+        return [v for v in self.enabled_venues() if v not in remote]
+
+    def bridge_in_rings(self) -> list[str]:
+        """Remote rings the bridge's in side reads: ``feed.<venue>`` of every remote venue,
+        then ``[bridge] in_streams`` (empty while the bridge is disabled)."""
+        if not self.bridge.enabled:
+            return []
+        out = [f"feed.{v}" for v in self.bridge.remote_venues]
+        return out + [r for r in self.bridge.in_streams if r not in out]
 
     @staticmethod
     def venue_id(name: str) -> int:
@@ -517,6 +567,9 @@ def validate_config(cfg: Config) -> None:
         _finite(c, v.probe_timeout_s, f"{key}.probe_timeout_s", 0.0, lo_open=True)
         c(v.url == "" or bool(re.match(r"^wss?://", v.url)), f"{key}.url",
           f"expected ws:// or wss:// url, got {v.url!r}")
+        c(v.rest_url == "" or bool(re.match(r"^https?://", v.rest_url)), f"{key}.rest_url",
+          f"expected http:// or https:// url, got {v.rest_url!r}")
+        c(0 <= v.depth <= 1000, f"{key}.depth", f"must be in 0..1000 (0 = BBO only), got {v.depth}")
         if v.instruments is not None:
             known(v.instruments, f"{key}.instruments")
         for canon, native in v.symbols.items():
@@ -623,12 +676,63 @@ def validate_config(cfg: Config) -> None:
     c(1 <= db.closed_keep <= 5000, f"{k}.closed_keep",
       f"must be in 1..5000, got {db.closed_keep}")
     _finite(c, db.health_grace_s, f"{k}.health_grace_s", 0.0, 3600.0)
+    _bridge(cfg, c)
+
+
+def _bridge(cfg: Config, c) -> None:
+    """``[bridge]``: every key named by its own refusal (lists: the offending element)."""
+    b, k = cfg.bridge, "bridge"
+    if b.url:
+        c(bool(re.match(r"^(redis|rediss|unix)://", b.url)), f"{k}.url",
+          f"expected redis://, rediss:// or unix:// url, got {redact_url(b.url)!r}")
+    enabled = cfg.enabled_venues()
+    seen: set[str] = set()
+    for j, v in enumerate(b.remote_venues):
+        key = f"{k}.remote_venues[{j}]"
+        c(v in VENUE_IDS, key, f"unknown venue {v!r}; known: {', '.join(VENUE_IDS)}")
+        c(v in enabled, key, f"venue {v!r} is not enabled (venues.{v})")
+        c(v not in seen, key, f"duplicate venue {v!r}")
+        seen.add(v)
+    remote = seen
+    out_seen: set[str] = set()
+    for j, r in enumerate(b.out_rings):
+        key = f"{k}.out_rings[{j}]"
+        venue = r[len("feed."):] if r.startswith("feed.") else None
+        c(r in BRIDGE_RINGS or (venue is not None and venue in enabled), key,
+          f"expected feed.<enabled venue>, {' or '.join(BRIDGE_RINGS)}, got {r!r}")
+        c(venue not in remote, key, f"venue {venue!r} is remote (bridge.remote_venues): "
+          f"its ring is filled by this bridge and is not sent back")
+        c(r not in out_seen, key, f"duplicate ring {r!r}")
+        out_seen.add(r)
+    if b.remote_instance:
+        c(bool(_INSTANCE_RE.fullmatch(b.remote_instance)), f"{k}.remote_instance",
+          f"expected an instance name (letters, digits, '_', '-'), got {b.remote_instance!r}")
+    in_seen: set[str] = set()
+    for j, r in enumerate(b.in_streams):
+        key = f"{k}.in_streams[{j}]"
+        venue = r[len("feed."):] if r.startswith("feed.") else None
+        c(r in BRIDGE_RINGS or (venue is not None and venue in remote), key,
+          f"expected {' or '.join(BRIDGE_RINGS)} or feed.<a venue of bridge.remote_venues>, "
+          f"got {r!r}")
+        c(r not in in_seen, key, f"duplicate ring {r!r}")
+        in_seen.add(r)
+    if b.enabled and (b.remote_venues or b.in_streams):
+        c(bool(b.remote_instance), f"{k}.remote_instance",
+          "required: the instance whose streams bridge.remote_venues / in_streams read")
+    c(b.maxlen > 0, f"{k}.maxlen", "must be > 0")
+    c(1 <= b.batch <= 65536, f"{k}.batch", f"must be in 1..65536, got {b.batch}")
+    _finite(c, b.heartbeat_ms, f"{k}.heartbeat_ms", 0.0, 60_000.0, lo_open=True)
+    _finite(c, b.max_lag_ms, f"{k}.max_lag_ms", 0.0, lo_open=True)
+    c(b.max_lag_ms > b.heartbeat_ms, f"{k}.max_lag_ms",
+      f"must be > bridge.heartbeat_ms ({b.heartbeat_ms:g}): the link is judged by heartbeats")
+    c(1 <= b.block_ms <= 1000, f"{k}.block_ms", f"must be in 1..1000, got {b.block_ms}")
+    _finite(c, b.idle_poll_ms, f"{k}.idle_poll_ms", 0.0, 1000.0, lo_open=True)
 
 
 def _sim_faults(cfg: Config, c) -> dict:
     """``simulator.faults`` decoded into ``arbpipe.sim.config.FaultConfig`` per venue (the
     checks name the offending key)."""
-    served = [v for v in cfg.enabled_venues() if v in SIM_VENUES]
+    served = [v for v in cfg.local_venues() if v in SIM_VENUES]
     out = {}
     for venue, table in cfg.simulator.faults.items():
         key = f"simulator.faults.{venue}"
@@ -691,7 +795,7 @@ def to_sim_config(cfg: Config):
     """The simulator's config (``arbpipe.sim.config.SimConfig``) serving exactly the native
     symbols of ``cfg``'s enabled built-in venues, with ``cfg.simulator``'s settings."""
     venues = {}
-    for name in cfg.enabled_venues():
+    for name in cfg.local_venues():      # a remote venue (bridge) is served by the other tree
         if name not in S.VENUES:
             continue
         specs = []

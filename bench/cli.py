@@ -39,9 +39,18 @@ def bench_feeds(as_json: bool = typer.Option(False, "--json"),
                                                  help="frames per venue per pass (venues)"),
                 repeats: int = typer.Option(5, help="timed passes per venue (venues)"),
                 only: Optional[List[str]] = typer.Option(None, "--only", help="hot, venues, "
-                                                         "sim, blaster (default: all)")):
+                                                         "sim, blaster (default: all)"),
+                depth: int = typer.Option(0, "--depth", help="N > 0: instead, depth messages "
+                                          "(frame -> L2 book of N levels -> ring) per venue"),
+                depth_frames: int = typer.Option(20_000, "--depth-frames",
+                                                 help="frames per venue (--depth)")):
     """Frame -> record cost (msgspec adapters vs json.loads + dicts; us/frame of every
     venue) and feed throughput."""
+    if depth > 0:
+        from bench import feeds_depth as FD  # lazy: saves 235 ms for every other command
+        res = FD.run(depth, depth_frames)
+        typer.echo(json.dumps(res, indent=1, default=str) if as_json else FD.render(res))
+        return
     from bench import feeds as B  # lazy: saves 235 ms for every other arbpipe command
     parts = tuple(only) if only else B.PARTS
     bad = sorted(set(parts) - set(B.PARTS))
@@ -61,6 +70,34 @@ def bench_detect(as_json: bool = typer.Option(False, "--json"),
     """ns per update of the detector kernel, 8 venues x N instruments, batch mode."""
     from bench import detect as B  # lazy: saves 210 ms for every other arbpipe command
     res = B.run(n_instruments=instruments, updates=updates)
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
+
+
+@bench_app.command("bridge")
+def bench_bridge(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                 rates: str = typer.Option("10k,100k", help="fixed rates, updates/s"),
+                 duration: float = typer.Option(3.0, help="measured seconds per rate"),
+                 records: int = typer.Option(200_000, help="records of the throughput run"),
+                 url: Optional[str] = typer.Option(None, "--url", help="a Redis to use "
+                                                   "(default: a private redis-server)")):
+    """The bridge on this host: records/s through out -> Redis -> in, and the latency it
+    adds at fixed rates against the same hop over a local ring (p50/p99/p99.9)."""
+    from bench import bridge as B  # lazy: saves 200 ms for every other arbpipe command
+    try:
+        rs = [int(float(x.strip().lower().replace("k", "e3").replace("m", "e6")))
+              for x in rates.split(",") if x.strip()]
+    except ValueError:
+        rs = []
+    if not rs or min(rs) <= 0 or not duration > 0 or records < 1:
+        typer.echo("arbpipe bench bridge: --rates like 10k,100k; --duration > 0; "
+                   "--records >= 1", err=True)
+        raise SystemExit(2)
+    try:
+        res = B.run(rates=rs, duration=duration, records=records, url=url,
+                    progress=not as_json)
+    except RuntimeError as e:
+        typer.echo(f"arbpipe bench bridge: {e}", err=True)
+        raise SystemExit(1)
     typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
 
 

@@ -42,6 +42,8 @@ from arbpipe.transport import segments
 from arbpipe.transport.rings import BroadcastRing, SpscRing
 from bench.harness import cpu_name
 from bench.workload import make_stream
+from shm_layouts import MARKET_UPDATE, Flag, Kind
+from shm_layouts.records import MARKET_UPDATE_LEVEL
 
 TARGET_NS = 150.0
 
@@ -81,6 +83,29 @@ def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
             "ns_per_update_median": statistics.median(times), "runs": times,
             "published_per_run": s["published"] // (repeats + 1),
             "evaluations_per_run": s["evaluations"] // (repeats + 1)}
+
+
+def with_levels(stream: np.ndarray) -> np.ndarray:
+    """The stream with L2 books on: each QUOTE preceded by the two LEVEL records of the depth
+    message that moved the top (the new best bid, then the new best ask with BOOK_END), as
+    a feed publishes them (``arbpipe.feeds.sinks.RingSink.book``); 3 records per quote."""
+    q = stream["kind"] == Kind.QUOTE
+    n = len(stream) + 2 * int(q.sum())
+    out = np.zeros(n, MARKET_UPDATE)
+    pos = np.arange(len(stream)) + 2 * np.cumsum(q) - 2 * q      # where each record lands
+    out[pos + 2 * q] = stream
+    quotes = stream[q]
+    for side, off in ((0, 0), (1, 1)):
+        lv = out[pos[q] + off].view(MARKET_UPDATE_LEVEL)
+        lv["instrument_id"] = quotes["instrument_id"]
+        lv["venue_id"] = quotes["venue_id"]
+        lv["kind"] = Kind.LEVEL
+        lv["flags"] = (Flag.BOOK_ASK | Flag.BOOK_END) if side else 0
+        lv["price"] = quotes["ask" if side else "bid"]
+        lv["qty"] = quotes["ask_qty" if side else "bid_qty"]
+        lv["depth"] = 20
+        lv["exchange_ts_ns"] = quotes["exchange_ts_ns"]
+    return out
 
 
 def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
@@ -142,7 +167,7 @@ def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
 
 
 def run(n_instruments: int = 1000, updates: int = 2_000_000, batch: int = 256,
-        repeats: int = 5, modes=("kernel", "rings", "stress")) -> dict:
+        repeats: int = 5, modes=("kernel", "books", "rings", "stress")) -> dict:
     cfg = bench_config(n_instruments)
     stream = make_stream(cfg, updates)
     legs = cfg.legs()
@@ -154,6 +179,13 @@ def run(n_instruments: int = 1000, updates: int = 2_000_000, batch: int = 256,
         res["results"].append(run_kernel(cfg, stream, batch, repeats))
     if "rings" in modes:
         res["results"].append(run_rings(cfg, stream, batch, repeats))
+    if "books" in modes:
+        books = with_levels(stream)
+        r = run_kernel(cfg, books, batch, repeats, "kernel, books on (2 LEVEL records per quote)")
+        quotes = int((stream["kind"] == Kind.QUOTE).sum())
+        r["records_per_quote"] = round(len(books) / max(quotes, 1), 3)
+        r["ns_per_quote_median"] = r["ns_per_update_median"] * len(books) / max(quotes, 1)
+        res["results"].append(r)
     if "stress" in modes:
         hot = make_stream(cfg, updates, seed=7, dislocation_p=0.05)
         res["results"].append(run_kernel(cfg, hot, batch, repeats, "kernel-stress (5% dislocated)"))
@@ -173,6 +205,11 @@ def render(res: dict) -> str:
         lines.append(f"| {r['mode']} | {r['batch']} | {r['updates']:,} | "
                      f"{r['ns_per_update_best']:.1f} | {r['ns_per_update_median']:.1f} | {ok} |")
     lines.append("")
+    for k in res["results"]:
+        if "ns_per_quote_median" in k:
+            lines.append(f"{k['mode']}: {k['records_per_quote']} records per quote, "
+                         f"{k['ns_per_quote_median']:.1f} ns per quote with its levels "
+                         f"(median)")
     for k in res["results"]:
         if "evaluations_per_run" in k:
             lines.append(f"{k['mode']}: {k['evaluations_per_run']:,} candidate evaluations and "

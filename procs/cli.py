@@ -34,12 +34,17 @@ def feed(venue: str = typer.Argument(..., help="binance, binance-usdm, bybit-spo
                                      "update on stdout; no ring needed"),
          ring: Optional[str] = typer.Option(None, "--ring", help="ring name (feed.<venue>)"),
          config: Optional[str] = typer.Option(None, "--config", help="pipeline config (ids, url)"),
+         depth: Optional[int] = typer.Option(None, "--depth", help="L2 book: top N levels per "
+                                             "side (0: BBO only; default: the config's)"),
+         rest_url: Optional[str] = typer.Option(None, "--rest-url", help="replaces scheme, host "
+                                                "and port of the venue's REST base (snapshots)"),
          verbose: bool = typer.Option(False, "--verbose", "-v"),
          instance: Optional[str] = InstanceOpt):
     """Run one feed handler alone."""
     from procs.feed import feed_command  # lazy: saves 30 ms (websocket client, adapters)
     raise SystemExit(feed_command(venue, url=url, symbol=symbol, print_=print_, ring=ring,
-                                  instance=instance, config=config, verbose=verbose))
+                                  instance=instance, config=config, verbose=verbose,
+                                  depth=depth, rest_url=rest_url))
 
 
 def main():  # console script

@@ -39,7 +39,8 @@ def feed_command(venue: str, url: str | None = None, symbol: list[str] | None = 
                  print_: bool = False, ring: str | None = None, instance: str | None = None,
                  *, config: str | None = None, watchdog: float | None = None,
                  ping_interval: float | None = None, silent_reconnect: float | None = None,
-                 verbose: bool = False) -> int:
+                 verbose: bool = False, depth: int | None = None,
+                 rest_url: str | None = None) -> int:
     """``arbpipe feed VENUE ...``: run one feed handler in this process until SIGTERM /
     SIGINT; returns the exit code (0 ok, 1 runtime failure, 2 bad usage). ``config``: the
     pipeline TOML (instruments, published ids, url, watchdog, ring size from it)."""
@@ -47,7 +48,8 @@ def feed_command(venue: str, url: str | None = None, symbol: list[str] | None = 
     opts = FeedOptions(watchdog_s=watchdog, ping_interval_s=ping_interval,
                        silent_reconnect_s=silent_reconnect)
     return run_feed(venue, url=url, symbols=list(symbol or []) or None, print_=print_,
-                    ring=ring, instance=instance, config=config, options=opts)
+                    ring=ring, instance=instance, config=config, options=opts, depth=depth,
+                    rest_url=rest_url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ping-interval", type=float, help="override the venue's ping interval (s)")
     p.add_argument("--silent-reconnect", type=float,
                    help="seconds of silence of every symbol before reconnecting")
+    p.add_argument("--depth", type=int, help="L2 book: top N levels per side (0: BBO only)")
+    p.add_argument("--rest-url", help="http[s]://HOST[:PORT] replacing the venue's REST base")
     p.add_argument("--verbose", "-v", action="store_true")
     a = p.parse_args(argv)
     return feed_command(a.venue, a.url, a.symbol, a.print_, a.ring, a.instance,
                         config=a.config, watchdog=a.watchdog, ping_interval=a.ping_interval,
-                        silent_reconnect=a.silent_reconnect, verbose=a.verbose)
+                        silent_reconnect=a.silent_reconnect, verbose=a.verbose, depth=a.depth,
+                        rest_url=a.rest_url)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ FEED_STATS_KIND`` (10, so ring tools skip it), ``record_size = FEED_STATS.itemsi
 ``capacity = 1`` and ``data_offset = FEED_STATS_OFFSET``; one ``FEED_STATS`` record
 follows at that offset. The rest of the 4 KiB page is zero.
 
-FeedStats -- 768 bytes, little-endian; every field is 8-byte aligned
-=====================================================================
+FeedStats -- 1024 bytes, little-endian; every field is 8-byte aligned
+======================================================================
 
     offset size type     field               meaning
     ------ ---- -------  ------------------  ---------------------------------------------
@@ -51,6 +51,13 @@ FeedStats -- 768 bytes, little-endian; every field is 8-byte aligned
        760    8 u8       halfopen_reconnects reconnects because a connection went half-open: nothing
                                              at all (not even a pong) came back for an idle probe
                                              (version 2; this word was reserved, zero, in version 1)
+       768    8 u8       books               L2 books kept (0: depth off, BBO only)  } version 3
+       776    8 u8       books_ready         of those, synced and in use now          }
+       784    8 u8       book_messages       depth messages applied                   }
+       792    8 u8       book_levels         LEVEL records published                  }
+       800    8 u8       book_resyncs        books marked not ready and resynced      }
+       808  128 u8[16]   resyncs_by_fault    book_resyncs by records.BookFault value  }
+       936   88          (reserved, zero)
 
 Reject reason slots: ``REJECT_REASONS[i]`` is slot i; slots after the named ones are
 reserved (new names are appended there, never moved); every reason not listed is
@@ -65,7 +72,7 @@ import numpy as np
 from shm_layouts.kinds import SegmentKind
 
 FEED_STATS_KIND = int(SegmentKind.FEED_STATS)  # header kind; not a ring
-FEED_STATS_VERSION = 2
+FEED_STATS_VERSION = 3
 FEED_STATS_OFFSET = 128       # bytes: the record follows the 128-byte header
 MAX_SOCKETS = 4
 REJECT_SLOTS = 24
@@ -92,7 +99,9 @@ _SCALARS = (
     ("refused_symbols", "u8"), ("acks", "u8"), ("errors", "u8"), ("updated_ns", "i8"),
 )
 SCALAR_FIELDS = tuple(n for n, _ in _SCALARS)
-TAIL_FIELDS = ("halfopen_reconnects",)     # u8 counters after the text fields (version 2)
+TAIL_FIELDS = ("halfopen_reconnects",      # u8 counters after the text fields (version 2)
+               "books", "books_ready", "book_messages", "book_levels", "book_resyncs")  # 3
+FAULT_SLOTS = 16                            # resyncs_by_fault: one slot per BookFault value
 CONN_FIELDS = ("conn_connected", "conn_frames", "conn_acks", "conn_errors", "conn_reconnects",
                "conn_last_msg_ns")
 
@@ -114,20 +123,32 @@ def _build():
         formats.append((np.dtype("<i8" if n.endswith("_ns") else "<u8"), (MAX_SOCKETS,)))
         offsets.append(off)
         off += 8 * MAX_SOCKETS
-    names += ["venue", "last_error", "halfopen_reconnects"]
-    formats += ["S32", "S128", np.dtype("<u8")]
-    offsets += [off, off + 32, off + 160]
-    off += 32 + 128 + 8
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": 768}), off
+    names += ["venue", "last_error"]
+    formats += ["S32", "S128"]
+    offsets += [off, off + 32]
+    off += 32 + 128
+    for n in TAIL_FIELDS:
+        names.append(n)
+        formats.append(np.dtype("<u8"))
+        offsets.append(off)
+        off += 8
+    names.append("resyncs_by_fault")
+    formats.append((np.dtype("<u8"), (FAULT_SLOTS,)))
+    offsets.append(off)
+    off += 8 * FAULT_SLOTS
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": 1024}), off
 
 
 FEED_STATS, _END = _build()
-assert FEED_STATS.itemsize == 768 and _END <= 768
+assert FEED_STATS.itemsize == 1024 and _END <= 1024
 assert FEED_STATS.fields["rejects"][1] == 216
 assert FEED_STATS.fields["conn_connected"][1] == 408
 assert FEED_STATS.fields["venue"][1] == 600
 assert FEED_STATS.fields["last_error"][1] == 632
 assert FEED_STATS.fields["halfopen_reconnects"][1] == 760
+assert FEED_STATS.fields["books"][1] == 768
+assert FEED_STATS.fields["resyncs_by_fault"][1] == 808
 SEGMENT_SIZE = 4096
 assert FEED_STATS_OFFSET + FEED_STATS.itemsize <= SEGMENT_SIZE
 

@@ -19,6 +19,7 @@ Two numbers identify what a segment holds, both in the standard 128-byte header 
       10  FEED_STATS      shm_layouts.feed_stats
       11  SUPERVISOR      header only (a live supervisor's pid and start time)
       21  DETECTOR_STATS  shm_layouts.detector_stats
+      22  BOOKS           shm_layouts.books
       30  STATE_BLOB      shm_layouts.blocks
       31  HISTOGRAM       shm_layouts.blocks
       32  CONTROL         shm_layouts.blocks
@@ -40,6 +41,7 @@ class SegmentKind(enum.IntEnum):
     FEED_STATS = 10
     SUPERVISOR = 11
     DETECTOR_STATS = 21
+    BOOKS = 22
     STATE_BLOB = 30
     HISTOGRAM = 31
     CONTROL = 32

@@ -23,12 +23,24 @@ MarketUpdate -- 64 bytes, one cache line
         24    4 u4    funding_interval_s funding interval in seconds (3600, 14400, 28800)
         28    4 f4    mark_price         mark price where the venue gives one, else 0
 
+  kind == LEVEL (one price level of an L2 book, MARKET_UPDATE_LEVEL) reuses bytes 8..39:
+         8    8 f8    price              the level's price
+        16    8 f8    qty                its size, base units; 0 removes the level
+        24    8 u8    update_id          the venue's book update id of the message (0: none)
+        32    4 u4    depth              N: the publisher keeps its consumers' books to the
+                                         top N levels per side (drop what falls below)
+    flags: SNAPSHOT on the first record of a message that replaces the book (clear both
+    sides first), BOOK_ASK for an ask level (else a bid), BOOK_END on the message's last
+    record: the book is consistent after it. The records of one message are consecutive.
+
   kind == STATUS reuses bytes 8..15:
          8    4 u4    status             VenueStatus code
         12    4 u4    status_reason      the publisher's reason code; a feed handler writes
-                                         StatusReason in bits 0..7 (STATUS_REASON_MASK)
-                                         and its socket index in bits 8..15
-                                         (STATUS_SOCKET_SHIFT, STATUS_SOCKET_MASK)
+                                         StatusReason in bits 0..7 (STATUS_REASON_MASK),
+                                         its socket index in bits 8..15
+                                         (STATUS_SOCKET_SHIFT, STATUS_SOCKET_MASK) and, for
+                                         BOOK_RESYNC, the BookFault in bits 16..23
+                                         (STATUS_FAULT_SHIFT)
 
 Opportunity -- 128 bytes, two cache lines
 =========================================
@@ -76,6 +88,7 @@ class Kind(enum.IntEnum):
     QUOTE = 1
     FUNDING = 2
     STATUS = 3
+    LEVEL = 4             # one L2 book level (MARKET_UPDATE_LEVEL)
 
 
 class Flag(enum.IntFlag):
@@ -84,6 +97,8 @@ class Flag(enum.IntFlag):
     NO_EXCHANGE_TS = 2    # venue gives no timestamp; exchange_ts_ns is 0
     REPLAYED = 4          # published by replay, not a live feed
     SYNTHETIC = 8         # produced by a benchmark generator
+    BOOK_ASK = 16         # LEVEL: an ask level (else a bid)
+    BOOK_END = 32         # LEVEL: the last record of a book message
 
 
 class VenueStatus(enum.IntEnum):
@@ -105,6 +120,22 @@ class StatusReason(enum.IntEnum):
     SILENT = 7             # DISCONNECTED: replaced a connection whose every symbol was silent
     PLANNED = 8            # DISCONNECTED: planned reconnect that could not be made seamless
     HALF_OPEN = 9          # DISCONNECTED: replaced a connection that answered nothing (idle probe)
+    BOOK_RESYNC = 10       # STALE (one symbol): its L2 book broke a rule (BookFault in bits
+                           # 16..23) and is not ready until it is synced again
+
+
+class BookFault(enum.IntEnum):
+    """Why a feed handler's L2 book was marked not ready and resynced (counted per reason in
+    the feed stats; bits 16..23 of a BOOK_RESYNC status_reason)."""
+    NONE = 0
+    GAP = 1                # an update id (or sequence number) was skipped
+    CHECKSUM = 2           # the venue's checksum disagrees with the book
+    STALE_SNAPSHOT = 3     # the snapshot is older than the buffered diffs can bridge
+    EARLY_DIFF = 4         # a diff before any snapshot (or that a snapshot cannot precede)
+    RESTART = 5            # the venue said its book service restarted
+    BAD_DATA = 6           # a level that cannot be applied (crossed book, garbage numbers)
+    RECONNECT = 7          # the connection was replaced: every book of it resyncs
+    SNAPSHOT_FAILED = 8    # the REST snapshot request failed or its body was unusable
 
 
 # status_reason of a feed handler's STATUS record: StatusReason | socket index << 8
@@ -113,9 +144,19 @@ STATUS_SOCKET_SHIFT = 8       # bits 8..15: the feed's socket index
 STATUS_SOCKET_MASK = 0xFF
 
 
-def pack_status_reason(reason: int, socket_index: int) -> int:
-    """``status_reason`` of a feed handler's STATUS record about socket ``socket_index``."""
-    return int(reason) | socket_index << STATUS_SOCKET_SHIFT
+STATUS_FAULT_SHIFT = 16       # bits 16..23: the BookFault of a BOOK_RESYNC status
+STATUS_FAULT_MASK = 0xFF
+
+
+def pack_status_reason(reason: int, socket_index: int, fault: int = 0) -> int:
+    """``status_reason`` of a feed handler's STATUS record about socket ``socket_index``
+    (``fault``: the BookFault of a BOOK_RESYNC)."""
+    return int(reason) | socket_index << STATUS_SOCKET_SHIFT | int(fault) << STATUS_FAULT_SHIFT
+
+
+def status_reason_fault(status_reason: int) -> int:
+    """The ``BookFault`` in a BOOK_RESYNC ``status_reason``."""
+    return status_reason >> STATUS_FAULT_SHIFT & STATUS_FAULT_MASK
 
 
 def status_reason_code(status_reason: int) -> int:
@@ -181,6 +222,20 @@ MARKET_UPDATE_FUNDING = _dtype([
     ("seq", "u8", 56),
 ], 64)
 
+MARKET_UPDATE_LEVEL = _dtype([
+    ("instrument_id", "u4", 0),
+    ("venue_id", "u2", 4),
+    ("kind", "u1", 6),
+    ("flags", "u1", 7),
+    ("price", "f8", 8),
+    ("qty", "f8", 16),
+    ("update_id", "u8", 24),
+    ("depth", "u4", 32),
+    ("exchange_ts_ns", "i8", 40),
+    ("recv_ts_ns", "i8", 48),
+    ("seq", "u8", 56),
+], 64)
+
 MARKET_UPDATE_STATUS = _dtype([
     ("instrument_id", "u4", 0),
     ("venue_id", "u2", 4),
@@ -217,6 +272,7 @@ OPPORTUNITY = _dtype([
 assert MARKET_UPDATE.itemsize == 64, MARKET_UPDATE.itemsize
 assert MARKET_UPDATE_FUNDING.itemsize == 64
 assert MARKET_UPDATE_STATUS.itemsize == 64
+assert MARKET_UPDATE_LEVEL.itemsize == 64
 assert OPPORTUNITY.itemsize == 128, OPPORTUNITY.itemsize
 
 # Record type ids stored in a ring header so `stat` / `tap` can decode any ring.

@@ -15,13 +15,17 @@ MarketUpdate, 8 words (``MU_*``)
        0  48..55  kind                   all
        0  56..63  flags                  all
        1  f64     bid | funding_rate     QUOTE | FUNDING
+       1  f64     price                  LEVEL
        1  0..31   status                 STATUS
        1  32..63  status_reason          STATUS
        2  f64/i64 ask | next_funding_ns  QUOTE | FUNDING
+       2  f64     qty                    LEVEL
        3  f64     bid_qty                QUOTE
+       3  u64     update_id              LEVEL
        3  0..31   funding_interval_s     FUNDING
        3  32..63  mark_price (f32 bits)  FUNDING
        4  f64     ask_qty                QUOTE
+       4  0..31   depth                  LEVEL
        5  i64     exchange_ts_ns         all
        6  i64     recv_ts_ns             all
        7  u64     seq                    all
@@ -50,8 +54,8 @@ Opportunity, 16 words (``OP_*``)
       12  i64     opened_ns
    13-15          reserved, zero
 """
-from shm_layouts.records import (MARKET_UPDATE, MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS,
-                                 OPPORTUNITY)
+from shm_layouts.records import (MARKET_UPDATE, MARKET_UPDATE_FUNDING, MARKET_UPDATE_LEVEL,
+                                 MARKET_UPDATE_STATUS, OPPORTUNITY)
 
 
 def word_of(dtype, name):
@@ -97,6 +101,12 @@ MU_FUNDING_INTERVAL = word_of(MARKET_UPDATE_FUNDING, "funding_interval_s")
 MU_FUNDING_INTERVAL_MASK = mask_of(MARKET_UPDATE_FUNDING, "funding_interval_s")
 MU_MARK_PRICE_SHIFT = shift_of(MARKET_UPDATE_FUNDING, "mark_price")
 # -- STATUS -------------------------------------------------------------------------
+MU_LEVEL_PRICE = word_of(MARKET_UPDATE_LEVEL, "price")
+MU_LEVEL_QTY = word_of(MARKET_UPDATE_LEVEL, "qty")
+MU_LEVEL_UPDATE_ID = word_of(MARKET_UPDATE_LEVEL, "update_id")
+MU_LEVEL_DEPTH = word_of(MARKET_UPDATE_LEVEL, "depth")
+MU_LEVEL_DEPTH_MASK = mask_of(MARKET_UPDATE_LEVEL, "depth")
+
 MU_STATUS = word_of(MARKET_UPDATE_STATUS, "status")
 MU_STATUS_MASK = mask_of(MARKET_UPDATE_STATUS, "status")
 MU_STATUS_REASON_SHIFT = shift_of(MARKET_UPDATE_STATUS, "status_reason")

@@ -36,13 +36,13 @@ class Detector:
     def __init__(self, cfg: Config, counters: np.ndarray | None = None,
                  leg_status: np.ndarray | None = None, opp_id_base: int = 0,
                  out_records: int | None = None, hist_feed: np.ndarray | None = None,
-                 hist_detect: np.ndarray | None = None):
+                 hist_detect: np.ndarray | None = None, levels: np.ndarray | None = None):
         self.cfg = cfg
         self.legs: LegTable = cfg.legs()
         nl = len(self.legs)
         ni = len(cfg.instruments) + 1
         self.n_legs, self.n_instruments = nl, ni - 1
-        self.state = new_state(cfg, self.legs, counters, leg_status, opp_id_base)
+        self.state = new_state(cfg, self.legs, counters, leg_status, opp_id_base, levels)
         self.S = tuple(self.state)      # what the kernels take (arbpipe.detect.state, S_*)
         self.counters = self.state.ctr
         self.leg_status = self.state.leg_status

@@ -19,7 +19,7 @@ from __future__ import annotations
 from numba import carray, njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
-from arbpipe.detect.casts import i64_ptr
+from arbpipe.transport.casts import i64_ptr
 from arbpipe.transport import histogram as H
 from shm_layouts import blocks as B
 

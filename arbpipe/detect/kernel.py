@@ -87,18 +87,21 @@ from numba import njit
 
 from arbpipe.clock import realtime_ns
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT
-from arbpipe.detect.casts import as_f64, f32_bits, f64_bits
+from arbpipe.transport.casts import as_f64, f32_bits, f64_bits
 from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
+from arbpipe.detect.levels import on_book_resync, on_level
 from arbpipe.detect.state import (
     ACT_AS_SELL_SHIFT, ACT_LEGS_MASK, BK_ASK, BK_ASK_QTY, BK_BID, BK_BID_QTY, BK_EXCHANGE_NS,
-    BK_FUNDING_IV_S, BK_FUNDING_RATE, BK_NEXT_FUNDING_NS, BK_RECV_NS, I_MAX_AGE, I_OPP_BASE,
+    BK_FUNDING_IV_S, BK_FUNDING_RATE, BK_NEXT_FUNDING_NS, BK_RECV_NS, I_DEPTH, I_MAX_AGE,
+    I_OPP_BASE,
     I_PERSIST_N, I_PERSIST_NS, IO_HIST_DETECT, IO_N, IO_READ_NS, IO_RWAKE, LEG_PERP, LEG_SPOT,
     P_CONF_FUND, P_CONF_NOTIONAL, P_CONF_SPREAD, P_FLOOR, P_MAX_NOTIONAL, P_MAX_PLAUS,
     P_MIN_NET, P_SLIP_BASE, P_SLIP_DEPTH, P_UPD_THR, PF_BUY_ASK, PF_CONFIDENCE, PF_EXEC_QTY,
     PF_FUNDING_DELTA_BPS, PF_GROSS_BPS, PF_NET_BPS, PF_SELL_BID, PO_OPENED_NS, PO_OPP_ID,
     PO_PENDING_N, PO_PENDING_SINCE, PX_ASK, PX_BID, S_ACT, S_BOOK_F, S_BOOK_I, S_CTR,
     S_FPARAMS, S_INST_STATUS, S_IPARAMS, S_LEG_FEE_BPS, S_LEG_FUNDING_S, S_LEG_PERP,
-    S_LEG_STATUS, S_LEG_TAB, S_LEG_VENUE, S_MAX_EXEC_QTY, S_PAIR_F, S_PAIR_I, S_PX)
+    S_LEG_STATUS, S_LEG_TAB, S_LEG_VENUE, S_LVL_F, S_LVL_I, S_MAX_EXEC_QTY, S_PAIR_F, S_PAIR_I,
+    S_PX)
 from arbpipe.transport import kernels as K
 from arbpipe.transport import words as TW
 from shm_layouts import CloseReason, Kind, OppState, VenueStatus
@@ -108,7 +111,8 @@ from shm_layouts.detector_stats import (
     C_FUNDING, C_LAST_DETECT, C_LAST_TRIG, C_LAT_MAX, C_LAT_SUM, C_OPEN_NOW, C_OPENED, C_OPP_N,
     C_PUBLISHED, C_QUOTES, C_SEQ, C_STATUS, C_SWEEPS, C_UPDATED, C_UPDATES, F_BELOW, F_CONF,
     F_IMPLAUSIBLE, F_INVALID, F_PERSIST, F_STALE, F_STATUS, F_UNKNOWN)
-from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP
+from shm_layouts.records import (OPP_BUY_PERP, OPP_SELL_PERP, STATUS_FAULT_SHIFT,
+                                 STATUS_REASON_MASK, StatusReason)
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
 
@@ -117,6 +121,9 @@ FUNDING_NORM_S = 28800.0
 BPS = 1e4
 
 _QUOTE, _FUNDING, _STATUS = int(Kind.QUOTE), int(Kind.FUNDING), int(Kind.STATUS)
+_LEVEL = int(Kind.LEVEL)
+_BOOK_RESYNC, _REASON_MASK = int(StatusReason.BOOK_RESYNC), STATUS_REASON_MASK
+_FAULT_SHIFT = STATUS_FAULT_SHIFT
 _UP, _DISC = int(VenueStatus.UP), int(VenueStatus.DISCONNECTED)
 _OPEN, _UPDATE, _CLOSED = int(OppState.OPEN), int(OppState.UPDATE), int(OppState.CLOSED)
 _R_GONE, _R_STALE = int(CloseReason.SPREAD_GONE), int(CloseReason.QUOTE_STALE)
@@ -473,7 +480,14 @@ def apply_updates(S, bi, n, out, ow, io):
         ctr[C_UPDATES] += 1
         ctr[C_LAST_TRIG] = t
         if kind == _STATUS:
-            _on_status(S, out, ow, io, vid, iid, TW.mu_status(bi[o + W.MU_STATUS]), t)
+            sw = bi[o + W.MU_STATUS]
+            why = TW.mu_status_reason(sw)
+            if iid != 0 and (why & _REASON_MASK) == _BOOK_RESYNC and vid < ntab:
+                kb = tab[vid, _leg_col(iid)]
+                ib = iid & CANONICAL_MASK
+                if kb >= 0 and 0 < ib < ni:
+                    on_book_resync(S[S_LVL_I], ib * nl + kb, (why >> _FAULT_SHIFT) & 0xFF, t)
+            _on_status(S, out, ow, io, vid, iid, TW.mu_status(sw), t)
             continue
         i = iid & CANONICAL_MASK
         k = -1
@@ -485,6 +499,12 @@ def apply_updates(S, bi, n, out, ow, io):
         if kind == _FUNDING:
             _on_funding(S, i, k, as_f64(bi[o + W.MU_FUNDING_RATE]), bi[o + W.MU_NEXT_FUNDING],
                         TW.mu_funding_interval(bi[o + W.MU_FUNDING_INTERVAL]))
+            continue
+        if kind == _LEVEL:
+            on_level(S[S_LVL_I], S[S_LVL_F], S[S_IPARAMS][I_DEPTH], i * nl + k,
+                     TW.mu_flags(w0), as_f64(bi[o + W.MU_LEVEL_PRICE]),
+                     as_f64(bi[o + W.MU_LEVEL_QTY]), bi[o + W.MU_LEVEL_UPDATE_ID],
+                     bi[o + W.MU_EXCHANGE_TS], t)
             continue
         if kind != _QUOTE:
             ctr[F_UNKNOWN] += 1

@@ -24,9 +24,10 @@ from arbpipe.clock import realtime_ns
 from arbpipe.config import Config
 from arbpipe.detect.detector import Detector, opp_id_base_now, wake_producer, wake_readers
 from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
+from arbpipe.books.segment import BooksSegment
 from arbpipe.detect.kernel import R_SHUTDOWN, apply_updates, close_all, flush, sweep
 from arbpipe.detect.state import (IO_HIST_DETECT, IO_HIST_FEED, IO_PWAKE, IO_READ_NS, IO_RWAKE,
-                                   S_CTR)
+                                   S_CTR, book_depth)
 from arbpipe.detect.stats import DetectorStats
 from arbpipe.transport import histogram as H
 from arbpipe.transport import kernels as K
@@ -178,10 +179,19 @@ class DetectorService:
         legs = cfg.legs()
         if len(legs) > MAX_LEGS_IN_STATS:
             raise ValueError(f"{len(legs)} legs: the stats segment holds {MAX_LEGS_IN_STATS}")
-        self.det = Detector(cfg, counters=self.stats_seg.counters,
-                            leg_status=self.stats_seg.legs_view(len(legs)),
-                            opp_id_base=opp_id_base_now(), hist_feed=self.hists[0].h,
-                            hist_detect=self.hists[1].h)
+        # the L2 books' top N, for every reader (arbpipe.books.segment)
+        self.books = BooksSegment.create(self.instance, len(cfg.instruments) + 1, len(legs),
+                                         book_depth(cfg))
+        try:
+            self.det = Detector(cfg, counters=self.stats_seg.counters,
+                                leg_status=self.stats_seg.legs_view(len(legs)),
+                                opp_id_base=opp_id_base_now(), hist_feed=self.hists[0].h,
+                                hist_detect=self.hists[1].h, levels=self.books.blocks)
+        except Exception:
+            self.books.close(unlink=True)
+            self._close_hists()
+            self.stats_seg.close(unlink=True)
+            raise
         self._closed = False
 
     # -- rings ----------------------------------------------------------------------
@@ -360,6 +370,7 @@ class DetectorService:
             self.det.io[IO_HIST_FEED] = self.det.io[IO_HIST_DETECT] = 0
             self.det.hist_feed = self.det.hist_detect = None
             self.stats_seg.close(unlink=True)
+            self.books.close(unlink=True)
             self._close_hists()
 
     def _close_hists(self) -> None:

@@ -36,6 +36,10 @@ Shapes: ``ni`` = instruments + 1 (canonical ids start at 1; row 0 is unused), ``
     act            (ni, nl)        i8     active (open or pending) pairs: bit s of
                                           act[i, b] & ACT_LEGS_MASK: pair (b, s); bit b of
                                           act[i, s] >> ACT_AS_SELL_SHIFT: the same pair
+    lvl_i          (ni*nl, bw)     i8     the L2 top-N blocks (``shm_layouts.books``), block
+    lvl_f          (ni*nl, bw)     f8     i * nl + leg; two views of the same words: the
+                                          ``books`` segment's in the detector process, private
+                                          ones otherwise (``arbpipe.detect.levels``)
 
 ``io`` is a separate small int64 array (the kernel's scratch words, never shared): IO_N
 records staged in ``out``, IO_RWAKE / IO_PWAKE (wake the output ring's readers / input ring
@@ -51,6 +55,7 @@ import numpy as np
 
 from arbpipe.config import Config, LegTable
 from shm_layouts import VenueStatus
+from shm_layouts.books import block_words
 from shm_layouts.detector_stats import C_NINST, C_NLEGS, N_COUNTERS
 
 MAX_LEGS = 32            # a leg set is one half of an act word
@@ -82,7 +87,7 @@ ACT_LEGS_MASK = (1 << MAX_LEGS) - 1
  P_CONF_SPREAD, P_CONF_NOTIONAL, P_CONF_FUND) = range(10)
 N_FPARAMS = 16
 # iparams: int parameters
-I_MAX_AGE, I_PERSIST_N, I_PERSIST_NS, I_OPP_BASE = range(4)
+I_MAX_AGE, I_PERSIST_N, I_PERSIST_NS, I_OPP_BASE, I_DEPTH = range(5)
 N_IPARAMS = 8
 
 # io words
@@ -92,7 +97,7 @@ IO_WORDS = 8
 DetectorState = namedtuple("DetectorState", (
     "book_f", "book_i", "pair_i", "pair_f", "leg_tab", "leg_venue", "leg_perp", "leg_fee_bps",
     "leg_status", "leg_funding_s", "max_exec_qty", "fparams", "iparams", "ctr", "inst_status",
-    "px", "act"))
+    "px", "act", "lvl_i", "lvl_f"))
 
 # The kernels take the state as a plain tuple (``tuple(state)``) and read a field by its
 # index below: numba types a plain tuple argument from a fingerprint, but a named tuple
@@ -100,14 +105,21 @@ DetectorState = namedtuple("DetectorState", (
 # batches of 256). Inside the kernels both cost nothing: the index is a compile-time constant.
 (S_BOOK_F, S_BOOK_I, S_PAIR_I, S_PAIR_F, S_LEG_TAB, S_LEG_VENUE, S_LEG_PERP, S_LEG_FEE_BPS,
  S_LEG_STATUS, S_LEG_FUNDING_S, S_MAX_EXEC_QTY, S_FPARAMS, S_IPARAMS, S_CTR, S_INST_STATUS,
- S_PX, S_ACT) = range(len(DetectorState._fields))
+ S_PX, S_ACT, S_LVL_I, S_LVL_F) = range(len(DetectorState._fields))
 assert DetectorState._fields.index("act") == S_ACT and DetectorState._fields.index("ctr") == S_CTR
 
 
+def book_depth(cfg: Config) -> int:
+    """N of the detector's L2 books: the deepest ``[venues.<v>] depth`` of an enabled venue."""
+    return max([v.depth for v in cfg.enabled_venues().values()] + [0])
+
+
 def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
-              leg_status: np.ndarray | None = None, opp_id_base: int = 0) -> DetectorState:
+              leg_status: np.ndarray | None = None, opp_id_base: int = 0,
+              levels: np.ndarray | None = None) -> DetectorState:
     """Zeroed state for ``cfg``: empty books, every status UP, the counters (and leg status)
-    in the given arrays (the stats segment's words) or in private ones."""
+    in the given arrays (the stats segment's words) or in private ones; ``levels``: the
+    int64 words of the L2 blocks (the ``books`` segment's), private ones when None."""
     d = cfg.detector
     nl = len(legs)
     ni = len(cfg.instruments) + 1
@@ -144,10 +156,17 @@ def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
     ctr[C_NINST] = ni - 1
     lstat = leg_status if leg_status is not None else np.zeros(nl, np.int64)
     lstat[:] = int(VenueStatus.UP)
+    depth = book_depth(cfg)
+    ip[I_DEPTH] = depth
+    bw = block_words(max(depth, 1))
+    lvl_i = levels.reshape(ni * nl, bw) if levels is not None else \
+        np.zeros((ni * nl, bw), np.int64)
+    lvl_f = lvl_i.view(np.float64)
     return DetectorState(
         book_f=book_f, book_i=book_i, pair_i=pair_i, pair_f=pair_f, leg_tab=legs.tab,
         leg_venue=legs.venue, leg_perp=legs.is_perp, leg_fee_bps=legs.taker_fee_bps,
         leg_status=lstat, leg_funding_s=legs.funding_interval_s, max_exec_qty=max_qty,
         fparams=fp, iparams=ip, ctr=ctr, inst_status=np.full((ni, nl), int(VenueStatus.UP),
                                                                np.int64),
-        px=np.zeros((ni, nl, 2), np.float64), act=np.zeros((ni, nl), np.int64))
+        px=np.zeros((ni, nl, 2), np.float64), act=np.zeros((ni, nl), np.int64),
+        lvl_i=lvl_i, lvl_f=lvl_f)

@@ -47,12 +47,13 @@ import time
 
 from arbpipe.feeds.connection import Conn, silent_limit_ns
 from arbpipe.feeds.options import FeedOptions
+from arbpipe.feeds.resync import Resyncer
 from arbpipe.feeds.sinks import RingSink
 from arbpipe.feeds.stats import FeedStatsWriter
 from arbpipe.feeds.venues.base import Control, VenueAdapter
 from arbpipe.feeds.worker import Worker
 from shm_layouts import feed_stats as FS
-from shm_layouts.records import StatusReason, VenueStatus, pack_status_reason
+from shm_layouts.records import BookFault, StatusReason, VenueStatus, pack_status_reason
 
 log = logging.getLogger("arbpipe.feed")
 
@@ -66,7 +67,8 @@ class Feed:
     runs it in a background thread; ``stop()`` (safe from a signal handler) ends it."""
 
     def __init__(self, adapter: VenueAdapter, base_url: str, sink: RingSink, *,
-                 stats: FeedStatsWriter | None = None, options: FeedOptions | None = None):
+                 stats: FeedStatsWriter | None = None, options: FeedOptions | None = None,
+                 rest_url: str = ""):
         self.adapter = adapter
         self._parse = adapter.parse
         self.venue = adapter.name
@@ -92,6 +94,7 @@ class Feed:
         if n > FS.MAX_SOCKETS:
             raise ValueError(f"{self.venue}: {n} sockets; the stats layout holds {FS.MAX_SOCKETS}")
         self.workers = [Worker(self, i) for i in range(n)]
+        self.resyncer = Resyncer(self, rest_url or adapter.default_rest_url)
         self._main_r, self._main_w = os.pipe()
         os.set_blocking(self._main_r, False)
         os.set_blocking(self._main_w, False)
@@ -157,6 +160,7 @@ class Feed:
 
     def _shutdown(self) -> None:
         self.stopping = True
+        self.resyncer.stop()
         for w in self.workers:
             w.wake()
         for w in self.workers:
@@ -237,9 +241,16 @@ class Feed:
                 log.info("%s: up (data flowing)", self.venue)
 
     def socket_down(self, w: Worker, reason: StatusReason, why: str = "") -> None:
-        """Worker ``w`` lost (or could not make) its connection."""
+        """Worker ``w`` lost (or could not make) its connection: its books (every book of
+        the feed) are not ready until each is synced again on the new connection."""
         w.flowing = False
         with self.lock:
+            sink = self.sink
+            if sink.ready:
+                sink.recv_ns = time_ns()
+                for iid in sorted(sink.ready):
+                    sink.book_broken(iid, BookFault.RECONNECT, w.index)
+                sink.flush()
             for key in [k for k in self.stale if k[0] == w.index]:
                 del self.stale[key]
             if self.venue_status != VenueStatus.DISCONNECTED and w in self._quote_workers():
@@ -379,6 +390,7 @@ class Feed:
             "conn_errors": [c.errors if c else 0 for c in conns],
             "conn_reconnects": [w.reconnects for w in ws],
             "conn_last_msg_ns": [c.last_msg_ns if c else w.last_msg_ns for w, c in zip(ws, conns)],
+            **sink.book_counters(),
             "last_error": self.last_error,
             "stale": sorted({self.names.get(iid, str(iid)) for _, iid in list(self.stale)}),
             "refused": sorted(self.refused),

@@ -47,6 +47,16 @@ def base_url(url: str | None, default: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def rest_base(url: str | None, default: str) -> str:
+    """``scheme://host[:port]`` of the REST base (``--rest-url``; its path is ignored)."""
+    if not url:
+        return default.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--rest-url {url!r}: expected http://HOST[:PORT] or https://HOST[:PORT]")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def build_adapter(venue: str, symbols: list[str] | None = None,
                   symbol_map: SymbolMap | None = None) -> tuple[VenueAdapter, SymbolMap]:
     """The venue's adapter for ``symbols`` (canonical or native; default: every instrument
@@ -96,7 +106,8 @@ def run_feed(venue: str, url: str | None = None, symbols: list[str] | None = Non
              print_: bool = False, ring: str | None = None, instance: str | None = None, *,
              config: str | None = None, options: FeedOptions | None = None, out=None,
              symbol_map: SymbolMap | None = None, handle_signals: bool = True,
-             capacity: int = 65536, policy: str = "drop") -> int:
+             capacity: int = 65536, policy: str = "drop", depth: int | None = None,
+             rest_url: str | None = None) -> int:
     """One feed handler until SIGTERM / SIGINT (or ``--print`` output closed). Returns the
     exit code: 0 ok, 1 runtime failure, 2 bad usage. Without ``print_`` it writes into the
     SPSC ring ``ring`` (default ``feed.<venue>``; created, capacity 65536, drop policy, when
@@ -104,7 +115,10 @@ def run_feed(venue: str, url: str | None = None, symbols: list[str] | None = Non
 
     ``config`` (a pipeline TOML file, ``arbpipe.config``): instruments and the ids to
     publish come from it (``SymbolMap.from_config``), and so do, unless given here, the
-    venue's url, its watchdog, its funding interval and the feed ring's capacity/policy."""
+    venue's url, its watchdog, its funding interval and the feed ring's capacity/policy.
+    ``depth`` (default: the config's ``[venues.<v>] depth``, else 0): top N levels of an L2
+    book per instrument, where the adapter supports depth; ``rest_url`` replaces scheme,
+    host and port of the venue's REST base (depth snapshots), as ``url`` does for sockets."""
     stop_requested = []
     feed_box: list[Feed] = []
 
@@ -130,8 +144,20 @@ def run_feed(venue: str, url: str | None = None, symbols: list[str] | None = Non
                 options.probe_idle_s = vcfg.probe_idle_s
                 options.probe_timeout_s = vcfg.probe_timeout_s
                 capacity, policy = cfg.rings.feed.capacity, cfg.rings.feed.policy
+                if depth is None:
+                    depth = vcfg.depth
+                rest_url = rest_url or vcfg.rest_url or None
             adapter, smap = build_adapter(venue, symbols, symbol_map)
             bu = base_url(url, adapter.default_url)
+            rest = rest_base(rest_url, adapter.default_rest_url)
+            depth = int(depth or 0)
+            if depth < 0:
+                raise UsageError(f"--depth {depth}: must be >= 0")
+            if depth and not adapter.supports_depth:
+                log.warning("%s: L2 books are not supported by this adapter yet; BBO only",
+                            venue)
+                depth = 0
+            adapter.depth = depth
             if config is not None and vcfg.funding_interval_s and \
                     hasattr(adapter, "funding_interval_s"):
                 adapter.funding_interval_s = vcfg.funding_interval_s
@@ -142,7 +168,7 @@ def run_feed(venue: str, url: str | None = None, symbols: list[str] | None = Non
             names = {i.instrument_id: (i.native, smap.canonical(i.instrument_id))
                      for i in adapter.instruments}
             sink = PrintSink(out or sys.stdout, venue, adapter.venue_id, names,
-                             on_broken=lambda: feed_box and feed_box[0].stop())
+                             on_broken=lambda: feed_box and feed_box[0].stop(), depth=depth)
         else:
             # lazy: saves 230 ms (numba ring kernels) for `arbpipe feed --print`
             from arbpipe.transport.rings import SpscRing
@@ -166,8 +192,9 @@ def run_feed(venue: str, url: str | None = None, symbols: list[str] | None = Non
             except SegmentError as e:
                 print(f"feed: {e}", file=sys.stderr)
                 return 1
-            sink = RingSink(ring_obj, adapter.venue_id, push_timeout=options.push_timeout_s)
-        feed = Feed(adapter, bu, sink, stats=stats, options=options)
+            sink = RingSink(ring_obj, adapter.venue_id, push_timeout=options.push_timeout_s,
+                            depth=depth)
+        feed = Feed(adapter, bu, sink, stats=stats, options=options, rest_url=rest)
         feed_box.append(feed)
         if stop_requested:
             return 0

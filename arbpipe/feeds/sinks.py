@@ -15,10 +15,15 @@ import struct
 
 import numpy as np
 
+from arbpipe.books.full import pack_levels
+from arbpipe.feeds.books import BookKeeping
 from arbpipe.symbols import PERP_ID_BIT
+from shm_layouts import words as W
 from shm_layouts.records import (MARKET_UPDATE, MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS,
-                                 Flag, Kind, StatusReason, VenueStatus, status_reason_code,
-                                 status_reason_socket)
+                                 Flag, Kind, StatusReason, VenueStatus,
+                                 BookFault, pack_status_reason, status_reason_code,
+                                 status_reason_fault, status_reason_socket)
+from shm_layouts.words import mu_head
 
 _STRUCT_CODE = {"u1": "B", "u2": "H", "u4": "I", "u8": "Q", "i8": "q", "f4": "f", "f8": "d"}
 
@@ -47,19 +52,27 @@ SLOT_SHIFT = SLOT.bit_length() - 1                    # record k starts at k << 
 assert 1 << SLOT_SHIFT == SLOT
 _QUOTE, _FUNDING, _STATUS = int(Kind.QUOTE), int(Kind.FUNDING), int(Kind.STATUS)
 _NO_TS = int(Flag.NO_EXCHANGE_TS)
+_LEVEL = int(Kind.LEVEL)
+_SNAP, _ASK, _END = int(Flag.SNAPSHOT), int(Flag.BOOK_ASK), int(Flag.BOOK_END)
+_NOOP = np.zeros((1, 2), np.float64)     # price 0, qty 0: removes nothing
 
 
-class RingSink:
+class RingSink(BookKeeping):
     """``UpdateSink`` that packs updates straight into 64-byte records and pushes them into
     an SPSC ring once per frame (``flush``). Not thread-safe: the runtime holds its lock.
+    ``depth`` > 0 keeps an L2 book per instrument (``arbpipe.feeds.books``): ``book`` and
+    ``book_broken`` publish LEVEL, QUOTE and STATUS records.
 
     ``recv_ns`` (set by the runtime before each frame) stamps every record of the frame;
     ``seq`` is the last sequence number used (records are numbered 1, 2, 3, ...).
     ``seen`` maps instrument id -> recv_ns of its last record (the watchdog reads it)."""
 
-    def __init__(self, ring, venue_id: int, capacity: int = 256, push_timeout: float = 0.0):
+    def __init__(self, ring, venue_id: int, capacity: int = 256, push_timeout: float = 0.0,
+                 depth: int = 0):
         self.ring = ring
         self.venue_id = venue_id
+        self.init_books(depth)
+        capacity = max(capacity, 4 * depth + 8)     # a snapshot's top N and its QUOTE fit
         self.cap = capacity
         self.buf = bytearray(capacity * SLOT)
         self.words = np.frombuffer(self.buf, np.int64)
@@ -125,6 +138,55 @@ class RingSink:
         r = self.rejects
         r[reason] = r.get(reason, 0) + n
 
+    def book(self, instrument_id, bids, asks, snapshot, exchange_ts_ns, update_id=0):
+        """Apply one depth message of an instrument (``bids``/``asks``: [price, qty] rows,
+        qty 0 removes; ``snapshot`` replaces the book) and publish its top-N change as LEVEL
+        records, then a QUOTE when the top moved. Returns the ``FullBook`` (for a checksum
+        check) or None when the message was refused."""
+        got = self._apply(instrument_id, bids, asks, snapshot, update_id)
+        if got is None:
+            return None
+        fb, changes, moved = got
+        m = len(changes[0]) + len(changes[1])
+        if snapshot and m == 0:
+            changes = [_NOOP, changes[1]]      # an empty book still says "reset" once
+            m = 1
+        if m:
+            if self.n + m + 1 > self.cap:
+                self.flush()
+            head = mu_head(instrument_id, self.venue_id, _LEVEL, 0)
+            last = 1 if len(changes[1]) else 0
+            first = True
+            for s, rows in enumerate(changes):
+                k = len(rows)
+                if k == 0:
+                    continue
+                flags = (_ASK if s else 0) | (_SNAP if snapshot and first else 0)
+                first = False
+                self.seq = pack_levels(self.words, self.n, rows, k, head, flags, update_id,
+                                       self.depth, exchange_ts_ns, self.recv_ns, self.seq)
+                self.n += k
+                if s == last:
+                    o = (self.n - 1) * W.MU_WORDS
+                    self.words[o] |= _END << W.MU_FLAGS_SHIFT
+            self.book_levels += m
+        if moved:
+            bp, bq = fb.side(0)
+            ap, aq = fb.side(1)
+            if len(bp) and len(ap):
+                self.quote(instrument_id, float(bp[0]), float(ap[0]), float(bq[0]),
+                           float(aq[0]), exchange_ts_ns)
+        self.seen[instrument_id] = self.recv_ns
+        return fb
+
+    def book_broken(self, instrument_id, fault, socket_index=0):
+        """A venue rule broke: the book is not ready until its next snapshot; STATUS STALE
+        (BOOK_RESYNC | fault) for the instrument, unless it was not ready already."""
+        if self._broken(instrument_id, fault):
+            self.status(VenueStatus.STALE, pack_status_reason(StatusReason.BOOK_RESYNC,
+                                                              socket_index, fault),
+                        instrument_id=instrument_id)
+
     # output ---------------------------------------------------------------------------
     def flush(self) -> None:
         n = self.n
@@ -148,8 +210,8 @@ class PrintSink(RingSink):
     pushing it (``arbpipe feed --print``). ``names``: instrument id -> (native, canonical)."""
 
     def __init__(self, out, venue: str, venue_id: int, names: dict[int, tuple[str, str]],
-                 on_broken=None):
-        super().__init__(None, venue_id)
+                 on_broken=None, depth: int = 0):
+        super().__init__(None, venue_id, depth=depth)
         self.out = out
         self.venue = venue
         self.names = names
@@ -164,8 +226,13 @@ class PrintSink(RingSink):
         if self.broken:
             return
         recs = np.frombuffer(self.buf, MARKET_UPDATE, count=n).tolist()
-        lines = [json.dumps(self.record_json(rec, k), separators=(",", ":"))
-                 for k, rec in enumerate(recs)]
+        # LEVEL records are shown as one "book" line per message (``book``), not one by one
+        self._write([json.dumps(self.record_json(rec, k), separators=(",", ":"))
+                     for k, rec in enumerate(recs) if rec[2] != _LEVEL])
+
+    def _write(self, lines: list[str]) -> None:
+        if not lines or self.broken:
+            return
         try:
             self.out.write("\n".join(lines) + "\n")
             self.out.flush()
@@ -173,6 +240,22 @@ class PrintSink(RingSink):
             self.broken = True
             if self.on_broken is not None:
                 self.on_broken()
+
+    def book(self, instrument_id, bids, asks, snapshot, exchange_ts_ns, update_id=0):
+        """As ``RingSink.book``; after a message that changed the top N, one line
+        ``{"kind": "book", "venue", "symbol", "bids": [[price, qty], ...], "asks": ...}``
+        (best first, at most ``depth`` levels a side)."""
+        self.flush()
+        before = self.book_levels
+        fb = super().book(instrument_id, bids, asks, snapshot, exchange_ts_ns, update_id)
+        self.flush()
+        if fb is not None and self.book_levels != before:
+            b, a = fb.top()
+            self._write([json.dumps({"kind": "book", "venue": self.venue,
+                                     "symbol": self.names.get(instrument_id, (None,))[0],
+                                     "bids": b.tolist(), "asks": a.tolist()},
+                                    separators=(",", ":"))])
+        return fb
 
     def record_json(self, rec: tuple, k: int) -> dict:
         """Record ``k`` of the buffer (``rec``: its MARKET_UPDATE fields) as a JSON-able dict."""
@@ -196,5 +279,9 @@ class PrintSink(RingSink):
                      reason=StatusReason(code).name.lower()
                      if code in StatusReason._value2member_map_ else reason,
                      socket=status_reason_socket(reason))
+            if code == StatusReason.BOOK_RESYNC:
+                f = status_reason_fault(reason)
+                d["fault"] = BookFault(f).name.lower() if f in BookFault._value2member_map_ \
+                    else f
         d.update(exchange_ts=exch, recv_ts=recv, seq=seq, flags=flags)
         return d

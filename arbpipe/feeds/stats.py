@@ -15,7 +15,7 @@ from arbpipe.transport import segments
 from arbpipe.transport.segments import HeaderInfo, Segment, SegmentError
 from shm_layouts import feed_stats as FS
 from shm_layouts import ring as L
-from shm_layouts.records import VenueStatus
+from shm_layouts.records import BookFault, VenueStatus
 
 time_ns = time.time_ns
 
@@ -58,6 +58,12 @@ class FeedStatsWriter:
         for reason, n in (c.get("rejects") or {}).items():
             rejects[FS.reject_slot(reason)] += n
         r["rejects"] = rejects
+        faults = c.get("resyncs_by_fault")
+        if faults is not None:
+            arr = np.zeros(FS.FAULT_SLOTS, np.uint64)
+            for code, n in faults.items():
+                arr[min(int(code), FS.FAULT_SLOTS - 1)] += n
+            r["resyncs_by_fault"] = arr
         for f in FS.CONN_FIELDS:
             v = c.get(f)
             if v is not None:
@@ -103,10 +109,16 @@ def read_record(seg: Segment) -> np.ndarray:
     return out
 
 
+def _fault_name(code: int) -> str:
+    return BookFault(code).name.lower() if code in BookFault._value2member_map_ else str(code)
+
+
 def stats_record_to_dict(rec: np.ndarray) -> dict:
     r = rec[0]
     d = {f: int(r[f]) for f in FS.SCALAR_FIELDS + FS.TAIL_FIELDS}
     d["rejects"] = {name: int(n) for name, n in zip(FS.REJECT_SLOT_NAMES, r["rejects"]) if n}
+    d["resyncs_by_fault"] = {_fault_name(k): int(n) for k, n in enumerate(r["resyncs_by_fault"])
+                             if n}
     n = max(1, min(int(r["n_sockets"]), FS.MAX_SOCKETS))
     for f in FS.CONN_FIELDS:
         d[f] = [int(x) for x in r[f][:n]]
@@ -168,6 +180,12 @@ def render_feed_stats(rows: list[dict]) -> str:
             lines.append(" " * 11 + "connections: " + ", ".join(f"{k}={v}" for k, v in faults))
         if r["rejects"]:
             lines.append(" " * 11 + "rejects: " + ", ".join(f"{k}={v}" for k, v in r["rejects"].items()))
+        if r.get("books"):
+            lines.append(" " * 11 + f"books: {r['books_ready']}/{r['books']} ready, "
+                         f"{r['book_messages']:,} messages, {r['book_levels']:,} levels, "
+                         f"{r['book_resyncs']} resyncs" + (" (" + ", ".join(
+                             f"{k}={v}" for k, v in r["resyncs_by_fault"].items()) + ")"
+                             if r["resyncs_by_fault"] else ""))
         if r["last_error"]:
             lines.append(" " * 11 + "last error: " + r["last_error"])
     return "\n".join(lines)

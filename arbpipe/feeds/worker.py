@@ -374,6 +374,8 @@ class Worker:
                 reconnect = True
         elif kind == "notice":
             log.info("%s[%d]: venue notice: %s", feed.venue, self.index, ctl.detail)
+        elif kind == "resync":              # an L2 book broke a venue rule (arbpipe.feeds.resync)
+            feed.resyncer.handle(self, c, ctl)
         if reconnect and not self.swap_wanted and c is self.cur:
             self.swap_wanted = True
             self.planned += 1

@@ -2,7 +2,7 @@
 replay, clean, kill-switch, breaker, risk. ``procs.cli`` adds ``bench``, ``sim`` and ``feed``
 and is the console script. Exit codes: 0 ok, 1 runtime failure, 2 bad usage/config.
 
-Quick commands (status, down, clean, stat feeds/detector/strategy/persister, kill-switch,
+Quick commands (status, down, clean, stat feeds/detector/strategy/persister/bridge, kill-switch,
 breaker, risk) must start fast: what only a heavy command needs -- the numba ring kernels
 (stat rings, tap, up), the replay tools, the terminal view -- is imported
 inside that command, each with the start-up time it saves (``python -X importtime -m
@@ -13,14 +13,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import List, Optional
 
 import typer
 
+from arbpipe.bridge.stats import read_stats as read_bridge_stats, render_stats as \
+    render_bridge_stats, status_line as bridge_line
 from arbpipe.config import ConfigError, load_config
 from arbpipe.detect.stats import read_stats, render_stats
 from arbpipe.feeds.stats import read_feed_stats, render_feed_stats
+from arbpipe.books.segment import BooksSegment
 from arbpipe.ops import control
+from arbpipe.ops.book import book_rows, book_states, render as render_book, render_states
 from arbpipe.persist.stats import BLOB_NAME, render_stats as render_persister_stats, status_line
 from arbpipe.trading import params as R
 from arbpipe.trading.control import Control
@@ -95,7 +100,20 @@ def stat_detector(instance: Optional[str] = InstanceOpt,
                   as_json: bool = typer.Option(False, "--json")):
     """Detector counters: updates in, opportunities opened/updated/closed, filters by reason."""
     d = read_stats(instance)
-    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_stats(d))
+    books = None
+    try:
+        seg = BooksSegment.attach(instance)
+    except segments.SegmentNotFound:
+        seg = None
+    if seg is not None and d is not None:
+        try:
+            books = book_states(seg, list(d.get("legs", {})))
+        finally:
+            seg.close()
+    if as_json:
+        typer.echo(json.dumps(d if d is None else dict(d, books=books), indent=1, default=str))
+    else:
+        typer.echo(render_stats(d) + ("\n" + render_states(books) if books is not None else ""))
 
 
 @stat_app.command("strategy")
@@ -104,6 +122,44 @@ def stat_strategy(instance: Optional[str] = InstanceOpt,
     """Strategy state: mode, kill switch, breaker, orders/fills/rejects by reason, positions, PnL."""
     d = read_state(instance)
     typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_state(d))
+
+
+@app.command("book")
+def book(instrument: str = typer.Argument(..., help="BASE/QUOTE, e.g. BTC/USDT"),
+         venue: Optional[str] = typer.Option(None, "--venue", help="a venue or leg (okx: okx "
+                                             "and okx-perp)"),
+         depth: Optional[int] = typer.Option(None, "--depth", help="levels shown per side"),
+         as_json: bool = typer.Option(False, "--json"),
+         watch: bool = typer.Option(False, "--watch", help="redraw every second"),
+         config: Optional[str] = typer.Option(None, "--config", help="the tree's config "
+                                              "(instrument and leg names)"),
+         instance: Optional[str] = InstanceOpt):
+    """The live L2 ladder of an instrument on every leg (read-only), with each book's state
+    (ready, resyncing and why) and age."""
+    cfg = _risk_cfg(config)
+    try:
+        seg = BooksSegment.attach(instance)
+    except segments.SegmentNotFound:
+        typer.echo("arbpipe: no books segment: is the pipeline (its detector) running?",
+                   err=True)
+        raise SystemExit(1)
+    try:
+        while True:
+            try:
+                rows = book_rows(seg, cfg, instrument, venue, depth)
+            except ValueError as e:
+                typer.echo(f"arbpipe: {e}", err=True)
+                raise SystemExit(2)
+            typer.echo(json.dumps(rows) if as_json else render_book(rows))
+            if not watch:
+                break
+            time.sleep(1.0)
+            if not as_json:
+                typer.echo("")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        seg.close()
 
 
 @app.command("kill-switch")
@@ -284,6 +340,9 @@ def status(instance: Optional[str] = InstanceOpt,
                        f"{str(p['cpus']):<8} restarts {p['restarts']:<3} up {p['uptime_s']:.0f} s")
         typer.echo(status_line(st["instance"]))
         typer.echo(strategy_line(read_state(st["instance"])))
+        line = bridge_line(st["instance"])
+        if line:
+            typer.echo(line)
     rows = segments.list_segments(instance)
     if not rows:
         typer.echo("no arbpipe segments")
@@ -359,3 +418,13 @@ def stat_persister(instance: Optional[str] = InstanceOpt,
     """Persister: Redis connection (URL redacted), backlog, written/dropped per stream."""
     d = read_blob(instance, BLOB_NAME)
     typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_persister_stats(d))
+
+
+@stat_app.command("bridge")
+def stat_bridge(instance: Optional[str] = InstanceOpt,
+                as_json: bool = typer.Option(False, "--json")):
+    """Bridge: each side's Redis link (URL redacted), the link's verdict and lag, latency
+    p50/p99, per ring sent / behind / missed and per stream received / published /
+    duplicates / gaps / skipped by reason."""
+    d = read_bridge_stats(instance)
+    typer.echo(json.dumps(d, indent=1, default=str) if as_json else render_bridge_stats(d))

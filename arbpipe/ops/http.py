@@ -156,7 +156,7 @@ class App:
         if path == "/healthz":
             ok, problems = health(read_status(self.instance), time.time(), db.health_grace_s)
         else:
-            names = list(self.cfg.enabled_venues())
+            names = self.cfg.local_venues()   # remote venues: `arbpipe stat bridge`
             ok, problems = readiness(read_status(self.instance), self.view(), names,
                                      self.cfg.detector.max_quote_age_ms / 1e3,
                                      self.cfg.detector.sweep_ms / 1e3, time.time_ns(),

@@ -4,6 +4,8 @@
 
     simulator (unless --live) -> feed.<venue> x N -> detector -> (strategy, dashboard, persister)
     (``--replay FILE``: one replay process produces every feed.<venue> ring instead)
+    ([bridge] enabled: bridge.in produces the feed.<venue> rings of the remote venues, which
+    get no feed handler and no simulator; bridge.out taps the rings sent to another tree)
 
 ``main``: `arbpipe up` -- checks the config (and a ``--replay`` recording against it), then
 runs the tree under the ``Supervisor`` (``arbpipe.ops.supervisor``) in the foreground, with
@@ -22,6 +24,8 @@ import time
 import msgspec
 import numpy as np
 
+from arbpipe.bridge.link import configured_bridge_url
+from arbpipe.bridge.stats import local_ring
 from arbpipe.config import DEFAULT_PATH, ConfigError, load_config, to_sim_config
 from arbpipe.ops import stat
 from arbpipe.ops.control import read_status
@@ -69,14 +73,16 @@ def plan(cfg, config_path: str, instance: str, live: bool = False,
     ``procs.replay`` (``arbpipe.replay.replayer.tree_source_args``): one replay process produces
     every feed ring instead of the simulator and the feed handlers."""
     venues = list(cfg.enabled_venues())
+    local = cfg.local_venues()     # the others are remote: the bridge fills their feed rings
     specs: list[ProcessSpec] = []
-    urls: dict[str, str | None] = {v: (cfg.venues[v].url or None) for v in venues}
+    urls: dict[str, str | None] = {v: (cfg.venues[v].url or None) for v in local}
+    rest_urls: dict[str, str | None] = {}    # the config's rest_url (or the venue's) otherwise
     if replay is not None:
         specs.append(ProcessSpec("replay", "replay", python_module(
             "procs.replay", *replay, "--config", config_path, "--instance", instance), stage=1))
-    elif not live and cfg.simulator.enabled:
+    elif not live and cfg.simulator.enabled and local:
         sim = cfg.simulator
-        base = sim.port or free_port_block(len(venues), sim.host)
+        base = sim.port or free_port_block(len(local), sim.host)
         # the simulator serves exactly the config's native symbols (e.g. coinbase BTC-USDT),
         # venue i on port base + i, fixed so that a restarted simulator keeps its urls
         sc = msgspec.structs.replace(to_sim_config(cfg), port=base)
@@ -86,10 +92,14 @@ def plan(cfg, config_path: str, instance: str, live: bool = False,
         specs.append(ProcessSpec("simulator", "simulator", python_module(
             "procs.simulator", "--config", sim_path), stage=0))
         urls = {v: f"ws://{sim.host}:{base + i}" for i, v in enumerate(sc.venues)}
-    for v in (venues if replay is None else []):
+        # the simulator serves each venue's REST depth snapshots on the same port
+        rest_urls = {v: f"http://{sim.host}:{base + i}" for i, v in enumerate(sc.venues)}
+    for v in (local if replay is None else []):
         argv = python_module("procs.feed", v, "--config", config_path, "--instance", instance)
         if urls.get(v):
             argv += ["--url", urls[v]]
+        if rest_urls.get(v):
+            argv += ["--rest-url", rest_urls[v]]
         specs.append(ProcessSpec(f"feed.{v}", "feed", argv, stage=1))
     specs.append(ProcessSpec("detector", "detector", python_module(
         "procs.detector", "--config", config_path, "--instance", instance), stage=2))
@@ -103,11 +113,28 @@ def plan(cfg, config_path: str, instance: str, live: bool = False,
         # stage 4: stopped after the strategy, so its last journal entries reach Redis
         specs.append(ProcessSpec("persister", "persister", python_module(
             "procs.persister", "--config", config_path, "--instance", instance), stage=4))
+    if cfg.bridge.enabled:
+        # in: a producer of the remote venues' feed rings, stopped with the feeds (stage 1);
+        # out: a tap of the rings it sends, stopped last, so the final records still go out
+        if cfg.bridge_in_rings():
+            specs.append(ProcessSpec("bridge.in", "bridge", python_module(
+                "procs.bridge", "--side", "in", "--config", config_path, "--instance",
+                instance), stage=1))
+        if cfg.bridge.out_rings:
+            specs.append(ProcessSpec("bridge.out", "bridge", python_module(
+                "procs.bridge", "--side", "out", "--config", config_path, "--instance",
+                instance), stage=4))
     fr, op, jr = cfg.rings.feed, cfg.rings.opportunities, cfg.rings.trades
+    # every enabled venue's ring, remote ones included (their producer is bridge.in)
     rings = [(SpscRing, f"feed.{v}", fr.capacity, "MarketUpdate", fr.policy) for v in venues]
     rings.append((BroadcastRing, "opportunities", op.capacity, "Opportunity", "overwrite"))
     # strategy -> persister: the trade journal (JournalEntry records)
     rings.append((SpscRing, "journal", jr.capacity, "JournalEntry", jr.policy))
+    # a remote tree's opportunities / journal, read in by the bridge (any reader may tap them)
+    for r in cfg.bridge_in_rings():
+        if not r.startswith("feed."):
+            spec, record = (op, "Opportunity") if r == "opportunities" else (jr, "JournalEntry")
+            rings.append((BroadcastRing, local_ring(r), spec.capacity, record, "overwrite"))
     return specs, rings
 
 
@@ -180,6 +207,12 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
         cfg = load_config(path)
     except ConfigError as e:
         print(f"arbpipe: bad config {path}: {e}", file=sys.stderr)
+        return 2
+    b = cfg.bridge
+    if b.enabled and (b.out_rings or cfg.bridge_in_rings()) and not configured_bridge_url(cfg):
+        print(f"arbpipe: bad config {path}: bridge.url: no Redis for the bridge (set "
+              f"ARBPIPE_BRIDGE_URL, [bridge] url, [redis] url or ARBPIPE_REDIS_URL: the other "
+              f"tree must reach the same server)", file=sys.stderr)
         return 2
     refusal = check_bind(cfg)     # the HTTP endpoint: never beyond this host without a token
     if refusal:

@@ -283,6 +283,9 @@ def check_against_config(recording: Recording | str, cfg) -> Recording:
         if name not in venues:
             raise RecordingError(f"{rec.path}: venue {name!r} is not an enabled venue of the "
                                  f"config (venues.{name})")
+        if name in cfg.remote_venues():
+            raise RecordingError(f"{rec.path}: venue {name!r} is remote in the config "
+                                 f"(bridge.remote_venues): the bridge produces its ring")
     cfg_insts = {str(i): n for n, i in cfg.instrument_ids().items()}
     for i, name in rec.names.get("instruments", {}).items():
         if i in cfg_insts and cfg_insts[i] != name:

@@ -14,19 +14,153 @@ an unknown symbol is accepted and never delivers (no error); a malformed request
 bookTicker has no time field; USD-M bookTicker has ``E`` / ``T``. Server websocket ping
 frames (spot 20 s, USD-M 3 min; closed without a pong within 1 / 10 min); incoming
 messages limited to 5 / 10 per second; 24 h lifetime; ``serverShutdown`` notice.
+
+L2 books (docs/venues.md, "Binance", "L2 book"): ``<symbol>@depth`` / ``@depth@100ms``
+(USD-M: on ``/public``) send one ``depthUpdate`` per quote of the symbol whose book
+(``InstrumentModel.book``, ``book_levels`` a side) changed: the levels that changed or left
+the book (size 0), ``U``..``u`` the update ids since the last diff (USD-M adds ``pu``, the
+last diff's ``u``). The REST snapshot ``GET /api/v3/depth`` (USD-M ``/fapi/v1/depth``) is
+served on the same port (``rest_get``): ``lastUpdateId`` is the ``u`` of the last diff, so
+a snapshot and the diffs agree exactly. ``DepthBook`` keeps that venue-wide state, shared
+with Gate. Faults: ``book_gap_p`` (a diff is not sent; its ids are skipped),
+``book_duplicate_p`` (a diff is sent twice), ``book_stale_snapshot_p`` (a snapshot from a
+lagging replica, older than any diff a client can have buffered), ``book_snapshot_fail_p``
+(the snapshot request gets HTTP 503).
 """
 from __future__ import annotations
 
+import collections
+import random
 import re
 import time
 from urllib.parse import parse_qs
 
-from arbpipe.sim.market import Quote, decimal_str, pad, wall_ms
+from arbpipe.sim.market import TAG_BOOK, Quote, decimal_str, mix64, pad, stable_id, wall_ms
 from arbpipe.sim.session import Session, decode_json, encode
 
 _STREAM_RE = re.compile(r"^[a-z0-9_\-]+@[A-Za-z0-9_@]+$")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 U_BASE = 40_000_000_000
+
+
+DEPTH_STREAMS = ("depth", "depth@100ms")
+
+
+class DepthBook:
+    """The depth book of a REST-snapshot venue (Binance spot / USD-M, Gate), venue-wide (one
+    per hub, ``DepthBook.of``): per instrument the *base*, the quote whose book the last
+    diff brought clients to, and that book (``InstrumentModel.book``, ``book_levels`` a
+    side, {price ticks: lots}).
+
+    ``diff_for(q)`` (once per quote, the same for every session of the venue): the levels of
+    ``q``'s book that differ from the base's (lots 0: the level left the book) and the ids
+    ``U`` = base.n + 1 + ``u_base``, ``u`` = q.n + ``u_base``, ``pu`` = base.n + ``u_base``;
+    q becomes the base. None when no level changed (the next diff covers q's ids).
+    ``snapshot(inst)``: the base's book with id base.n + ``u_base``: the ``u`` of the last
+    diff, so a snapshot plus the diffs after it is exactly the venue's book. A base is
+    taken lazily: the quote before the first diff, or the hub's current quote for a
+    snapshot asked first. ``stale(inst)``: the oldest base kept (``HISTORY`` a symbol) with
+    an id ``STALE_LAG`` older still, as a lagging replica would serve it: older than any
+    diff a client can hold, so the client must fetch again."""
+
+    HISTORY = 64
+    STALE_LAG = 1000
+
+    def __init__(self, hub, u_base: int):
+        self.hub = hub
+        self.model = hub.model
+        self.levels = self.model.book_levels
+        self.u_base = u_base
+        self.base: dict[int, Quote] = {}
+        self.books: dict[int, tuple[dict, dict]] = {}
+        self.history: dict[int, collections.deque] = {}
+        self.last: dict[int, tuple] = {}           # inst -> (q.n, diff or None)
+        self.rng = random.Random(mix64(hub.cfg.seed ^ (TAG_BOOK << 56) ^ stable_id(hub.name)))
+        self.snapshots = self.stale_served = self.failed_served = 0
+
+    @classmethod
+    def of(cls, hub, u_base: int) -> "DepthBook":
+        book = getattr(hub, "depth_book", None)
+        if book is None:
+            book = hub.depth_book = cls(hub, u_base)
+        return book
+
+    def _book(self, q: Quote) -> tuple[dict, dict]:
+        b, a = self.model.instruments[q.inst].book(q, self.levels)
+        return dict(b), dict(a)
+
+    def _set_base(self, q: Quote, book: tuple[dict, dict]) -> None:
+        self.base[q.inst] = q
+        self.books[q.inst] = book
+        self.history.setdefault(q.inst, collections.deque(maxlen=self.HISTORY)).append(q)
+
+    def _ensure(self, inst: int, before_n: int | None = None) -> Quote:
+        q = self.base.get(inst)
+        if q is None:
+            q = self.hub.current(inst) if before_n is None else \
+                self.model.last_before(inst, before_n)
+            self._set_base(q, self._book(q))
+        return q
+
+    def diff_for(self, q: Quote):
+        """(U, u, pu, bids, asks) with rows (ticks, lots) best first, or None."""
+        got = self.last.get(q.inst)
+        if got is not None and got[0] == q.n:
+            return got[1]
+        prev = self._ensure(q.inst, q.n)
+        d = None
+        if prev.n < q.n:
+            ob, oa = self.books[q.inst]
+            nb, na = self._book(q)
+            bids = [(p, nb.get(p, 0)) for p in sorted(set(ob) | set(nb), reverse=True)
+                    if ob.get(p) != nb.get(p)]
+            asks = [(p, na.get(p, 0)) for p in sorted(set(oa) | set(na))
+                    if oa.get(p) != na.get(p)]
+            if bids or asks:
+                ub = self.u_base
+                d = (prev.n + 1 + ub, q.n + ub, prev.n + ub, bids, asks)
+                self._set_base(q, (nb, na))
+        self.last[q.inst] = (q.n, d)
+        return d
+
+    def snapshot(self, inst: int, limit: int) -> tuple[int, list, list]:
+        """(id, bids, asks): the base's book, at most ``limit`` levels a side, best first."""
+        q = self._ensure(inst)
+        b, a = self.books[inst]
+        self.snapshots += 1
+        return (q.n + self.u_base, sorted(b.items(), reverse=True)[:limit],
+                sorted(a.items())[:limit])
+
+    def stale(self, inst: int, limit: int) -> tuple[int, list, list]:
+        """A lagging replica's snapshot: the oldest base kept, with an id older still."""
+        self._ensure(inst)
+        q = self.history[inst][0]
+        b, a = self._book(q)
+        self.stale_served += 1
+        return (max(0, q.n + self.u_base - self.STALE_LAG), sorted(b.items(), reverse=True)[:limit],
+                sorted(a.items())[:limit])
+
+    def serve(self, inst: int, limit: int):
+        """What a snapshot request gets under the venue's faults: (503, None), or (200,
+        (id, bids, asks)), stale with ``book_stale_snapshot_p``."""
+        f = self.hub.vcfg.faults
+        if f.book_snapshot_fail_p and self.rng.random() < f.book_snapshot_fail_p:
+            self.failed_served += 1
+            return 503, None
+        if f.book_stale_snapshot_p and self.rng.random() < f.book_stale_snapshot_p:
+            return 200, self.stale(inst, limit)
+        return 200, self.snapshot(inst, limit)
+
+
+def depth_faults(session, frame: bytes) -> None:
+    """Send one depth diff under the book faults of ``session``'s venue: ``book_gap_p``
+    drops it (its ids are skipped), ``book_duplicate_p`` sends it twice."""
+    f = session.faults
+    if f.book_gap_p and session.rng.random() < f.book_gap_p:
+        return
+    session.send(frame, data=True)
+    if f.book_duplicate_p and session.rng.random() < f.book_duplicate_p:
+        session.send(frame, data=True)
 
 
 def _err(code: int, msg: str, rid=...) -> bytes:
@@ -44,8 +178,12 @@ class BinanceSession(Session):
                 "lifetime_s": 86400.0}
     PATHS = ("/ws", "/ws/<stream>", "/stream?streams=<a>/<b>")
     PREFIXES: tuple[str, ...] = ("",)
-    DATA_STREAMS = {"bookTicker": "public"}          # stream type -> route that delivers it
+    DATA_STREAMS = {"bookTicker": "public", "depth": "public", "depth@100ms": "public"}
     DISCONNECT_ON_BAD_JSON = False
+    REST_PATHS = ("/api/v3/depth",)                 # served on the same port (rest_get)
+    REST_LIMITS: tuple[int, ...] = ()               # spot: any 1..5000 (more is cut to 5000)
+    REST_LIMIT_DEFAULT = 100
+    REST_LIMIT_MAX = 5000
 
     @classmethod
     def _split(cls, path: str, single_port: bool) -> tuple[str, str, str] | None:
@@ -72,6 +210,7 @@ class BinanceSession(Session):
         self.route = route
         self.combined = mode == "combined"
         self.streams: dict[str, tuple] = {}      # stream name -> (inst index | None, type)
+        self.depth_streams: dict[int, str] = {}   # inst -> its depth stream name
         self.mark_streams: dict[str, tuple[int, float, float]] = {}   # name -> (inst, period, next due)
         if mode == "raw":
             names = [s for s in rest.split("/") if s]
@@ -101,6 +240,9 @@ class BinanceSession(Session):
             return                                  # well-formed but nothing to deliver: silence
         if typ == "bookTicker":
             self.add_inst(inst)
+        elif typ in DEPTH_STREAMS:
+            self.depth_streams[inst] = name
+            self.add_inst(inst)
         elif typ.startswith("markPrice"):
             period = 1.0 if typ.endswith("@1s") else 3.0
             self.mark_streams[name] = (inst, period, time.monotonic() + period)
@@ -108,8 +250,16 @@ class BinanceSession(Session):
     def _remove_stream(self, name: str) -> None:
         entry = self.streams.pop(name, None)
         self.mark_streams.pop(name, None)
-        if entry and entry[0] is not None and entry[1] == "bookTicker":
-            if not any(v[0] == entry[0] and v[1] == "bookTicker" for v in self.streams.values()):
+        if entry and entry[0] is not None and self.depth_streams.get(entry[0]) == name:
+            del self.depth_streams[entry[0]]
+            for other, (i, typ) in self.streams.items():   # another depth stream of it stays
+                if i == entry[0] and typ in DEPTH_STREAMS and \
+                        self.DATA_STREAMS.get(typ) == self.route:
+                    self.depth_streams[i] = other
+                    break
+        if entry and entry[0] is not None and entry[1] in ("bookTicker", *DEPTH_STREAMS):
+            if not any(v[0] == entry[0] and v[1] in ("bookTicker", *DEPTH_STREAMS)
+                       for v in self.streams.values()):
                 self.remove_inst(entry[0])
 
     # -- requests --------------------------------------------------------------------
@@ -185,6 +335,59 @@ class BinanceSession(Session):
         name = im.native.lower() + "@bookTicker"
         if name in self.streams:
             self.send(self._wrap(name, self.book_ticker(q)), data=True)
+        depth = self.depth_streams.get(q.inst)
+        if depth is not None:
+            d = DepthBook.of(self.hub, U_BASE).diff_for(q)
+            if d is not None:
+                depth_faults(self, self._wrap(depth, self.depth_update(q, d)))
+
+    # -- L2 books ------------------------------------------------------------------------
+    @classmethod
+    def _px(cls, im, ticks: int) -> str:
+        return pad(im.px(ticks), 8)
+
+    @classmethod
+    def _qty(cls, im, lots: int) -> str:
+        return pad(im.qty(lots), 8)
+
+    @classmethod
+    def _rows(cls, im, rows) -> list[list[str]]:
+        return [[cls._px(im, p), cls._qty(im, n)] for p, n in rows]
+
+    def depth_update(self, q: Quote, d) -> dict:
+        im = self.model.instruments[q.inst]
+        U, u, _pu, bids, asks = d
+        return {"e": "depthUpdate", "E": wall_ms(), "s": im.native, "U": U, "u": u,
+                "b": self._rows(im, bids), "a": self._rows(im, asks)}
+
+    @classmethod
+    def depth_body(cls, im, snap) -> dict:
+        last_id, bids, asks = snap
+        return {"lastUpdateId": last_id, "bids": cls._rows(im, bids),
+                "asks": cls._rows(im, asks)}
+
+    @classmethod
+    def rest_get(cls, hub, path: str, query: str) -> tuple[int, bytes]:
+        """``GET <path>?<query>`` of one of ``REST_PATHS``: (HTTP status, JSON body)."""
+        args = {k: v[-1] for k, v in parse_qs(query).items()}
+        sym = args.get("symbol", "")
+        im = hub.by_native.get(sym)
+        if not sym:
+            return 400, encode({"code": -1102, "msg": "Mandatory parameter 'symbol' was not "
+                                                     "sent, was empty/null, or malformed."})
+        if im is None:
+            return 400, encode({"code": -1121, "msg": "Invalid symbol."})
+        try:
+            limit = int(args.get("limit", cls.REST_LIMIT_DEFAULT))
+        except ValueError:
+            limit = -1
+        if limit < 1 or (cls.REST_LIMITS and limit not in cls.REST_LIMITS):
+            return 400, encode({"code": -1130, "msg": "Data sent for parameter 'limit' is not "
+                                                     "valid."})
+        status, snap = DepthBook.of(hub, U_BASE).serve(im.idx, min(limit, cls.REST_LIMIT_MAX))
+        if snap is None:
+            return status, b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+        return status, encode(cls.depth_body(im, snap))
 
     def _mark_tick(self) -> None:
         if not self.mark_streams:
@@ -222,8 +425,13 @@ class BinanceUsdmSession(BinanceSession):
     PATHS = ("/public/ws", "/public/ws/<stream>", "/public/stream?streams=..",
              "/market/ws", "/market/ws/<stream>", "/market/stream?streams=..")
     PREFIXES = ("/public", "/market", "")
-    DATA_STREAMS = {"bookTicker": "public", "markPrice": "market", "markPrice@1s": "market"}
+    DATA_STREAMS = {"bookTicker": "public", "markPrice": "market", "markPrice@1s": "market",
+                    "depth": "public", "depth@100ms": "public"}
     DISCONNECT_ON_BAD_JSON = True
+    REST_PATHS = ("/fapi/v1/depth",)
+    REST_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+    REST_LIMIT_DEFAULT = 500
+    REST_LIMIT_MAX = 1000
 
     @classmethod
     def match(cls, path: str, single_port: bool = False) -> bool:
@@ -239,3 +447,25 @@ class BinanceUsdmSession(BinanceSession):
         now = wall_ms()
         return {"e": "bookTicker", "u": U_BASE + q.n, "E": now, "T": now - 1, "s": im.native,
                 "b": im.px(q.bid), "B": im.qty(q.bid_lots), "a": im.px(q.ask), "A": im.qty(q.ask_lots)}
+
+    @classmethod
+    def _px(cls, im, ticks: int) -> str:
+        return im.px(ticks)
+
+    @classmethod
+    def _qty(cls, im, lots: int) -> str:
+        return im.qty(lots)
+
+    def depth_update(self, q: Quote, d) -> dict:
+        im = self.model.instruments[q.inst]
+        U, u, pu, bids, asks = d
+        now = wall_ms()
+        return {"e": "depthUpdate", "E": now, "T": now - 1, "s": im.native, "U": U, "u": u,
+                "pu": pu, "b": self._rows(im, bids), "a": self._rows(im, asks)}
+
+    @classmethod
+    def depth_body(cls, im, snap) -> dict:
+        last_id, bids, asks = snap
+        now = wall_ms()
+        return {"lastUpdateId": last_id, "E": now, "T": now - 1,
+                "bids": cls._rows(im, bids), "asks": cls._rows(im, asks)}

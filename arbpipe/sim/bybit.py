@@ -15,6 +15,15 @@ Data: ``orderbook.1.<SYM>`` always ``"type":"snapshot"`` (``ts`` before ``type``
 immediately on subscribe, re-pushed with the same ``u`` after ``repush_s`` (3 s) without
 a change. ``tickers.<SYM>``: spot = snapshot only and no bid/ask fields; linear = full
 snapshot on subscribe, then deltas carrying only the fields that changed.
+
+Depth books ``orderbook.<D>.<SYM>`` (D in ``DEPTHS`` of the category, > 1): a snapshot of
+D levels a side (``InstrumentModel.book``) at subscribe, then at each quote a ``delta``
+with the levels that changed or left the D-level window (size ``"0"``) and ``u`` one
+above the last (``u`` counts per topic and connection and goes on across a resubscribe);
+the client's book is then exactly the window. Faults (``FaultConfig``): ``book_gap_p`` a
+delta is not sent but its ``u`` is used; ``book_duplicate_p`` a delta is sent twice;
+``book_early_diff_p`` at (re)subscribe a delta comes before the snapshot (the last delta
+sent on the topic again, else a made-up one with the ``u`` below the snapshot's).
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ from arbpipe.sim.session import Session, decode_json, encode
 
 U_BASE = 10_000_000
 SEQ_BASE = 7_000_000_000
+DEPTHS = {"spot": (1, 50, 200, 1000), "linear": (1, 50, 200, 1000)}   # orderbook.<D>
 
 
 class BybitSession(Session):
@@ -46,6 +56,9 @@ class BybitSession(Session):
         self.topics: dict[str, tuple[str, int]] = {}     # topic -> (kind, inst)
         self.book_sent: dict[str, list] = {}             # topic -> [quote, monotonic time sent]
         self.ticker_state: dict[str, dict] = {}          # linear tickers: last fields sent
+        self.depth_books: dict[str, list] = {}           # topic -> [D, inst, bids, asks]
+        self.depth_u: dict[str, int] = {}                # topic -> next u (kept on unsubscribe)
+        self.depth_last: dict[str, bytes] = {}           # topic -> last delta frame sent
         self.spawn(self._repush_loop())
 
     # -- acks ------------------------------------------------------------------------
@@ -114,6 +127,8 @@ class BybitSession(Session):
             q = self.hub.current(inst)
             if kind == "book":
                 self._send_book(topic, q)
+            elif kind == "depth":
+                self._depth_subscribe(topic, q)
             else:
                 self._send_ticker(topic, q, snapshot=True)
 
@@ -121,6 +136,9 @@ class BybitSession(Session):
         parts = topic.split(".")
         if len(parts) == 3 and parts[0] == "orderbook" and parts[1] == "1":
             kind, sym = "book", parts[2]
+        elif len(parts) == 3 and parts[0] == "orderbook" and parts[1].isdigit() and \
+                int(parts[1]) in DEPTHS[self.category]:
+            kind, sym = "depth", parts[2]
         elif len(parts) == 2 and parts[0] == "tickers":
             kind, sym = "ticker", parts[1]
         else:
@@ -134,6 +152,7 @@ class BybitSession(Session):
         entry = self.topics.pop(topic, None)
         self.book_sent.pop(topic, None)
         self.ticker_state.pop(topic, None)
+        self.depth_books.pop(topic, None)
         if entry and not any(v[1] == entry[1] for v in self.topics.values()):
             self.remove_inst(entry[1])
 
@@ -148,6 +167,56 @@ class BybitSession(Session):
                      "u": U_BASE + q.n + 1, "seq": SEQ_BASE + 3 * (q.n + 1)},
             "cts": now - 2}), data=True)
         self.book_sent[topic] = [q, time.monotonic()]
+
+    # -- depth books (orderbook.<D>, D > 1) -------------------------------------------
+    def _depth_frame(self, topic: str, typ: str, q: Quote, bids: list, asks: list,
+                     u: int) -> bytes:
+        im = self.model.instruments[q.inst]
+        now = wall_ms()
+        return encode({
+            "topic": topic, "ts": now, "type": typ,
+            "data": {"s": im.native,
+                     "b": [[im.px(p), im.qty(n) if n else "0"] for p, n in bids],
+                     "a": [[im.px(p), im.qty(n) if n else "0"] for p, n in asks],
+                     "u": u, "seq": SEQ_BASE + 3 * (q.n + 1)},
+            "cts": now - 2})
+
+    def _depth_subscribe(self, topic: str, q: Quote) -> None:
+        levels = int(topic.split(".")[1])
+        im = self.model.instruments[q.inst]
+        b, a = im.book(q, levels)
+        u = self.depth_u.get(topic, U_BASE + 10 * (q.n + 2))
+        f = self.faults
+        if f.book_early_diff_p and self.rng.random() < f.book_early_diff_p:
+            early = self.depth_last.get(topic)
+            if early is None:                       # nothing sent yet: a made-up delta
+                early = self._depth_frame(topic, "delta", q, b[:1], a[:1], u - 1)
+            self.send(early, data=True)
+        self.send(self._depth_frame(topic, "snapshot", q, b, a, u), data=True)
+        self.depth_books[topic] = [levels, q.inst, dict(b), dict(a)]
+        self.depth_u[topic] = u + 1
+
+    def _depth_update(self, topic: str, entry: list, q: Quote) -> None:
+        levels, _, old_b, old_a = entry
+        b, a = self.model.instruments[q.inst].book(q, levels)
+        bids, asks = dict(b), dict(a)
+        entry[2], entry[3] = bids, asks
+        up_b = [(p, 0) for p in old_b if p not in bids] + [
+            (p, n) for p, n in b if old_b.get(p) != n]
+        up_a = [(p, 0) for p in old_a if p not in asks] + [
+            (p, n) for p, n in a if old_a.get(p) != n]
+        if not up_b and not up_a:
+            return
+        u = self.depth_u[topic]
+        self.depth_u[topic] = u + 1
+        f = self.faults
+        if f.book_gap_p and self.rng.random() < f.book_gap_p:
+            return                                  # its u is used: the client sees a gap
+        frame = self._depth_frame(topic, "delta", q, up_b, up_a, u)
+        self.depth_last[topic] = frame
+        self.send(frame, data=True)
+        if f.book_duplicate_p and self.rng.random() < f.book_duplicate_p:
+            self.send(frame, data=True)
 
     def _ticker_fields(self, q: Quote) -> dict:
         im = self.model.instruments[q.inst]
@@ -202,6 +271,10 @@ class BybitSession(Session):
         book = "orderbook.1." + native
         if book in self.topics:
             self._send_book(book, q)
+        if self.depth_books:
+            for topic, entry in list(self.depth_books.items()):
+                if entry[1] == q.inst:
+                    self._depth_update(topic, entry, q)
         tick = "tickers." + native
         if tick in self.topics and (self.category == "linear" or q.trade):
             self._send_ticker(tick, q, snapshot=False)

@@ -17,6 +17,12 @@ then updates ``{side, event_time, price_level, new_quantity}`` ("0" removes a le
 ``heartbeats``: one per ``heartbeat_s`` (1 s) with an integer ``heartbeat_counter``.
 Without a heartbeats subscription a connection that sent nothing for ``idle_timeout_s``
 (75 s, the documented 60-90 s) is closed.
+
+Depth faults (``FaultConfig``): ``book_gap_p`` an update is not sent but its
+``sequence_num`` is used (the client sees a gap); ``book_early_diff_p`` at subscribe the
+snapshot is held back and sent right after the product's first update (with the next
+``sequence_num``: in order on the wire, but the update came before any snapshot);
+``book_duplicate_p`` an update frame is sent twice (same ``sequence_num``).
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ class CoinbaseSession(Session):
         self.hb_counter = 0
         self.channels: dict[str, list[str]] = {}        # channel -> product ids
         self.books: dict[str, tuple[dict, dict]] = {}   # product -> (bids, asks) ticks -> lots sent
+        self.held: dict[str, dict] = {}                 # product -> snapshot event held back (book_early_diff_p)
         self.ticker_started: set[str] = set()
 
     def activity(self) -> float:
@@ -131,6 +138,7 @@ class CoinbaseSession(Session):
                 have.remove(p)
                 if channel == "level2":
                     self.books.pop(p, None)
+                    self.held.pop(p, None)
                 else:
                     self.ticker_started.discard(p)
             if not have and (not products or channel != "heartbeats"):
@@ -154,8 +162,12 @@ class CoinbaseSession(Session):
                for p, s in sorted(bids.items(), reverse=True)]
         ups += [{"side": "offer", "event_time": EPOCH, "price_level": trim(im.px(p)), "new_quantity": im.qty(s)}
                 for p, s in sorted(asks.items())]
-        self.send(self._envelope("l2_data", [{"type": "snapshot", "product_id": product, "updates": ups}]),
-                  data=True)
+        event = {"type": "snapshot", "product_id": product, "updates": ups}
+        p = self.faults.book_early_diff_p
+        if p and self.rng.random() < p:
+            self.held[product] = event           # sent after the first update (fault)
+            return
+        self.send(self._envelope("l2_data", [event]), data=True)
 
     def _l2_update(self, product: str, q: Quote) -> None:
         im = self.model.instruments[q.inst]
@@ -176,8 +188,17 @@ class CoinbaseSession(Session):
                     ups.append({"side": side, "event_time": et, "price_level": trim(im.px(p)),
                                 "new_quantity": im.qty(s)})
         if ups:
-            self.send(self._envelope("l2_data", [{"type": "update", "product_id": product, "updates": ups}]),
-                      data=True)
+            f = self.faults
+            held = self.held.pop(product, None)
+            if held is None and f.book_gap_p and self.rng.random() < f.book_gap_p:
+                self.seq += 1                    # a skipped sequence number (fault)
+                return
+            frame = self._envelope("l2_data", [{"type": "update", "product_id": product, "updates": ups}])
+            self.send(frame, data=True)
+            if f.book_duplicate_p and self.rng.random() < f.book_duplicate_p:
+                self.send(frame, data=True)      # the same diff again, same sequence_num (fault)
+            if held is not None:
+                self.send(self._envelope("l2_data", [held]), data=True)
 
     def _ticker(self, product: str, q: Quote, typ: str) -> None:
         im = self.model.instruments[q.inst]

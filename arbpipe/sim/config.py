@@ -66,6 +66,15 @@ class FaultConfig(_Base):
                                      # stops reading (pings unanswered, no close, no FIN) ...
     halfopen_hold_s: float = 30.0    # ... and drops the TCP connection this long after that
     refuse_connect_p: float = 0.0    # probability a websocket handshake is refused (HTTP 503)
+    # depth-channel (L2 book) faults, each where the venue's sync protocol can show it:
+    book_gap_p: float = 0.0          # a depth diff is not sent, its sequence number is used (coinbase,
+                                     # bybit, okx)
+    book_checksum_p: float = 0.0     # a depth message carries a wrong checksum (kraken, okx)
+    book_early_diff_p: float = 0.0   # at (re)subscribe the first diff is sent before the snapshot
+    book_duplicate_p: float = 0.0    # a depth diff is sent twice
+    book_stale_snapshot_p: float = 0.0  # REST-snapshot venues (binance, gate): a depth snapshot
+                                     # from a lagging replica, older than any buffered diff
+    book_snapshot_fail_p: float = 0.0   # REST-snapshot venues: a depth snapshot request gets HTTP 503
 
 
 class Timeouts(_Base):
@@ -128,7 +137,9 @@ class SimConfig(_Base):
         for name, v in self.venues.items():
             if v.rate_hz < 0:
                 raise ValueError(f"venues.{name}.rate_hz: must be >= 0")
-            for f in ("malformed_p", "reorder_p", "duplicate_p", "refuse_connect_p"):
+            for f in ("malformed_p", "reorder_p", "duplicate_p", "refuse_connect_p",
+                      "book_gap_p", "book_checksum_p", "book_early_diff_p", "book_duplicate_p",
+                      "book_stale_snapshot_p", "book_snapshot_fail_p"):
                 p = getattr(v.faults, f)
                 if not 0.0 <= p <= 1.0:
                     raise ValueError(f"venues.{name}.faults.{f}: must be in [0, 1]")

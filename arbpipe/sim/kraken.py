@@ -14,6 +14,10 @@ precision; ``qty: 0`` deletes a level, levels pushed out of the subscribed depth
 sent (the client truncates). ``instrument``: one snapshot of the pairs' precisions.
 After the first subscription ``{"channel":"heartbeat"}`` comes every ``heartbeat_s``
 (1 s) in which nothing else was sent. ``{"method":"ping","req_id":n}`` -> ``pong``.
+
+Depth faults (``FaultConfig``): ``book_checksum_p`` a book update carries a wrong
+checksum; ``book_early_diff_p`` at subscribe the snapshot is held back and sent right
+after the pair's first update; ``book_duplicate_p`` a book update is sent twice.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class KrakenSession(Session):
     def on_open(self) -> None:
         self.tickers: dict[str, str] = {}                 # symbol -> event_trigger
         self.books: dict[str, list] = {}                  # symbol -> [depth, bids {ticks: lots}, asks]
+        self.held: dict[str, bytes] = {}                  # symbol -> snapshot held back (book_early_diff_p)
         self.instrument_sub = False
         self.hb_mark = time.monotonic()
         self.send(encode({"channel": "status", "type": "update", "data": [{
@@ -123,6 +128,8 @@ class KrakenSession(Session):
                 continue
             if method == "unsubscribe":
                 (self.tickers if channel == "ticker" else self.books).pop(sym, None)
+                if channel == "book":
+                    self.held.pop(sym, None)
                 if sym not in self.tickers and sym not in self.books:
                     self.remove_inst(im.idx)
                 result = {"channel": channel, "symbol": sym}
@@ -208,9 +215,14 @@ class KrakenSession(Session):
         bids, asks = dict(b), dict(a)
         entry[1], entry[2] = bids, asks
         if send:
-            self.send(encode({"channel": "book", "type": "snapshot", "data": [{
+            frame = encode({"channel": "book", "type": "snapshot", "data": [{
                 "symbol": sym, "bids": self._levels(bids, q.inst, True), "asks": self._levels(asks, q.inst, False),
-                "checksum": self.checksum(q.inst, bids, asks), "timestamp": rfc3339_ns(digits=6)}]}), data=True)
+                "checksum": self.checksum(q.inst, bids, asks), "timestamp": rfc3339_ns(digits=6)}]})
+            p = self.faults.book_early_diff_p
+            if p and self.rng.random() < p:
+                self.held[sym] = frame           # sent after the first update (fault)
+                return
+            self.send(frame, data=True)
 
     def _book_update(self, sym: str, q: Quote) -> None:
         entry = self.books[sym]
@@ -235,9 +247,19 @@ class KrakenSession(Session):
             if old_a.get(p) != asks[p]:
                 up_a.append({"price": _num(im.px(p)), "qty": _num(im.qty(asks[p]))})
         if up_b or up_a:
-            self.send(encode({"channel": "book", "type": "update", "data": [{
-                "symbol": sym, "bids": up_b, "asks": up_a,
-                "checksum": self.checksum(q.inst, bids, asks), "timestamp": rfc3339_ns(digits=6)}]}), data=True)
+            f = self.faults
+            ck = self.checksum(q.inst, bids, asks)
+            if f.book_checksum_p and self.rng.random() < f.book_checksum_p:
+                ck ^= 1 << self.rng.randrange(32)    # a wrong checksum (fault)
+            frame = encode({"channel": "book", "type": "update", "data": [{
+                "symbol": sym, "bids": up_b, "asks": up_a, "checksum": ck,
+                "timestamp": rfc3339_ns(digits=6)}]})
+            self.send(frame, data=True)
+            if f.book_duplicate_p and self.rng.random() < f.book_duplicate_p:
+                self.send(frame, data=True)          # the same update again (fault)
+            held = self.held.pop(sym, None)
+            if held is not None:
+                self.send(held, data=True)
 
     def on_quote(self, q: Quote) -> None:
         sym = self.model.instruments[q.inst].native

@@ -272,6 +272,7 @@ class InstrumentModel:
         self.lot = spec.ct_val if self.contracts else 10.0 ** -spec.qty_dp
         self.salt = stable_id(spec.native)
         self.book_gap = max(1, round(p0 * book_gap_bps * 1e-4 / self.tick))   # ticks between book levels
+        self.book_mean_lots = 0.0     # set by VenueModel: the mean size of a deeper level
 
     # -- rendering ---------------------------------------------------------------
     def px(self, ticks: int) -> str:
@@ -305,9 +306,11 @@ class InstrumentModel:
 
     def book(self, q: Quote, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """``levels`` (price_ticks, lots) per side, best first: the quote's top level, then
-        levels on a fixed grid of ``book_gap`` ticks (so they persist while the top moves)."""
+        levels on a fixed grid of ``book_gap`` ticks (so they persist while the top moves),
+        each sized from its price alone around ``book_mean_lots`` (so a deeper level keeps
+        its size while it exists and only the levels near the top change per update)."""
         g = self.book_gap
-        mean = max(1.0, q.bid_lots * 1.0)
+        mean = self.book_mean_lots or max(1.0, q.bid_lots * 1.0)
         bids = [(q.bid, q.bid_lots)]
         p = ((q.bid - 1) // g) * g
         while len(bids) < levels:
@@ -358,6 +361,8 @@ class VenueModel:
                 funding = FundingDrift(frng, level, cfg.funding_sd, cfg.funding_reversion_s)
             p0 = ASSET_TABLE.get(spec.base.upper(), FALLBACK_ASSET)[0]
             self.instruments.append(InstrumentModel(i, spec, walk, p0, disloc, funding, hs))
+            self.instruments[-1].book_mean_lots = max(
+                1.0, round(self.size_usd / p0 / self.instruments[-1].lot))
         self.by_native = {m.native: m for m in self.instruments}
         self._blk = -1
         self._arrays: tuple = ()

@@ -16,18 +16,45 @@ integer ``seqId``, one at subscribe, re-sent with the same ``seqId`` after ``rep
 (60 s) without change; SWAP sizes are contracts (ctVal from the instrument spec).
 ``tickers`` (spot and swap) and ``funding-rate`` (SWAP only; at subscribe, then every
 ``funding_push_s``).
+
+``books``: a snapshot of ``BOOK_LEVELS`` (400) levels a side (``InstrumentModel.book``)
+with ``prevSeqId`` -1, then at each quote an ``update`` with the levels that changed or
+left the window (size ``"0"``), ``seqId`` from the venue-wide update number (increasing,
+not contiguous, like OKX's) and ``prevSeqId`` = the ``seqId`` sent before; after
+``repush_s`` (60 s) without a change an empty update with ``seqId == prevSeqId``. Each
+message carries the signed CRC32 ``checksum`` of its top 25 levels as sent
+(``okx_checksum``). Faults (``FaultConfig``): ``book_gap_p`` an update is not sent but
+its ``seqId`` counts as sent; ``book_checksum_p`` an update carries a wrong checksum;
+``book_duplicate_p`` an update is sent twice; ``book_early_diff_p`` at (re)subscribe an
+update comes before the snapshot (the last update sent again, else a made-up one with
+the snapshot's ids).
 """
 from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 
 from arbpipe.sim.market import Quote, decimal_str, trim, wall_ms
 from arbpipe.sim.session import Session, decode_json, encode
 
 SEQ_BASE = 360_000_000
-CHANNELS = ("bbo-tbt", "tickers", "funding-rate")
+CHANNELS = ("bbo-tbt", "books", "tickers", "funding-rate")
 HOURLY_LIMIT = 480
+BOOK_LEVELS = 400
+CHECKSUM_LEVELS = 25
+
+
+def okx_checksum(bids: list, asks: list) -> int:
+    """Signed CRC32 of ``bid1px:bid1sz:ask1px:ask1sz:bid2px:...`` over the top 25 levels
+    (a shorter side just ends); ``bids`` / ``asks``: (price, size) strings, best first."""
+    parts = []
+    for i in range(max(min(len(bids), CHECKSUM_LEVELS), min(len(asks), CHECKSUM_LEVELS))):
+        for side in (bids, asks):
+            if i < min(len(side), CHECKSUM_LEVELS):
+                parts += side[i]
+    c = zlib.crc32(":".join(parts).encode())
+    return c - (1 << 32) if c >= 1 << 31 else c
 
 
 class OkxSession(Session):
@@ -44,6 +71,8 @@ class OkxSession(Session):
         self.subs: dict[tuple[str, str], int] = {}       # (channel, instId) -> inst
         self.bbo_sent: dict[str, list] = {}              # instId -> [quote, monotonic time sent]
         self.funding_due: dict[str, float] = {}          # instId -> monotonic due time
+        self.books: dict[str, list] = {}                 # instId -> [bids, asks, seqId, sent]
+        self.books_last: dict[str, tuple[bytes, int]] = {}   # instId -> (last update, seqId)
         self.requests: list[float] = []
         self.spawn(self._timers())
 
@@ -112,6 +141,8 @@ class OkxSession(Session):
             self.subs.pop(key, None)
             if channel == "bbo-tbt":
                 self.bbo_sent.pop(inst_id, None)
+            if channel == "books":
+                self.books.pop(inst_id, None)
             if channel == "funding-rate":
                 self.funding_due.pop(inst_id, None)
             if not any(i == im.idx for i in self.subs.values()):
@@ -127,6 +158,8 @@ class OkxSession(Session):
         self.send(encode(ack))
         if channel == "bbo-tbt":
             self._send_bbo(inst_id, self.hub.current(im.idx))
+        elif channel == "books":
+            self._books_subscribe(inst_id, self.hub.current(im.idx))
         elif channel == "tickers":
             self._send_ticker(inst_id, self.hub.current(im.idx))
         else:
@@ -143,6 +176,73 @@ class OkxSession(Session):
                                     "bids": [[trim(im.px(q.bid)), trim(im.qty(q.bid_lots)), "0", str(orders_b)]],
                                     "ts": str(wall_ms()), "seqId": SEQ_BASE + q.n + 1}]}), data=True)
         self.bbo_sent[inst_id] = [q, time.monotonic()]
+
+    # -- books --------------------------------------------------------------------------
+    def _levels(self, q: Quote, levels: list) -> list:
+        im = self.model.instruments[q.inst]
+        return [[trim(im.px(p)), trim(im.qty(n)), "0", str(1 + n % 7)] if n else
+                [trim(im.px(p)), "0", "0", "0"] for p, n in levels]
+
+    def _book_checksum(self, q: Quote, bids: dict, asks: dict) -> int:
+        im = self.model.instruments[q.inst]
+        b = [(trim(im.px(p)), trim(im.qty(bids[p]))) for p in sorted(bids, reverse=True)[:25]]
+        a = [(trim(im.px(p)), trim(im.qty(asks[p]))) for p in sorted(asks)[:25]]
+        return okx_checksum(b, a)
+
+    def _books_frame(self, inst_id: str, action: str, q: Quote, bids: list, asks: list,
+                     ck: int, prev: int, seq: int) -> bytes:
+        return encode({"arg": {"channel": "books", "instId": inst_id}, "action": action,
+                       "data": [{"asks": self._levels(q, asks), "bids": self._levels(q, bids),
+                                 "ts": str(wall_ms()), "checksum": ck, "prevSeqId": prev,
+                                 "seqId": seq}]})
+
+    def _books_subscribe(self, inst_id: str, q: Quote) -> None:
+        b, a = self.model.instruments[q.inst].book(q, BOOK_LEVELS)
+        bids, asks = dict(b), dict(a)
+        seq = SEQ_BASE + q.n + 1
+        ck = self._book_checksum(q, bids, asks)
+        f = self.faults
+        if f.book_early_diff_p and self.rng.random() < f.book_early_diff_p:
+            last = self.books_last.get(inst_id)
+            early = last[0] if last is not None else self._books_frame(
+                inst_id, "update", q, b[:1], a[:1], ck, -1, seq)     # made up
+            self.send(early, data=True)
+        self.send(self._books_frame(inst_id, "snapshot", q, b, a, ck, -1, seq), data=True)
+        self.books[inst_id] = [bids, asks, seq, time.monotonic()]
+
+    def _books_update(self, inst_id: str, entry: list, q: Quote) -> None:
+        old_b, old_a = entry[0], entry[1]
+        b, a = self.model.instruments[q.inst].book(q, BOOK_LEVELS)
+        bids, asks = dict(b), dict(a)
+        entry[0], entry[1] = bids, asks
+        up_b = [(p, 0) for p in old_b if p not in bids] + [
+            (p, n) for p, n in b if old_b.get(p) != n]
+        up_a = [(p, 0) for p in old_a if p not in asks] + [
+            (p, n) for p, n in a if old_a.get(p) != n]
+        if not up_b and not up_a:
+            return
+        prev, seq = entry[2], SEQ_BASE + q.n + 1
+        entry[2], entry[3] = seq, time.monotonic()
+        f = self.faults
+        if f.book_gap_p and self.rng.random() < f.book_gap_p:
+            return                                  # counted as sent: the next prevSeqId skips
+        ck = self._book_checksum(q, bids, asks)
+        if f.book_checksum_p and self.rng.random() < f.book_checksum_p:
+            ck = ck ^ 0x5A5A5A5A or 1               # wrong (and not 0, which means "none")
+        frame = self._books_frame(inst_id, "update", q, up_b, up_a, ck, prev, seq)
+        self.books_last[inst_id] = (frame, seq)
+        self.send(frame, data=True)
+        if f.book_duplicate_p and self.rng.random() < f.book_duplicate_p:
+            self.send(frame, data=True)
+
+    def _books_idle(self, inst_id: str, entry: list) -> None:
+        """No change for ``repush_s``: an empty update with ``seqId == prevSeqId``."""
+        q = self.hub.current(self.subs[("books", inst_id)])
+        seq = entry[2]
+        entry[3] = time.monotonic()
+        self.send(self._books_frame(inst_id, "update", q, [], [],
+                                    self._book_checksum(q, entry[0], entry[1]), seq, seq),
+                  data=True)
 
     def _send_ticker(self, inst_id: str, q: Quote) -> None:
         im = self.model.instruments[q.inst]
@@ -178,6 +278,9 @@ class OkxSession(Session):
             self._send_bbo(inst_id, q)
         if ("tickers", inst_id) in self.subs:
             self._send_ticker(inst_id, q)
+        entry = self.books.get(inst_id)
+        if entry is not None:
+            self._books_update(inst_id, entry, q)
 
     async def _timers(self) -> None:
         """bbo-tbt re-push of an unchanged snapshot, and funding-rate pushes."""
@@ -191,6 +294,9 @@ class OkxSession(Session):
                 for inst_id, (q, sent) in list(self.bbo_sent.items()):
                     if now - sent >= repush and ("bbo-tbt", inst_id) in self.subs:
                         self._send_bbo(inst_id, q)
+                for inst_id, entry in list(self.books.items()):
+                    if now - entry[3] >= repush:
+                        self._books_idle(inst_id, entry)
             for inst_id, due in list(self.funding_due.items()):
                 if now >= due and fpush:
                     self.funding_due[inst_id] = now + fpush

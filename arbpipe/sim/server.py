@@ -11,6 +11,11 @@
 Each venue gets its own port by default (``port + i`` in ``SimConfig.venues`` order, or
 free ports when ``port`` is 0); with ``single_port`` every venue shares one port and the
 request path picks the venue (``protocols.route``). Unknown paths get HTTP 404.
+
+REST: a plain HTTP GET of a path in a served venue's ``REST_PATHS`` (the depth snapshots of
+Binance ``/api/v3/depth``, USD-M ``/fapi/v1/depth`` and Gate ``/api/v4/spot/order_book``)
+is answered on the venue's port by its ``rest_get(hub, path, query)`` from the
+``process_request`` hook, before any websocket handshake: JSON body, ``Connection: close``.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+from email.utils import formatdate
 from http import HTTPStatus
 
 from arbpipe.sim.config import SimConfig
@@ -30,6 +36,18 @@ from arbpipe.sim.protocols import PROTOCOLS, route, venue_paths
 from arbpipe.sim.session import VenueHub
 
 log = logging.getLogger("arbpipe.sim")
+
+
+def http_response(status: int, body: bytes, content_type: str = "application/json"):
+    """A plain HTTP response (REST) for the websockets server's ``process_request``."""
+    from websockets.datastructures import Headers  # lazy: the optional `sim` extra
+    from websockets.http11 import Response
+    st = HTTPStatus(status)
+    if body[:1] == b"<":
+        content_type = "text/html"
+    headers = Headers([("Date", formatdate(usegmt=True)), ("Connection", "close"),
+                       ("Content-Length", str(len(body))), ("Content-Type", content_type)])
+    return Response(st.value, st.phrase, headers, body)
 
 
 class Simulator:
@@ -52,7 +70,20 @@ class Simulator:
             name = venues[0]
             return name if PROTOCOLS[name].match(path, False) else None
 
+        def rest(path: str):
+            """The REST answer for ``path`` when a venue of this listener serves it."""
+            p, _, query = path.partition("?")
+            for name in venues:
+                cls = PROTOCOLS[name]
+                if p in getattr(cls, "REST_PATHS", ()):
+                    status, body = cls.rest_get(hubs[name], p, query)
+                    return http_response(status, body)
+            return None
+
         def process_request(connection, request):
+            answer = rest(request.path)
+            if answer is not None:
+                return answer
             name = pick(request.path)
             if name is None:
                 return connection.respond(HTTPStatus.NOT_FOUND, f"no venue serves {request.path}\n")

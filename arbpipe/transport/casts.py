@@ -1,5 +1,5 @@
-"""Bit casts for the detector's kernels, compiled to one LLVM instruction each: the float64
-fields of a record travel as the bits of an int64 word (``shm_layouts.words``)."""
+"""Bit casts for numba kernels (detector, books), compiled to one LLVM instruction each: the
+float64 fields of a record travel as the bits of an int64 word (``shm_layouts.words``)."""
 from __future__ import annotations
 
 from llvmlite import ir

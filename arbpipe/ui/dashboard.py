@@ -32,6 +32,7 @@ import time
 import numpy as np
 import posix_ipc
 
+from arbpipe.bridge.stats import read_stats as read_bridge_stats
 from arbpipe.detect.stats import counters_dict
 from arbpipe.feeds.stats import read_record, stats_record_to_dict
 from arbpipe.paths import run_dir
@@ -60,6 +61,31 @@ SKEW_RECORDS = 64               # newest records of a feed ring behind its clock
 PERSISTER_KEYS = ("state", "connected", "backlog_by_stream", "buffer_records", "written",
                   "dropped", "lost", "reconnects")
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def bridge_view(d: dict) -> dict | None:
+    """The bridge's two state blobs (``arbpipe.bridge.stats``), cut to what the view and
+    the ``arbpipe_bridge_*`` metrics show; None without a bridge."""
+    out, inn = d.get("out"), d.get("in")
+    if not out and not inn:
+        return None
+    v: dict = {}
+    if out:
+        v["out"] = {"alive": bool(out.get("_alive")), "connected": bool(out.get("connected")),
+                    "reconnects": out.get("reconnects", 0),
+                    "caught_up_age_ms": out.get("caught_up_age_ms"),
+                    "rings": {n: {k: r.get(k, 0) for k in ("sent", "behind", "missed")}
+                              for n, r in (out.get("rings") or {}).items()}}
+    if inn:
+        v["in"] = {"alive": bool(inn.get("_alive")), "connected": bool(inn.get("connected")),
+                   "reconnects": inn.get("reconnects", 0), "link": inn.get("link"),
+                   "lag_ms": inn.get("lag_ms"), "remote_instance": inn.get("remote_instance"),
+                   "venues": inn.get("venues") or {}, "latency": inn.get("latency") or {},
+                   "streams": {n: {k: s.get(k) for k in ("received", "published", "duplicates",
+                                                         "gaps", "ring_dropped", "bad",
+                                                         "lag_ms")}
+                               for n, s in (inn.get("streams") or {}).items()}}
+    return v
 
 
 class SegmentCache:
@@ -147,6 +173,7 @@ class Dashboard:
         self.detector: dict | None = None
         self.strategy: dict | None = None
         self.persister: dict | None = None
+        self.bridge: dict | None = None
         self.processes: list[dict] = []
         self._status_read = -1e9
         self._mu = np.zeros(SKEW_RECORDS * W.MU_WORDS, np.int64)
@@ -285,6 +312,7 @@ class Dashboard:
         p = read_blob(self.instance, PERSISTER_BLOB)
         self.persister = None if p is None else dict(
             {k: p.get(k) for k in PERSISTER_KEYS}, alive=bool(p.get("_alive")))
+        self.bridge = bridge_view(read_bridge_stats(self.instance))
         if t - self._status_read >= 1.0:     # the supervisor writes it every second
             self._status_read = t
             self.processes = self._supervised()
@@ -358,6 +386,9 @@ class Dashboard:
                 "connect_failures": f["connect_failures"],
                 "rejects": f["rejects_total"], "rejects_by_reason": f["rejects"],
                 "ring_dropped": f["ring_dropped"], "stale_symbols": f["stale_symbols"],
+                "books": f.get("books", 0), "books_ready": f.get("books_ready", 0),
+                "book_resyncs": f.get("book_resyncs", 0),
+                "resyncs_by_fault": f.get("resyncs_by_fault", {}),
                 "symbols": f["symbols"], "pid": f["pid"], "last_error": f["last_error"]}
 
     # -- the published view --------------------------------------------------------------------
@@ -388,6 +419,7 @@ class Dashboard:
                "opps": opps, "venues": self.venues, "rings": self.rings,
                "detector": self.detector, "latency": self.latency.rows(),
                "strategy": self.strategy, "persister": self.persister,
+               "bridge": self.bridge,
                "supervisor": None if sup is None else {"alive": not sup},
                "processes": self.processes}
         self._hists = {hop: snap for hop, (_, snap) in self.latency.latest.items()}

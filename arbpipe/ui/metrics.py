@@ -9,7 +9,8 @@ since the writing process started: a restart is a counter reset); times are in s
 sizes of rings in records; money in the quote currency (USDT); ages (``_age_seconds``) are
 as of the dashboard's newest refresh. Labels: ``ring``, ``reader``, ``venue``, ``hop``,
 ``reason``, ``instrument``, ``market``, ``quantile``, ``process`` and ``role`` (the
-supervisor's names), ``stream`` (persister), ``buy_venue``/``sell_venue`` (detector legs).
+supervisor's names), ``stream`` (persister, bridge in side), ``side`` (bridge: out / in),
+``remote`` (the bridge's remote instance), ``buy_venue``/``sell_venue`` (detector legs).
 A family whose source is absent (no supervisor, no persister) is declared with no samples.
 Latency: ``arbpipe_latency_seconds{hop}`` is a histogram (``_bucket``/``_sum``/``_count``
 since the recording process started, coarse ``le`` bounds from the fine shared-memory
@@ -165,16 +166,24 @@ def _venues(x: Exposition, venues: list[dict]) -> None:
          "Symbols silent past the watchdog now.", "stale_symbols"),
         ("arbpipe_venue_messages_per_second", "gauge",
          "Frames received per second over the last seconds.", "msg_rate"),
+        ("arbpipe_venue_books", "gauge", "L2 books the feed keeps (0: BBO only).", "books"),
+        ("arbpipe_venue_books_ready", "gauge", "L2 books synced and in use now.",
+         "books_ready"),
     ]
     for name, mtype, help_, key in fams:
         x.family(name, mtype, help_)
         for v in venues:
-            x.sample(name, v[key], venue=v["venue"])
+            x.sample(name, v.get(key, 0), venue=v["venue"])
     x.family("arbpipe_venue_rejects_total", "counter",
              "Frames or updates rejected by the feed, by reason.")
     for v in venues:
         for reason, n in sorted(v["rejects_by_reason"].items()):
             x.sample("arbpipe_venue_rejects_total", n, venue=v["venue"], reason=reason)
+    x.family("arbpipe_venue_book_resyncs_total", "counter",
+             "L2 books marked not ready and resynced, by the rule that broke.")
+    for v in venues:
+        for reason, n in sorted(v.get("resyncs_by_fault", {}).items()):
+            x.sample("arbpipe_venue_book_resyncs_total", n, venue=v["venue"], reason=reason)
     x.family("arbpipe_venue_up", "gauge", "1 while the venue is connected and fresh.")
     for v in venues:
         x.sample("arbpipe_venue_up", v["status"] == "connected", venue=v["venue"])
@@ -410,6 +419,67 @@ def _persister(x: Exposition, p: dict | None) -> None:
             x.sample(name, p[key])
 
 
+def _bridge(x: Exposition, b: dict | None) -> None:
+    """The bridge (``arbpipe.bridge``): each side's process and Redis link, the in side's
+    verdict and lag, and per ring / stream counters. Its link latency is the histogram hop
+    ``bridge_link`` of ``arbpipe_latency_seconds``."""
+    b = b or {}
+    out, inn = b.get("out"), b.get("in")
+    for name, help_, key in (("arbpipe_bridge_up", "1 while the bridge side's process is alive.",
+                              "alive"),
+                             ("arbpipe_bridge_redis_up", "1 while the bridge side is connected "
+                              "to Redis.", "connected")):
+        x.family(name, "gauge", help_)
+        for side, d in (("out", out), ("in", inn)):
+            if d:
+                x.sample(name, bool(d.get(key)), side=side)
+    x.family("arbpipe_bridge_reconnects_total", "counter",
+             "Connections of a bridge side to Redis after the first.")
+    for side, d in (("out", out), ("in", inn)):
+        if d:
+            x.sample("arbpipe_bridge_reconnects_total", d.get("reconnects") or 0, side=side)
+    remote = (inn or {}).get("remote_instance") or ""
+    x.family("arbpipe_bridge_link_current", "gauge",
+             "1 while the in side judges the link current (remote venues UP), 0 while STALE.")
+    if inn:
+        x.sample("arbpipe_bridge_link_current", inn.get("link") == "UP", remote=remote)
+    x.family("arbpipe_bridge_lag_seconds", "gauge",
+             "How far behind the in side judges the link (heartbeat, remote and local backlog).")
+    if inn:
+        lag = inn.get("lag_ms")
+        x.sample("arbpipe_bridge_lag_seconds", None if lag is None else lag / 1e3,
+                 remote=remote)
+    for name, mtype, help_, key in (
+            ("arbpipe_bridge_sent_total", "counter", "Records the out side wrote to Redis.",
+             "sent"),
+            ("arbpipe_bridge_behind_records", "gauge",
+             "Records published in the ring and not yet sent.", "behind"),
+            ("arbpipe_bridge_missed_total", "counter",
+             "Records the ring overwrote before the out side sent them.", "missed")):
+        x.family(name, mtype, help_)
+        for ring, r in sorted(((out or {}).get("rings") or {}).items()):
+            x.sample(name, r.get(key) or 0, ring=ring)
+    for name, mtype, help_, key in (
+            ("arbpipe_bridge_received_total", "counter", "Stream entries the in side read.",
+             "received"),
+            ("arbpipe_bridge_published_total", "counter",
+             "Remote records published into the local ring.", "published"),
+            ("arbpipe_bridge_duplicates_total", "counter",
+             "Entries dropped as duplicates (seq not above the last).", "duplicates"),
+            ("arbpipe_bridge_gaps_total", "counter",
+             "Source-ring seqs that never arrived.", "gaps"),
+            ("arbpipe_bridge_ring_dropped_total", "counter",
+             "Remote records the local ring refused (full).", "ring_dropped")):
+        x.family(name, mtype, help_)
+        for stream, s in sorted(((inn or {}).get("streams") or {}).items()):
+            x.sample(name, s.get(key) or 0, stream=stream)
+    x.family("arbpipe_bridge_skipped_total", "counter",
+             "Entries skipped as bad (never published), by reason.")
+    for stream, s in sorted(((inn or {}).get("streams") or {}).items()):
+        for reason, n in sorted((s.get("bad") or {}).items()):
+            x.sample("arbpipe_bridge_skipped_total", n, stream=stream, reason=reason)
+
+
 def render(state: dict | None, hists: dict | None = None) -> str:
     """The exposition text of one dashboard state (None: only ``arbpipe_dashboard_up 0``)."""
     x = Exposition()
@@ -424,5 +494,6 @@ def render(state: dict | None, hists: dict | None = None) -> str:
     _latency(x, state["latency"], hists or {})
     _strategy(x, state["strategy"])
     _persister(x, state.get("persister"))
+    _bridge(x, state.get("bridge"))
     _processes(x, state.get("supervisor"), state.get("processes") or [])
     return x.text()

@@ -221,6 +221,14 @@ def _closed(state, rows, limit, now, S) -> list[Text]:
     return table_lines(f"Recently closed  ({why or 'none yet'})", cols, out, S, "none")
 
 
+def _books(v: dict) -> str:
+    """Book health of a venue: ``ready/kept``, then resyncs by reason (``-``: BBO only)."""
+    if not v.get("books"):
+        return "-"
+    why = ",".join(f"{k} {n}" for k, n in sorted(v.get("resyncs_by_fault", {}).items()))
+    return f"{v['books_ready']}/{v['books']}" + (f" resync {why}" if why else "")
+
+
 def _venues(state, S) -> list[Text]:
     colour = {"connected": "green", "stale": "yellow", "down": "bold red", "gone": "red"}
     rows = []
@@ -229,9 +237,16 @@ def _venues(state, S) -> list[Text]:
         rows.append([v["venue"], (v["status"], colour.get(v["status"], "")),
                      f"{v['connected']}/{v['sockets']}", fmt_rate(v["msg_rate"]),
                      "-" if age is None else fmt_duration(age * 1e9), str(v["reconnects"]),
-                     str(v["rejects"]), str(v["stale_symbols"])])
+                     str(v["rejects"]), str(v["stale_symbols"]), _books(v)])
     cols = [("venue", "l"), ("status", "l"), ("conn", "r"), ("msg/s", "r"),
-            ("last msg", "r"), ("reconn", "r"), ("rejects", "r"), ("stale", "r")]
+            ("last msg", "r"), ("reconn", "r"), ("rejects", "r"), ("stale", "r"),
+            ("books", "l")]
+    bridged = (state.get("bridge") or {}).get("in") or {}
+    for venue, st in sorted((bridged.get("venues") or {}).items()):   # remote: no feed here
+        lag = bridged.get("lag_ms")
+        rows.append([venue, (f"bridged {str(st).lower()}", "green" if st == "UP" else "yellow"),
+                     "-", "-", "-" if lag is None else f"lag {lag:.0f}ms"]
+                    + ["-"] * (len(cols) - 5))
     return table_lines("Venues", cols, rows, S, "no feed handlers")
 
 

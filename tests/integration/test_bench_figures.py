@@ -1,4 +1,4 @@
-"""Smoke runs of `arbpipe bench idle` and of `arbpipe bench feeds --only venues` (shape and
+"""Smoke runs of `arbpipe bench idle`, `arbpipe bench feeds --only venues` and `--depth` (shape and
 positive figures only: the figures themselves belong to the benchmarks' output, not to tests)."""
 import json
 
@@ -40,3 +40,14 @@ def test_bench_feeds_every_venue_short_run():
                "1").stdout
     assert all(f"| {v} |" in text for v in VENUES)
     assert cli("bench", "feeds", "--only", "nope", check=False).returncode == 2
+
+
+def test_bench_feeds_depth_reports_every_book_venue():
+    r = cli("bench", "feeds", "--depth", "5", "--depth-frames", "400", "--json", timeout=600)
+    res = json.loads(r.stdout)
+    assert res["depth"] == 5
+    venues = {v["venue"]: v for v in res["venues"]}
+    assert set(venues) == {"binance", "binance-usdm", "bybit-spot", "bybit-linear", "okx",
+                           "coinbase", "kraken", "gate"}
+    for v in venues.values():
+        assert v["timed"] > 0 and v["us_median"] > 0 and v["messages_per_s"] > 0, v

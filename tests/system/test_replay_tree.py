@@ -1,5 +1,6 @@
-"""The same file gives the same opportunities: a live tree recorded, replayed into a fresh
-tree, yields the live tree's opportunity records (ids and wall-clock stamps aside).
+"""The same file gives the same opportunities and the same books: a live tree recorded,
+replayed into a fresh tree, yields the live tree's opportunity records (ids and wall-clock
+stamps aside) and its L2 books level for level.
 
 The trees run one feed ring (OKX alone: its spot and SWAP legs make the pairs), so that the
 detector's input order is the ring's order in both trees. With several rings the detector
@@ -13,6 +14,7 @@ import signal
 
 import numpy as np
 
+from arbpipe.books.segment import BooksSegment
 from arbpipe.config import load_config
 from arbpipe.detect.stats import read_stats
 from arbpipe.replay.file import Recording
@@ -64,6 +66,20 @@ def _rows(opps: np.ndarray) -> list[tuple]:
     return [tuple(x) for x in opps[FIELDS].tolist()]
 
 
+def _books(instance: str, cfg) -> dict:
+    """Every (instrument, leg) book of the detector's ``books`` segment: state and levels."""
+    seg = BooksSegment.attach(instance)
+    try:
+        out = {}
+        for iid in range(1, len(cfg.instruments) + 1):
+            for leg in range(len(cfg.legs())):
+                b = seg.read(iid, leg)
+                out[iid, leg] = (b["state"], b["bids"], b["asks"])
+        return out
+    finally:
+        seg.close()
+
+
 def _producers(tree) -> list[int]:
     return [p["pid"] for p in tree.status()["processes"]
             if p["role"] == "simulator" or p["role"].startswith("feed")]
@@ -93,6 +109,7 @@ def test_a_recorded_live_tree_replays_into_the_same_opportunities(instance, tmp_
             wait_for(lambda: read_stats(live_inst)["updates"] == n, timeout=60,
                      what="the live detector to have read every recorded update")
             live_opps = _opportunities(live_inst)
+            live_books = _books(live_inst, cfg)
         finally:
             for pid in producers:
                 os.kill(pid, signal.SIGCONT)
@@ -116,8 +133,13 @@ def test_a_recorded_live_tree_replays_into_the_same_opportunities(instance, tmp_
         wait_for(lambda: (read_stats(replay_inst) or {}).get("updates") == n, timeout=240,
                  what=f"the replay tree's detector to read all {n} updates")
         replayed = _opportunities(replay_inst)
+        replayed_books = _books(replay_inst, cfg)
     finally:
         again.down()
     assert len(replayed) == len(live_opps)
     assert _rows(replayed) == _rows(live_opps)
+    # the L2 books (LEVEL records in the feed ring) are rebuilt exactly, level for level
+    ready = [k for k, b in live_books.items() if b[0] == "ready" and b[1] and b[2]]
+    assert len(ready) >= 10, "OKX books on (depth 20 by default) should be ready"
+    assert replayed_books == live_books
     assert not [e for e in os.listdir("/dev/shm") if f"arbpipe.{replay_inst}." in e]

@@ -234,6 +234,8 @@ HOSTS_GOOD = ["127.0.0.1", "localhost", "::1", "0.0.0.0", "sim_1.lan"]
 HOSTS_BAD = ["", "bad host", "127.0.0.1\n", "a/b", "h\x00", "ünï", "a b"]
 WS_URLS = ["", "ws://127.0.0.1:9000", "wss://stream.binance.com:9443/ws"]
 NOT_WS = ["http://x", "ws:/x", " ws://x", "WS://x", "x", "ws//x"]
+HTTP_URLS = ["", "http://127.0.0.1:9000", "https://api.binance.com"]
+NOT_HTTP = ["ws://x", "http:/x", " http://x", "HTTP://x", "x", "https//x"]
 REDIS_URLS = ["", "redis://127.0.0.1:6379/0", "rediss://:pw@h/1", "unix:///tmp/r.sock?db=0"]
 NOT_REDIS = ["http://x", "redis:/x", " redis://x", "REDIS://x", "x", "tcp://h:1"]
 PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -381,6 +383,71 @@ def fault_rule(field):
                 st.lists(st.from_regex(r"[A-Z]{1,6}-?[A-Z]{0,5}", fullmatch=True), max_size=3))
 
 
+INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,100}")
+ENABLED = [v for v, t in BASE["venues"].items() if t.get("enabled", True)]
+
+
+def ring_list_rule(allowed, more=()):
+    """``bridge.out_rings`` / ``remote_venues`` / ``in_streams``: a list of unique names out
+    of ``allowed`` (over the default config). A refusal names the first element that does
+    not decode, else the first one not allowed or repeating an earlier one."""
+    allowed = list(allowed)
+
+    def ok(v):
+        return (type(v) is list and all(type(x) is str for x in v)
+                and all(x in allowed for x in v) and len(set(v)) == len(v))
+
+    def blame(key, v):
+        if type(v) is not list:
+            return key
+        j = _first(v, lambda x: type(x) is not str)
+        if j is None:
+            j = next((i for i, x in enumerate(v) if x not in allowed or x in v[:i]), None)
+        return key if j is None else f"{key}[{j}]"
+    good = [[], allowed[:1], allowed[-2:], list(allowed)]
+    bad = [[allowed[0], allowed[0]], ["nope"], [allowed[0], "x"], [""], [1], [allowed[0], None],
+           [allowed[0] + " "], [allowed[0].upper()], allowed[0], None, 1, {"x": 1}, *more]
+    return Rule(ok, good, [x for x in bad if not ok(x)], [], blame,
+                st.lists(st.sampled_from(allowed), max_size=len(allowed), unique=True),
+                st.lists(st.sampled_from(allowed + ["x", "feed.", "feed.nowhere", ""]),
+                         min_size=1, max_size=4))
+
+
+def bridge_rules():
+    """``[bridge]`` (arbpipe.config.BridgeConfig; disabled in the default config, so its
+    lists are checked against every enabled venue being local)."""
+    k = "bridge"
+    out = [f"feed.{v}" for v in ENABLED] + ["opportunities", "journal"]
+    return [((k, "enabled"), Bool(False)),
+            ((k, "url"), Text(lambda x: x == "" or x.startswith(("redis://", "rediss://",
+                                                                   "unix://")),
+                              REDIS_URLS, NOT_REDIS, "",
+                              st.text(max_size=12).map(lambda t: "rediss://" + t))),
+            ((k, "out_rings"), ring_list_rule(out, (["feed.binance-perp"], ["trades"]))),
+            ((k, "remote_instance"), Text(lambda x: x == "" or INSTANCE.fullmatch(x) is not None,
+                                          ["", "feeds", "a-b_C9", "x" * 100],
+                                          ["a.b", "a b", "x" * 101, "ä", "a\n", "a/b"], "",
+                                          st.from_regex(INSTANCE, fullmatch=True))),
+            ((k, "remote_venues"), ring_list_rule(ENABLED, (["Binance"], ["feed.okx"]))),
+            # no remote venue in the default config: feed.<venue> cannot be read in
+            ((k, "in_streams"), ring_list_rule(["opportunities", "journal"],
+                                               (["feed.okx"], ["feed.binance"]))),
+            ((k, "maxlen"), Int(1, default=100_000)),
+            ((k, "batch"), Int(1, 65536, default=512)),
+            # max_lag_ms > heartbeat_ms (250 by default); the refusal names max_lag_ms
+            ((k, "max_lag_ms"), Float(0.0, lo_open=True, default=1000.0,
+                                      also=lambda x: x > 250.0,
+                                      also_bad=[250.0, 100.0, math.nextafter(250.0, 0)])),
+            ((k, "heartbeat_ms"),
+             Float(0.0, 60_000.0, lo_open=True, default=250.0, also=lambda x: x < 1000.0,
+                   also_bad=[1000.0, 5000.0, 60_000.0],
+                   blame=lambda key, v: "bridge.max_lag_ms"
+                   if is_num(v) and 1000.0 <= float(v) <= 60_000.0 else key)),
+            ((k, "block_ms"), Int(1, 1000, default=100)),
+            ((k, "idle_poll_ms"), Float(0.0, 1000.0, lo_open=True, default=1.0)),
+            ((k, "start"), Enum("newest", "oldest", default="newest"))]
+
+
 def _leaves():
     """Every key of the schema over the default config: [(path, Rule)]."""
     out = [(("instruments", k), instrument_rule(k)) for k in range(len(INSTR) + 1)]
@@ -394,6 +461,11 @@ def _leaves():
                 (v + ("url",), Text(lambda x: x == "" or x.startswith(("ws://", "wss://")),
                                     WS_URLS, NOT_WS, "",
                                     st.text(max_size=12).map(lambda t: "wss://" + t))),
+                (v + ("rest_url",), Text(lambda x: x == "" or x.startswith(("http://",
+                                                                             "https://")),
+                                         HTTP_URLS, NOT_HTTP, "",
+                                         st.text(max_size=12).map(lambda t: "https://" + t))),
+                (v + ("depth",), Int(0, 1000, default=20)),
                 (v + ("watchdog_s",), Float(0.0, lo_open=True, default=30.0)),
                 (v + ("probe_idle_s",), Float(0.0, default=10.0)),
                 (v + ("probe_timeout_s",), Float(0.0, lo_open=True, default=10.0)),
@@ -501,7 +573,7 @@ def _leaves():
             ((b, "health_grace_s"), Float(0.0, 3600.0, default=10.0)),
             ((b, "refresh_hz"), Float(1.0, 100.0, default=10.0)),
             ((b, "closed_keep"), Int(1, 5000, default=200))]
-    return out
+    return out + bridge_rules()
 
 
 LEAVES = _leaves()
@@ -633,8 +705,8 @@ def _group(path):
     if path[0] == "instruments" or path[-1] == "instruments" or "symbols" in path \
             or path[:2] == ("detector", "max_exec_qty"):
         return "instrument references"
-    if path[0] == "venues" or path[:2] == ("simulator", "faults"):
-        return "venues"            # enabled venues decide which faults may be set
+    if path[0] in ("venues", "bridge") or path[:2] == ("simulator", "faults"):
+        return "venues"            # enabled venues decide which faults and bridge rings may be set
     if path in (("detector", "batch"), ("detector", "max_records_per_call")):
         return "detector.batch"
     if path in (("strategy", "max_order_notional"), ("strategy", "max_position_notional")):

@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCANNED = ("arbpipe", "shm_layouts", "bench", "procs")
 
 CORE = ("config", "symbols", "clock", "redact", "paths", "redis_conn")
-FEATURES = ("feeds", "detect", "trading", "persist", "replay")
-BELOW_FEATURES = ("shm_layouts", "transport", "sim", "core")
+FEATURES = ("feeds", "detect", "trading", "persist", "replay", "bridge")
+BELOW_FEATURES = ("shm_layouts", "transport", "sim", "core", "books")
 
 # unit -> what its modules may import, bottom layer first. An entry is a unit or one module
 # (dotted name); a unit may always import its own modules. Other packages (numpy, the
@@ -42,12 +42,15 @@ MAY_IMPORT = {
     "transport": ("shm_layouts",),
     "sim": ("shm_layouts",),
     "core": ("shm_layouts", "arbpipe.sim.config"),   # config validates simulator faults
+    # layer 1b: the L2 book kernels (the feeds build books, the detector keeps their top)
+    "books": ("shm_layouts", "transport"),
     # layer 2: the feature packages, which do not import each other
     "feeds": BELOW_FEATURES,
     "detect": BELOW_FEATURES,
     "trading": BELOW_FEATURES,
     "persist": BELOW_FEATURES,
     "replay": BELOW_FEATURES,
+    "bridge": BELOW_FEATURES,      # Redis Streams between trees (a producer and a tap)
     # layer 3: display, then operation (the operator commands run the terminal view)
     "ui": BELOW_FEATURES + FEATURES,
     "ops": BELOW_FEATURES + FEATURES + ("ui",),

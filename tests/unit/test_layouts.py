@@ -46,7 +46,7 @@ class Table:
 
 SPECS = {
     "records": [Table("MarketUpdate", ("MARKET_UPDATE", "MARKET_UPDATE_FUNDING",
-                                       "MARKET_UPDATE_STATUS")),
+                                       "MARKET_UPDATE_STATUS", "MARKET_UPDATE_LEVEL")),
                 Table("Opportunity", ("OPPORTUNITY",))],
     "journal": [Table("JournalEntry", ("JOURNAL",))],
     "feed_stats": [Table("FeedStats", ("FEED_STATS",))],
@@ -58,7 +58,7 @@ SPECS = {
                             "buckets": "HIST_DATA"}),
                Table("Strategy control", prefix="CTL_", alias={"kill_switch": "CTL_KILL"})],
 }
-OWN_PARSER = {"ring", "kinds", "words"}       # tables of another shape, checked below
+OWN_PARSER = {"ring", "kinds", "words", "books"}   # tables of another shape, checked below
 
 OFFSET_HEADER = re.compile(r"^\s*offset\s+size\s+type\s+field\b")
 TYPE = re.compile(r"^(?:[uif]\d+|S\d+)(?:\[[\w*]*\])?$")
@@ -441,7 +441,8 @@ def test_kinds_text_names_the_header_words():
 # -- shm_layouts.words ------------------------------------------------------------------
 
 KIND_DTYPE = {"all": records.MARKET_UPDATE, "QUOTE": records.MARKET_UPDATE,
-              "FUNDING": records.MARKET_UPDATE_FUNDING, "STATUS": records.MARKET_UPDATE_STATUS}
+              "FUNDING": records.MARKET_UPDATE_FUNDING, "STATUS": records.MARKET_UPDATE_STATUS,
+              "LEVEL": records.MARKET_UPDATE_LEVEL}
 
 
 def words_tables():
@@ -646,3 +647,17 @@ def test_ring_words_tables_with_a_drift_fail(monkeypatch):
     _drift(monkeypatch, words, "1  32..63  status_reason", "1  40..63  status_reason")
     with pytest.raises(AssertionError, match="status_reason: bits 40..63"):
         test_words_tables_match_the_dtypes()
+
+
+def test_books_word_table_matches_the_constants():
+    """shm_layouts/books.py: each numbered row of the block table is the B_* word of that
+    field, and the level arrays start at B_LEVELS."""
+    from shm_layouts import books as BK
+    rows = [ln.split() for ln in BK.__doc__.splitlines()
+            if re.match(r"^\s*\d+\s+[uif]8\s+\w+", ln)]
+    assert len(rows) == 9
+    for word, _, field, *_ in rows:
+        assert getattr(BK, f"B_{field.upper()}") == int(word), field
+    assert BK.B_LEVELS == 9 and BK.bid_px(20) == slice(9, 29) and BK.ask_qty(20).stop == 89
+    assert BK.block_words(20) % 8 == 0 and BK.block_words(20) >= 89
+

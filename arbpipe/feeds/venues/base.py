@@ -16,6 +16,23 @@ Contract of ``parse``:
     ``crossed``, ``unknown_symbol``, ``duplicate``, ``out_of_order``, ...);
   * control frames (acks, pongs, heartbeats) return a ``Control`` describing
     them so the runtime can check acks and surface errors.
+
+L2 books (``depth`` > 0, set by the runtime from ``[venues.<v>] depth`` when the adapter
+says ``supports_depth``): the adapter subscribes its depth channel instead of its BBO
+channel and, per depth message, keeps the venue's sync rules itself (update ids, sequence
+numbers, checksums) and calls:
+  * ``sink.book(instrument_id, bids, asks, snapshot, exchange_ts_ns, update_id)``: apply
+    the levels (``[price, qty]`` rows, qty 0 removes; ``snapshot`` replaces the book); the
+    sink publishes the top-N change and a QUOTE of the top; it returns the ``FullBook``
+    (``top(n)`` for a checksum) or None when it refused the message;
+  * ``sink.book_broken(instrument_id, fault)`` when a rule breaks (``BookFault``: GAP,
+    CHECKSUM, STALE_SNAPSHOT, EARLY_DIFF, RESTART, BAD_DATA), then returns
+    ``Control("resync", symbol=native, detail=fault name)`` (``reconnect=True`` when only a
+    new connection resyncs, as on Coinbase). The runtime then fetches the REST snapshot
+    (``rest_snapshot_path(native)`` not None: GET ``rest_url`` + path, the body goes to
+    ``on_rest_snapshot``; a failure is ``SNAPSHOT_FAILED`` and is retried) or sends
+    ``resubscribe(native)`` on that socket. A lost connection marks every book of the
+    feed not ready (``RECONNECT``) and the adapter resyncs each on its next message.
 """
 from __future__ import annotations
 
@@ -72,6 +89,9 @@ class VenueAdapter:
     # streamed): the runtime then adds the symbol to ``refused`` and reconnects (planned,
     # seamless), and ``sockets()`` leaves refused symbols out (``subscribable()``).
     refusal_fails_request: ClassVar[bool] = False
+    supports_depth: ClassVar[bool] = False  # True once the adapter speaks its depth channel
+    default_rest_url: ClassVar[str] = ""    # scheme://host[:port] of REST snapshots, if any
+    depth: int = 0                          # top N levels kept per side (0: BBO only)
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         self.instruments = instruments
@@ -103,6 +123,20 @@ class VenueAdapter:
 
     def on_connect(self, socket_index: int) -> None:
         """Called at every (re)connect: reset per-connection sequence state."""
+
+    # -- L2 books (depth > 0) ----------------------------------------------------------
+    def rest_snapshot_path(self, native: str) -> str | None:
+        """Path and query of the REST depth snapshot of ``native`` (None: the venue sends
+        snapshots on its websocket)."""
+        return None
+
+    def on_rest_snapshot(self, native: str, body: bytes, sink: UpdateSink) -> Control | None:
+        """Apply a REST snapshot body with the diffs buffered meanwhile (venue rules)."""
+        return None
+
+    def resubscribe(self, native: str) -> list[str]:
+        """Frames that make the venue send ``native``'s depth snapshot again."""
+        return []
 
     @staticmethod
     def native_to_canonical(native: str) -> str | None:

@@ -30,6 +30,21 @@ Keep-alive: the client sends ``{"op":"ping"}`` every 20 s; spot and linear pongs
 (``req_id`` only on linear) and both classify as ``Control("pong")``. One subscribe frame
 per topic with ``req_id`` = topic, so a failed ack names its topic even when ``ret_msg``
 does not (e.g. ``"Params Error"``).
+
+L2 books (``depth`` N > 0; docs/venues.md, "Bybit", "L2 book"): both adapters subscribe
+``orderbook.<D>.<SYMBOL>`` with D the smallest depth channel Bybit offers for the category
+that is >= N (``BOOK_DEPTHS``; the largest when none is), instead of their BBO channel;
+linear keeps ``tickers`` for funding only (its bid/ask are not published: QUOTEs come from
+the book's top). Per symbol and connection: ``snapshot`` replaces the book; a ``delta``
+applies when its ``u`` is the last one + 1 (``u`` is contiguous per topic); a ``u`` not
+above the last is ``duplicate`` / ``out_of_order`` and dropped (the book stays exact); a
+skipped ``u`` is a GAP and a delta before any snapshot an EARLY_DIFF: the book is marked
+not ready and ``Control("resync")`` makes the runtime send ``resubscribe(native)``
+(unsubscribe + subscribe), after which Bybit sends a fresh snapshot; deltas that arrive
+meanwhile are dropped (``no_snapshot``). ``u == 1`` (any type) is Bybit's service restart:
+counted as RESTART and applied as a snapshot. A message whose levels cannot be applied
+(garbage numbers, a crossed book) is BAD_DATA (counted by the sink) and resynced the same
+way; two bad snapshots in a row wait ``RESYNC_RETRY`` dropped deltas before asking again.
 """
 from __future__ import annotations
 
@@ -45,10 +60,15 @@ from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_KEY, U4_END, book_reject
                                          stale_reason)
 from arbpipe.symbols import Instrument
 from shm_layouts import Flag
+from shm_layouts.records import BookFault
 
 _SNAP = int(Flag.SNAPSHOT)
 _DEFAULT_INTERVAL_S = 8 * 3600
 _TOPIC_RE = re.compile(r"((?:orderbook\.\d+|tickers)\.([^\s,;:\]\"']+))")
+# orderbook depth channels per category (Bybit v5 "Orderbook", Depths), ascending
+BOOK_DEPTHS = {"spot": (1, 50, 200, 1000), "linear": (1, 50, 200, 1000)}
+RESYNC_RETRY = 1000     # dropped deltas of a book awaiting its snapshot before asking again
+_ID_END = 1 << 63       # update ids go into the records' u8 word; larger ones are garbage
 
 
 class _Envelope(msgspec.Struct, gc=False):
@@ -92,6 +112,19 @@ _decode_book = msgspec.json.Decoder(_Book).decode
 _decode_ticker = msgspec.json.Decoder(_Ticker).decode
 
 
+class _Sync:
+    """Book sync state of one symbol on the current connection: ``key`` = (u, ts) of the
+    last applied message (None before any); ``synced``: deltas apply; ``pending``: a resync
+    was asked for and deltas are dropped until a snapshot; ``bad``: consecutive snapshots
+    the sink refused."""
+    __slots__ = ("key", "synced", "pending", "ignored", "bad")
+
+    def __init__(self):
+        self.key = None
+        self.synced = self.pending = False
+        self.ignored = self.bad = 0
+
+
 class _TickerState:
     """Merged ``tickers`` fields of one symbol, parsed; None = unknown or cleared."""
     __slots__ = ("bid", "bid_qty", "ask", "ask_qty", "rate", "next_ms", "hours", "mark")
@@ -102,31 +135,63 @@ class _TickerState:
 
 
 class _BybitBase(VenueAdapter):
-    """Shared parsing; subclasses set ``name``, ``market``, ``_path`` and ``_channel``."""
+    """Shared parsing; subclasses set ``name``, ``market``, ``category``, ``_path``,
+    ``_channel`` and ``_book_extra`` (topics kept beside the book in depth mode)."""
 
     default_url = "wss://stream.bybit.com"
+    supports_depth = True
+    category: str
     _path: str
-    _channel: str                       # topic prefix subscribed per symbol
+    _channel: str                       # topic prefix subscribed per symbol (BBO mode)
+    _book_extra: tuple[str, ...] = ()   # topic prefixes subscribed beside the book (depth mode)
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         super().__init__(instruments, venue_id)
         self._ids = {i.native: i.instrument_id for i in instruments}
         self._last: dict[tuple[str, str], tuple[int, int]] = {}   # (kind, sym) -> (id, ts)
         self._tickers: dict[str, _TickerState] = {}               # merged ticker fields
+        self._sync: dict[str, _Sync] = {}                         # depth mode: per symbol
+        self.applied = 0        # messages that changed state without a record (books, tickers)
 
     @staticmethod
     def native_to_canonical(native: str) -> str | None:
         return split_concatenated(native)
 
+    def book_channel(self) -> int:
+        """The ``orderbook.<D>`` depth D subscribed for ``depth`` (0: BBO mode)."""
+        n = self.depth
+        if n <= 0:
+            return 0
+        depths = BOOK_DEPTHS[self.category]
+        return next((d for d in depths if d >= n), depths[-1])
+
+    def _book_topic(self, native: str) -> str:
+        return f"orderbook.{self.book_channel()}.{native}"
+
+    def topics(self) -> list[str]:
+        """Every topic subscribed, in order (one subscribe frame each)."""
+        natives = [i.native for i in self.instruments]
+        if self.book_channel():
+            return [self._book_topic(n) for n in natives] + [
+                f"{extra}{n}" for extra in self._book_extra for n in natives]
+        return [f"{self._channel}{n}" for n in natives]
+
     def sockets(self) -> list[SocketSpec]:
-        subs = [json.dumps({"req_id": t, "op": "subscribe", "args": [t]})
-                for t in (f"{self._channel}{i.native}" for i in self.instruments)]
+        subs = [json.dumps({"req_id": t, "op": "subscribe", "args": [t]}) for t in self.topics()]
         return [SocketSpec(path=self._path, subscribe=subs, ping_text='{"op":"ping"}',
                            ping_interval_s=20.0)]
+
+    def resubscribe(self, native: str) -> list[str]:
+        """Unsubscribe + subscribe of ``native``'s book topic: Bybit answers the subscribe
+        with a fresh snapshot."""
+        t = self._book_topic(native)
+        return [json.dumps({"req_id": t, "op": op, "args": [t]})
+                for op in ("unsubscribe", "subscribe")]
 
     def on_connect(self, socket_index: int) -> None:
         self._last.clear()
         self._tickers.clear()
+        self._sync.clear()
 
     # -- parse -----------------------------------------------------------------
     def parse(self, frame, recv_ns: int, sink, socket_index: int = 0) -> Control | None:
@@ -142,6 +207,8 @@ class _BybitBase(VenueAdapter):
             elif not 0 <= env.ts <= MAX_MS or not 0 <= env.cts <= MAX_MS:
                 sink.reject("bad_ts")
             elif topic.startswith("orderbook."):
+                if self.depth > 0:
+                    return self._depth_book(env, sink)
                 self._book(env, sink)
             elif topic.startswith("tickers."):
                 self._ticker(env, sink)
@@ -187,6 +254,84 @@ class _BybitBase(VenueAdapter):
         self._last[key] = seq
         sink.quote(iid, bid, ask, bid_qty, ask_qty, (env.cts or env.ts) * MS, _SNAP)
 
+    # -- L2 book (depth > 0) ---------------------------------------------------------
+    def _depth_book(self, env: _Envelope, sink) -> Control | None:
+        d = _decode_book(env.data)
+        sym = d.s
+        inst = self.by_native.get(sym)
+        if inst is None:
+            sink.reject("unknown_symbol")
+            return None
+        if env.topic != self._book_topic(sym):      # another depth (or symbol) than ours
+            sink.reject("unknown_topic")
+            return None
+        u = d.u
+        if not 0 <= u < _ID_END:
+            sink.reject("bad_shape")
+            return None
+        st = self._sync.get(sym)
+        if st is None:
+            st = self._sync[sym] = _Sync()
+        key = (u, env.ts)
+        if u == 1:                                   # service restart: overwrite
+            if st.key == key:
+                sink.reject("duplicate")
+                return None
+            if st.key is not None:
+                sink.book_broken(inst.instrument_id, BookFault.RESTART)
+            return self._apply(st, inst, d, env, True, sink)
+        if env.type == "snapshot":
+            if st.synced and key <= st.key:          # a repeat, or older than the book
+                sink.reject(stale_reason(key, st.key))
+                return None
+            return self._apply(st, inst, d, env, True, sink)
+        if not st.synced:
+            if st.pending:                           # resync asked for: wait for the snapshot
+                sink.reject("no_snapshot")
+                st.ignored += 1
+                if st.ignored % RESYNC_RETRY == 0:
+                    return Control("resync", symbol=sym, detail="retry")
+                return None
+            return self._broken(st, inst, sym, BookFault.EARLY_DIFF, sink)
+        last = st.key[0]
+        if u <= last:
+            sink.reject(stale_reason(u, last))
+            return None
+        if u != last + 1:
+            return self._broken(st, inst, sym, BookFault.GAP, sink)
+        return self._apply(st, inst, d, env, False, sink)
+
+    def _apply(self, st: _Sync, inst: Instrument, d: _Book, env: _Envelope, snapshot: bool,
+               sink) -> Control | None:
+        fb = sink.book(inst.instrument_id, d.b, d.a, snapshot, (env.cts or env.ts) * MS, d.u)
+        if fb is None:          # refused: the sink counted why (BAD_DATA, no_snapshot)
+            return self._lost(st, d.s, snapshot, "refused")
+        st.key = (d.u, env.ts)
+        st.synced = True
+        st.pending = False
+        st.bad = 0
+        self.applied += 1
+        return None
+
+    def _broken(self, st: _Sync, inst: Instrument, sym: str, fault: BookFault,
+                sink) -> Control | None:
+        sink.book_broken(inst.instrument_id, fault)
+        return self._lost(st, sym, False, fault.name)
+
+    @staticmethod
+    def _lost(st: _Sync, sym: str, snapshot: bool, detail: str) -> Control | None:
+        """The book is not ready: resync, except after a second unusable snapshot in a row
+        (then ``RESYNC_RETRY`` dropped deltas later: resubscribing at once would only fetch
+        the same snapshot again)."""
+        st.synced = False
+        st.pending = True
+        st.ignored = 0
+        if snapshot:
+            st.bad += 1
+            if st.bad > 1:
+                return None
+        return Control("resync", symbol=sym, detail=detail)
+
     def _ticker(self, env: _Envelope, sink) -> None:
         d = _decode_ticker(env.data)
         sym = d.symbol
@@ -220,7 +365,9 @@ class _BybitBase(VenueAdapter):
         ts_ns = env.ts * MS
         emitted = False
         bid, ask, bid_qty, ask_qty = st.bid, st.ask, st.bid_qty, st.ask_qty
-        if bid is not None and ask is not None and bid_qty is not None and ask_qty is not None:
+        if self.depth > 0:      # the book publishes the quotes: tickers give funding only
+            pass
+        elif bid is not None and ask is not None and bid_qty is not None and ask_qty is not None:
             emitted = True
             why = book_reject(bid, ask, bid_qty, ask_qty)
             if why is not None:
@@ -238,7 +385,11 @@ class _BybitBase(VenueAdapter):
                 sink.reject("bad_ts")
             else:
                 sink.funding(iid, rate, st.next_ms * MS, interval_s, mark, ts_ns)
-        if not emitted:
+        if emitted:
+            return
+        if self.depth > 0:
+            self.applied += 1               # merged: its fields count for the next funding
+        else:
             sink.reject("no_bbo")          # nothing publishable yet (e.g. spot tickers)
 
     def _reply(self, env: _Envelope, sink) -> Control | None:
@@ -263,16 +414,20 @@ class _BybitBase(VenueAdapter):
 
 
 class BybitSpot(_BybitBase):
-    """Bybit spot BBO from ``orderbook.1.<SYMBOL>``."""
+    """Bybit spot BBO from ``orderbook.1.<SYMBOL>`` (depth mode: the ``orderbook.<D>`` book)."""
     name = "bybit-spot"
     market = "spot"
+    category = "spot"
     _path = "/v5/public/spot"
     _channel = "orderbook.1."
 
 
 class BybitLinear(_BybitBase):
-    """Bybit USDT/USDC perpetual BBO + funding from ``tickers.<SYMBOL>`` (merged deltas)."""
+    """Bybit USDT/USDC perpetual BBO + funding from ``tickers.<SYMBOL>`` (merged deltas);
+    depth mode: the ``orderbook.<D>`` book, and ``tickers`` for funding."""
     name = "bybit-linear"
     market = "perp"
+    category = "linear"
     _path = "/v5/public/linear"
     _channel = "tickers."
+    _book_extra = ("tickers.",)

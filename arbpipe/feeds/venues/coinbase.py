@@ -14,6 +14,21 @@ Units produced: prices in quote currency, sizes in base units, timestamps ns
 (the updates' ``event_time``; the envelope ``timestamp`` when that is the epoch
 placeholder of snapshots). A quote is emitted only when best bid/ask or their
 sizes change. ``applied`` counts book levels applied (book-only frames emit nothing).
+
+L2 book (``depth`` > 0; docs/venues.md, "Coinbase", "L2 book"): the same subscription;
+each ``l2_data`` event goes to ``sink.book`` (a snapshot replaces the product's book, an
+update sets absolute sizes) and the sink keeps and publishes the top N. Rules, per
+connection: a ``sequence_num`` gap marks every synced book not ready (GAP); an update of a
+product before its snapshot on this connection (EARLY_DIFF: that product's snapshot on this
+connection is then not trusted either, ``out_of_order``); an event with an unusable level,
+side or type (BAD_DATA of that product), and a numbered ``l2_data`` frame whose data cannot
+be pinned on a product (no events, a product not subscribed) or one without a number
+(BAD_DATA of every synced book). Each returns ``Control("resync", reconnect=True)``: Coinbase
+sends snapshots only when a product is subscribed, so only a new connection (the worker's
+planned reconnect; ``on_connect`` resets the state) resyncs. Meanwhile updates of books
+that are not synced are refused (``no_snapshot``). A repeated or older ``sequence_num`` is
+refused (``duplicate`` / ``out_of_order``) and the books stay exact: the frame was applied
+already.
 """
 from __future__ import annotations
 
@@ -26,6 +41,7 @@ from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_
 from arbpipe.feeds.venues.checks import I8_END, INF, stale_reason
 from arbpipe.symbols import Instrument
 from shm_layouts import Flag
+from shm_layouts.records import BookFault
 
 _SNAPSHOT = int(Flag.SNAPSHOT)
 _NO_TS = int(Flag.NO_EXCHANGE_TS)
@@ -170,20 +186,29 @@ class _Book:
         self.last: tuple | None = None   # last published (bid, bid_qty, ask, ask_qty)
 
 
+FRESH, READY, WAIT, POISONED = 0, 1, 2, 3   # a product's book on this connection (depth > 0)
+
+
 class CoinbaseAdapter(VenueAdapter):
-    """Coinbase Advanced Trade ``level2`` -> BBO, with ``heartbeats`` subscribed."""
+    """Coinbase Advanced Trade ``level2`` -> BBO (or an L2 book when ``depth`` > 0), with
+    ``heartbeats`` subscribed."""
 
     name = "coinbase"
     default_url = "wss://advanced-trade-ws.coinbase.com"
     market = "spot"
     path = "/"
     refusal_fails_request = True
+    supports_depth = True
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         super().__init__(instruments, venue_id)
         self._books: dict[str, _Book] = {}
         self._last_seq: int | None = None
         self.applied = 0
+        # depth > 0: product -> FRESH (no snapshot yet on this connection), READY, WAIT
+        # (resync asked: a new connection comes), POISONED (an update came before its
+        # snapshot: nothing of it is trusted on this connection)
+        self._state: dict[str, int] = {}
 
     def sockets(self) -> list[SocketSpec]:
         products = [i.native for i in self.subscribable()]
@@ -196,8 +221,11 @@ class CoinbaseAdapter(VenueAdapter):
     def on_connect(self, socket_index: int) -> None:
         self._books.clear()
         self._last_seq = None
+        self._state.clear()
 
     def _parse(self, frame, sink) -> Control | None:
+        if self.depth > 0:
+            return self._parse_depth(frame, sink)
         m = decode_frame(_decode, frame, sink)
         if m is None:
             return None
@@ -300,6 +328,139 @@ class CoinbaseAdapter(VenueAdapter):
                 ts, flags = 0, flags | _NO_TS
             book.last = top
             sink.quote(inst.instrument_id, b[0], a[0], b[1], a[1], ts, flags)
+
+    # -- L2 book (depth > 0) ----------------------------------------------------------
+    def _parse_depth(self, frame, sink) -> Control | None:
+        m = decode_frame(_decode, frame, sink)
+        if m is None:
+            return None
+        if m.type == "error":
+            text = f"{m.message} {m.reason}".strip()
+            found = _PRODUCT_IN_TEXT.search(m.reason or m.message)
+            return Control("error", detail=text, symbol=found.group(1) if found else "")
+        seq = m.sequence_num
+        resync = None
+        if seq is not None:
+            prev = self._last_seq
+            if prev is not None and seq != prev + 1:
+                if seq <= prev:
+                    sink.reject(stale_reason(seq, prev))   # applied already: books stay exact
+                    return None
+                resync = self._gap(sink)
+            self._last_seq = seq
+        ch = m.channel
+        if ch == "l2_data":
+            if seq is None:                         # cannot be placed in the sequence
+                sink.reject("bad_shape")
+                return self._break_all(sink, BookFault.BAD_DATA)
+            return self._l2_depth(m, seq, sink) or resync
+        if ch == "heartbeats":
+            return resync or Control("heartbeat")
+        if ch == "subscriptions":
+            subs = {}
+            for e in m.events or ():
+                subs.update(e.subscriptions or {})
+            return resync or Control("ack", detail=" ".join(
+                f"{k}:{','.join(v)}" for k, v in subs.items()))
+        sink.reject("unknown_channel" if ch else "bad_shape")
+        return resync
+
+    def _gap(self, sink) -> Control:
+        """A frame was missed: which product it was cannot be told (one counter for the
+        whole connection), so every synced book is broken until the new connection."""
+        return self._break_all(sink, BookFault.GAP)
+
+    def _break_all(self, sink, fault: int) -> Control:
+        """Every synced book broken (``fault``) until the new connection: a frame was lost,
+        or its data cannot be told apart from garbage nor pinned on one product."""
+        state = self._state
+        for inst in self.instruments:
+            st = state.get(inst.native, FRESH)
+            if st == READY:
+                sink.book_broken(inst.instrument_id, fault)
+            if st != POISONED:
+                state[inst.native] = WAIT
+        return Control("resync", detail=BookFault(fault).name, reconnect=True)
+
+    def _broken(self, inst, fault: int, sink, state: int = WAIT) -> Control:
+        sink.book_broken(inst.instrument_id, fault)
+        self._state[inst.native] = state
+        return Control("resync", symbol=inst.native, detail=BookFault(fault).name,
+                       reconnect=True)
+
+    def _l2_depth(self, m: _Msg, seq: int, sink) -> Control | None:
+        if not m.events:                            # a numbered frame without its data
+            sink.reject("bad_shape")
+            return self._break_all(sink, BookFault.BAD_DATA)
+        ctl = None
+        env_ts = -2   # parsed lazily
+        state = self._state
+        for e in m.events:
+            inst = self.by_native.get(e.product_id)
+            if inst is None:                        # not subscribed: garbage, of some book
+                sink.reject("unknown_symbol")
+                ctl = self._break_all(sink, BookFault.BAD_DATA)
+                continue
+            st = state.get(e.product_id, FRESH)
+            snap = e.type == "snapshot"
+            if st == POISONED:
+                sink.reject("out_of_order" if snap else "no_snapshot")
+                continue
+            updates = e.updates
+            # garbage breaks a book that is in use (or about to be): it is not trusted
+            trusted = st == READY or st == FRESH
+            if not (snap or e.type == "update") or updates is None or \
+                    (not updates and not snap):
+                sink.reject("bad_shape")
+                if trusted:
+                    ctl = self._broken(inst, BookFault.BAD_DATA, sink)
+                continue
+            if not snap and st != READY:
+                if st == FRESH:                     # an update before the snapshot
+                    ctl = self._broken(inst, BookFault.EARLY_DIFF, sink, POISONED)
+                else:
+                    sink.reject("no_snapshot")      # resync under way
+                continue
+            bids, asks = [], []
+            why = None
+            last_time = ""
+            for lv in updates:
+                try:
+                    price = float(lv.price_level)
+                    qty = float(lv.new_quantity)
+                except ValueError:
+                    why = "bad_shape"
+                    break
+                if not (0.0 < price < INF and 0.0 <= qty < INF):
+                    why = "bad_price"
+                    break
+                side = lv.side
+                if side == "bid":
+                    bids.append((price, qty))
+                elif side == "offer" or side == "ask":
+                    asks.append((price, qty))
+                else:
+                    why = "bad_shape"
+                    break
+                last_time = lv.event_time
+            if why is not None:
+                sink.reject(why)
+                if trusted:
+                    ctl = self._broken(inst, BookFault.BAD_DATA, sink)
+                continue
+            ts = rfc3339_ns(last_time) if last_time else -1
+            if ts <= 0:
+                if env_ts == -2:
+                    env_ts = rfc3339_ns(m.timestamp)
+                ts = env_ts
+            if sink.book(inst.instrument_id, bids, asks, snap, max(ts, 0),
+                         seq if 0 <= seq < I8_END else 0) is None:
+                state[e.product_id] = WAIT           # refused (the sink counted why)
+                ctl = Control("resync", symbol=inst.native, detail="refused", reconnect=True)
+                continue
+            state[e.product_id] = READY
+            self.applied += len(updates)
+        return ctl
 
     @staticmethod
     def native_to_canonical(native: str) -> str | None:

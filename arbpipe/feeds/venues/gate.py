@@ -9,28 +9,44 @@ the connection alive with protocol-level pings (no application ping needed).
 
 Units produced: prices in quote currency, sizes in base units, timestamps ns.
 A repeated ``u`` is rejected as ``duplicate``, a smaller one as ``out_of_order``.
+
+L2 books (``depth`` > 0; docs/venues.md, "Gate", "L2 book"): one
+``spot.order_book_update`` subscription per pair (``[pair, "100ms"]``) replaces
+``spot.book_ticker``; each update carries ``U``/``u`` (first / last order-book id) and the
+changed levels ``b``/``a`` as [price, size] strings. Books start from the REST snapshot
+``GET /api/v4/spot/order_book?currency_pair=P&limit=100&with_id=true`` (its ``id``) and are
+kept by the rules Binance spot uses (``arbpipe.feeds.venues.binance.DiffSync``): buffered
+updates the snapshot covers (``u`` <= id) are dropped, the first one applied must have
+``U`` <= id + 1 <= ``u``, then each ``U`` = previous ``u`` + 1. An update with
+``full: true`` is a whole book: it replaces the local one (id = its ``u``).
 """
 from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import msgspec
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
+from arbpipe.feeds.venues.binance import ID_END, DiffSync
 from arbpipe.feeds.venues.checks import MAX_MS, MS, NO_SEQ, book_reject, stale_reason
 from arbpipe.symbols import Instrument
+from shm_layouts.records import BookFault
 
 
 class _Result(msgspec.Struct):
-    """``result`` of a book_ticker update, or ``{"status": ...}`` of an ack."""
+    """``result`` of a book_ticker update (``b``/``a`` strings), of an order_book_update
+    (``U``, ``b``/``a`` lists of [price, size], ``full``), or ``{"status": ...}`` of an ack."""
     t: int | None = None
     u: int | None = None
+    U: int | None = None
     s: str = ""
-    bid: str = msgspec.field(default="", name="b")
+    bid: Any = msgspec.field(default="", name="b")
     bid_qty: str = msgspec.field(default="", name="B")
-    ask: str = msgspec.field(default="", name="a")
+    ask: Any = msgspec.field(default="", name="a")
     ask_qty: str = msgspec.field(default="", name="A")
+    full: bool = False
     status: str = ""
 
 
@@ -49,6 +65,19 @@ class _Msg(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(_Msg).decode
+
+
+class _Snapshot(msgspec.Struct):
+    """REST ``/spot/order_book`` with ``with_id=true``: ``id`` (order-book id), ``current``
+    (response time, ms), ``update`` (last change, ms), ``asks``/``bids`` [price, size]."""
+    id: int
+    asks: list
+    bids: list
+    current: int = 0
+    update: int = 0
+
+
+_decode_snapshot = msgspec.json.Decoder(_Snapshot).decode
 _PAIR_IN_TEXT = re.compile(r"([A-Z0-9]+_[A-Z0-9]+)")
 
 
@@ -57,21 +86,90 @@ class GateAdapter(VenueAdapter):
 
     name = "gate"
     default_url = "wss://api.gateio.ws"
+    default_rest_url = "https://api.gateio.ws"
     market = "spot"
     path = "/ws/v4/"
     refusal_fails_request = True     # an unknown pair fails the whole subscribe request
+    supports_depth = True
+    depth_interval = "100ms"
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         super().__init__(instruments, venue_id)
         self._last_u: dict[str, int] = {}
+        self.books = DiffSync(pu_chain=False)
+
+    @property
+    def applied(self) -> int:
+        """Depth messages taken without output of their own (``DiffSync.applied``)."""
+        return self.books.applied
 
     def sockets(self) -> list[SocketSpec]:
-        sub = {"time": int(time.time()), "channel": "spot.book_ticker", "event": "subscribe",
-               "payload": [i.native for i in self.subscribable()]}
-        return [SocketSpec(self.path, [msgspec.json.encode(sub).decode()])]
+        now = int(time.time())
+        if self.depth > 0:                 # one order_book_update subscription per pair
+            frames = [{"time": now, "channel": "spot.order_book_update", "event": "subscribe",
+                       "payload": [i.native, self.depth_interval]} for i in self.subscribable()]
+        else:
+            frames = [{"time": now, "channel": "spot.book_ticker", "event": "subscribe",
+                       "payload": [i.native for i in self.subscribable()]}]
+        return [SocketSpec(self.path, [msgspec.json.encode(f).decode() for f in frames])]
 
     def on_connect(self, socket_index: int) -> None:
         self._last_u.clear()
+        self.books.reset()
+
+    # -- L2 books --------------------------------------------------------------
+    def rest_snapshot_path(self, native: str) -> str | None:
+        return f"/api/v4/spot/order_book?currency_pair={native}&limit=100&with_id=true"
+
+    def on_rest_snapshot(self, native: str, body: bytes, sink) -> Control | None:
+        """Apply the REST snapshot body of ``native`` (``DiffSync.snapshot``); never raises:
+        a body it cannot use is SNAPSHOT_FAILED and fetched again."""
+        inst = self.by_native.get(native)
+        if inst is None:
+            return None
+        try:
+            return self._rest_snapshot(native, inst, body, sink)
+        except Exception:  # noqa: BLE001 - last resort: counted, and the book fetched again
+            sink.reject("parse_error")
+            sink.book_broken(inst.instrument_id, BookFault.SNAPSHOT_FAILED)
+            return Control("resync", symbol=native, detail="snapshot_failed: parse error")
+
+    def _rest_snapshot(self, native: str, inst, body: bytes, sink) -> Control | None:
+        snap = decode_frame(_decode_snapshot, body, sink)
+        if snap is not None and not 0 <= snap.id < ID_END:
+            sink.reject("bad_shape")
+            snap = None
+        if snap is not None and not (0 <= snap.update <= MAX_MS and 0 <= snap.current <= MAX_MS):
+            sink.reject("bad_ts")
+            snap = None
+        if snap is None:                       # unusable body: counted, fetched again
+            sink.book_broken(inst.instrument_id, BookFault.SNAPSHOT_FAILED)
+            return Control("resync", symbol=native, detail="snapshot_failed: bad body")
+        ts = snap.update or snap.current
+        return self.books.snapshot(native, inst.instrument_id, snap.id, snap.bids, snap.asks,
+                                   ts * MS, sink)
+
+    def _depth(self, r: _Result | None, sink) -> Control | None:
+        if r is None or r.u is None or r.t is None or (r.U is None and not r.full) or \
+                type(r.bid) is not list or type(r.ask) is not list:
+            sink.reject("bad_shape")
+            inst = self.by_native.get(r.s) if r is not None else None
+            return self.books.bad(r.s, inst.instrument_id, sink) if inst is not None else None
+        inst = self.by_native.get(r.s)
+        if inst is None:
+            sink.reject("unknown_symbol")
+            return None
+        iid = inst.instrument_id
+        U = r.u if r.U is None else r.U
+        if not 0 <= U <= r.u < ID_END:
+            sink.reject("bad_shape")
+            return self.books.bad(r.s, iid, sink)
+        if not 0 <= r.t <= MAX_MS:
+            sink.reject("bad_ts")
+            return self.books.bad(r.s, iid, sink)
+        if r.full:
+            return self.books.full(r.s, iid, r.u, r.bid, r.ask, r.t * MS, sink)
+        return self.books.diff(r.s, iid, U, r.u, None, r.bid, r.ask, r.t * MS, sink)
 
     def _parse(self, frame, sink) -> Control | None:
         m = decode_frame(_decode, frame, sink)
@@ -79,8 +177,13 @@ class GateAdapter(VenueAdapter):
             return None
         ch, ev = m.channel, m.event
         if ch == "spot.book_ticker" and ev == "update":
+            if self.depth > 0:                 # books: quotes come from the book's top
+                sink.reject("unsupported")
+                return None
             self._book_ticker(m.result, sink)
             return None
+        if ch == "spot.order_book_update" and ev == "update" and self.depth > 0:
+            return self._depth(m.result, sink)
         if ev in ("subscribe", "unsubscribe"):
             err = m.error
             if err is not None or (m.result is not None and m.result.status not in ("", "success")):
@@ -111,6 +214,9 @@ class GateAdapter(VenueAdapter):
         prev = self._last_u.get(sym, NO_SEQ)
         if u <= prev:
             sink.reject(stale_reason(u, prev))
+            return
+        if type(r.bid) is not str or type(r.ask) is not str:
+            sink.reject("bad_shape")
             return
         try:
             bid, bq, ask, aq = float(r.bid), float(r.bid_qty), float(r.ask), float(r.ask_qty)

@@ -9,10 +9,28 @@ are contracts, multiplied by ``Instrument.contract_size`` = ctVal); timestamps n
 Keep-alive: the client sends the bare text ``ping`` before 30 s of silence, the
 server answers the bare text ``pong``. A ``64008`` notice announces a planned
 disconnect (``Control(kind="notice", reconnect=True)``).
+
+L2 books (``depth`` N > 0; docs/venues.md, "OKX", "L2 book"): ``books`` (400 levels)
+instead of ``bbo-tbt``, at most ``BOOKS_PER_SOCKET`` instruments per socket (OKX asks for
+fewer than 30 depth channels per connection). Per instId and connection: ``action``
+``snapshot`` (``prevSeqId`` -1) replaces the book; an ``update`` applies when its
+``prevSeqId`` is the last applied ``seqId`` (``seqId == prevSeqId``: nothing changed, the
+idle keep-alive; ``seqId < prevSeqId``: the sequence restarted after maintenance, still
+chained); a repeat of the last message (same ``seqId`` and ``prevSeqId``) is ``duplicate``
+and dropped; any other ``prevSeqId`` is a GAP and an update before the snapshot an
+EARLY_DIFF. A non-zero ``checksum`` (signed CRC32 of the top 25 levels, bid and ask
+``price:size`` strings interleaved, as sent) is verified on every message before it is
+published; OKX deprecated the field and sends 0, which means "not given". A broken rule
+marks the book not ready and ``Control("resync")`` makes the runtime send
+``resubscribe(native)`` (unsubscribe + subscribe: OKX answers with a new snapshot);
+updates meanwhile are dropped (``no_snapshot``). Sizes of SWAP levels are contracts,
+multiplied by ``contract_size``; the checksum uses the strings as sent.
 """
 from __future__ import annotations
 
+import heapq
 import re
+import zlib
 
 import msgspec
 
@@ -20,9 +38,16 @@ from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_
 from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_SEQ, U4_END, book_reject, funding_ok,
                                          stale_reason)
 from arbpipe.symbols import Instrument
+from shm_layouts.records import BookFault
 
 _ARGS_PER_MESSAGE = 50              # keeps each subscribe frame far below the 64 KB cap
 _DEFAULT_FUNDING_INTERVAL_S = 28800  # OKX default (8 h) when nextFundingTime is missing
+BOOK_CHANNEL = "books"              # 400 levels: snapshot, then incremental updates
+BOOK_LEVELS = 400
+BOOKS_PER_SOCKET = 29               # OKX: fewer than 30 depth channels per connection
+CHECKSUM_LEVELS = 25
+RESYNC_RETRY = 1000                 # dropped updates of a book awaiting its snapshot
+_ID_END = 1 << 63                   # seqIds go into the records' u8 word
 
 
 class _Arg(msgspec.Struct):
@@ -31,11 +56,13 @@ class _Arg(msgspec.Struct):
 
 
 class _Data(msgspec.Struct):
-    """Union of the ``data[]`` items of ``bbo-tbt`` and ``funding-rate``."""
+    """Union of the ``data[]`` items of ``bbo-tbt``, ``books`` and ``funding-rate``."""
     asks: list[list[str]] | None = None
     bids: list[list[str]] | None = None
     ts: str = ""
     seqId: int | None = None
+    prevSeqId: int | None = None
+    checksum: int | None = None
     fundingRate: str = ""
     fundingTime: str = ""
     nextFundingTime: str = ""
@@ -44,6 +71,7 @@ class _Data(msgspec.Struct):
 class _Msg(msgspec.Struct):
     """Data push (``arg`` + ``data``) or event (``event``, ``code``, ``msg``)."""
     arg: _Arg | None = None
+    action: str = ""
     data: list[_Data] | None = None
     event: str = ""
     code: str = ""
@@ -52,6 +80,37 @@ class _Msg(msgspec.Struct):
 
 _decode = msgspec.json.Decoder(_Msg).decode
 _INST_IN_TEXT = re.compile(r"instId\W*([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)")
+
+
+def checksum(bids, asks) -> int:
+    """OKX's book checksum: CRC32 of the top 25 levels as ``price:size`` strings (as sent),
+    bid 1, ask 1, bid 2, ask 2, ... (a shorter side just ends), joined by ``:``, as a signed
+    32-bit integer. ``bids`` / ``asks``: (price, size) string pairs, best first."""
+    parts = []
+    nb, na = min(len(bids), CHECKSUM_LEVELS), min(len(asks), CHECKSUM_LEVELS)
+    for i in range(max(nb, na)):
+        if i < nb:
+            parts.append(bids[i][0])
+            parts.append(bids[i][1])
+        if i < na:
+            parts.append(asks[i][0])
+            parts.append(asks[i][1])
+    c = zlib.crc32(":".join(parts).encode())
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+class _Sync:
+    """Book sync state of one instId on its connection: ``seq`` / ``prev`` of the last
+    applied message, ``synced`` (updates apply), ``pending`` (resync asked for), ``bids`` /
+    ``asks``: price -> (price, size) strings as sent, for the checksum."""
+    __slots__ = ("seq", "prev", "synced", "pending", "ignored", "bad", "bids", "asks")
+
+    def __init__(self):
+        self.seq = self.prev = None
+        self.synced = self.pending = False
+        self.ignored = self.bad = 0
+        self.bids: dict[float, tuple[str, str]] = {}
+        self.asks: dict[float, tuple[str, str]] = {}
 
 
 def _ms_to_ns(text: str) -> int:
@@ -70,21 +129,50 @@ class OkxAdapter(VenueAdapter):
     default_url = "wss://ws.okx.com:8443"
     market = "spot"      # also serves SWAP instruments (native ends in "-SWAP")
     path = "/ws/v5/public"
+    supports_depth = True
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         super().__init__(instruments, venue_id)
         self._last_seq: dict[str, int] = {}
+        self._sync: dict[str, _Sync] = {}       # depth mode: per instId
+        self.applied = 0        # book messages applied (an unchanged one makes no record)
+
+    def groups(self) -> list[list[Instrument]]:
+        """Instruments per socket: all on one in BBO mode; in depth mode at most
+        ``BOOKS_PER_SOCKET`` each, as evenly as that allows."""
+        insts = self.instruments
+        if self.depth <= 0 or len(insts) <= BOOKS_PER_SOCKET:
+            return [insts]
+        k = -(-len(insts) // BOOKS_PER_SOCKET)
+        per = -(-len(insts) // k)
+        return [insts[j:j + per] for j in range(0, len(insts), per)]
 
     def sockets(self) -> list[SocketSpec]:
-        args = [{"channel": "bbo-tbt", "instId": i.native} for i in self.instruments]
-        args += [{"channel": "funding-rate", "instId": i.native}
-                 for i in self.instruments if i.native.endswith("-SWAP")]
-        frames = [msgspec.json.encode({"op": "subscribe", "args": args[k:k + _ARGS_PER_MESSAGE]}).decode()
-                  for k in range(0, len(args), _ARGS_PER_MESSAGE)]
-        return [SocketSpec(self.path, frames, ping_text="ping", ping_interval_s=20.0)]
+        book = BOOK_CHANNEL if self.depth > 0 else "bbo-tbt"
+        specs = []
+        for group in self.groups():
+            args = [{"channel": book, "instId": i.native} for i in group]
+            args += [{"channel": "funding-rate", "instId": i.native}
+                     for i in group if i.native.endswith("-SWAP")]
+            frames = [msgspec.json.encode({"op": "subscribe",
+                                           "args": args[k:k + _ARGS_PER_MESSAGE]}).decode()
+                      for k in range(0, len(args), _ARGS_PER_MESSAGE)]
+            specs.append(SocketSpec(self.path, frames, ping_text="ping", ping_interval_s=20.0))
+        return specs
+
+    def resubscribe(self, native: str) -> list[str]:
+        """Unsubscribe + subscribe of ``native``'s ``books``: OKX answers with a snapshot."""
+        arg = [{"channel": BOOK_CHANNEL, "instId": native}]
+        return [msgspec.json.encode({"op": op, "args": arg}).decode()
+                for op in ("unsubscribe", "subscribe")]
 
     def on_connect(self, socket_index: int) -> None:
         self._last_seq.clear()
+        if self._sync:
+            groups = self.groups()
+            if socket_index < len(groups):
+                for i in groups[socket_index]:
+                    self._sync.pop(i.native, None)
 
     def _parse(self, frame, sink) -> Control | None:
         if frame == "pong" or frame == b"pong":
@@ -94,7 +182,9 @@ class OkxAdapter(VenueAdapter):
             return None
         arg = m.arg
         if m.data is not None and arg is not None:
-            if arg.channel == "bbo-tbt":
+            if arg.channel == BOOK_CHANNEL and self.depth > 0:
+                return self._books(arg.instId, m.action, m.data, sink)
+            if arg.channel == "bbo-tbt" and self.depth <= 0:
                 return self._bbo(arg.instId, m.data, sink)
             if arg.channel == "funding-rate":
                 return self._funding(arg.instId, m.data, sink)
@@ -143,6 +233,108 @@ class OkxAdapter(VenueAdapter):
             cs = inst.contract_size
             sink.quote(inst.instrument_id, bid, ask, bq * cs, aq * cs, ts)
         return None
+
+    # -- L2 book (depth > 0) ---------------------------------------------------------
+    def _books(self, inst_id: str, action: str, data: list[_Data], sink) -> Control | None:
+        inst = self.by_native.get(inst_id)
+        if inst is None:
+            sink.reject("unknown_symbol", len(data) or 1)
+            return None
+        if not data or action not in ("snapshot", "update"):
+            sink.reject("bad_shape")
+            return None
+        ctl = None
+        for d in data:              # OKX sends one item per push; more are taken in order
+            c = self._book_item(inst, action == "snapshot", d, sink)
+            ctl = ctl or c
+        return ctl
+
+    def _book_item(self, inst: Instrument, snapshot: bool, d: _Data, sink) -> Control | None:
+        seq, prev = d.seqId, d.prevSeqId
+        ts = _ms_to_ns(d.ts)
+        if (seq is None or prev is None or d.asks is None or d.bids is None or ts < 0
+                or not (0 <= seq < _ID_END and -1 <= prev < _ID_END)):
+            sink.reject("bad_shape")
+            return None
+        native = inst.native
+        st = self._sync.get(native)
+        if st is None:
+            st = self._sync[native] = _Sync()
+        if snapshot:
+            if st.synced and seq == st.seq and prev == st.prev:
+                sink.reject("duplicate")
+                return None
+            return self._apply(st, inst, d, True, ts, sink)
+        if not st.synced:
+            if st.pending:          # resync asked for: wait for the snapshot
+                sink.reject("no_snapshot")
+                st.ignored += 1
+                if st.ignored % RESYNC_RETRY == 0:
+                    return Control("resync", symbol=native, detail="retry")
+                return None
+            return self._broken(st, inst, BookFault.EARLY_DIFF, sink)
+        if prev == st.seq:          # chained (seqId == prevSeqId: unchanged; smaller: reset)
+            return self._apply(st, inst, d, False, ts, sink)
+        if seq == st.seq and prev == st.prev:
+            sink.reject("duplicate")
+            return None
+        return self._broken(st, inst, BookFault.GAP, sink)
+
+    def _apply(self, st: _Sync, inst: Instrument, d: _Data, snapshot: bool, ts: int,
+               sink) -> Control | None:
+        cs = inst.contract_size
+        bm, am = ({}, {}) if snapshot else (st.bids, st.asks)
+        sides = []
+        try:
+            for rows, m in ((d.bids, bm), (d.asks, am)):
+                out = []
+                for r in rows:
+                    px, sz = r[0], r[1]
+                    p, q = float(px), float(sz) * cs
+                    out.append((p, q))
+                    if q == 0.0:
+                        m.pop(p, None)
+                    else:
+                        m[p] = (px, sz)
+                sides.append(out)
+        except (ValueError, IndexError):    # a level that is not [price, size, ...] numbers
+            sink.reject("bad_shape")
+            return self._broken(st, inst, BookFault.BAD_DATA, sink, snapshot)
+        ck = d.checksum
+        if ck:                              # 0 / absent: not given (deprecated by OKX)
+            bk = heapq.nlargest(CHECKSUM_LEVELS, bm)
+            ak = heapq.nsmallest(CHECKSUM_LEVELS, am)
+            if checksum([bm[p] for p in bk], [am[p] for p in ak]) != ck:
+                return self._broken(st, inst, BookFault.CHECKSUM, sink, snapshot)
+        fb = sink.book(inst.instrument_id, sides[0], sides[1], snapshot, ts, d.seqId)
+        if fb is None:          # refused: the sink counted why (BAD_DATA, no_snapshot)
+            return self._lost(st, inst.native, snapshot, "refused")
+        st.seq, st.prev = d.seqId, d.prevSeqId
+        st.bids, st.asks = bm, am
+        st.synced = True
+        st.pending = False
+        st.bad = 0
+        self.applied += 1
+        return None
+
+    def _broken(self, st: _Sync, inst: Instrument, fault: BookFault, sink,
+                snapshot: bool = False) -> Control | None:
+        sink.book_broken(inst.instrument_id, fault)
+        return self._lost(st, inst.native, snapshot, fault.name)
+
+    @staticmethod
+    def _lost(st: _Sync, native: str, snapshot: bool, detail: str) -> Control | None:
+        """The book is not ready: resync, except after a second unusable snapshot in a row
+        (then ``RESYNC_RETRY`` dropped updates later: resubscribing at once would only
+        fetch the same snapshot again)."""
+        st.synced = False
+        st.pending = True
+        st.ignored = 0
+        if snapshot:
+            st.bad += 1
+            if st.bad > 1:
+                return None
+        return Control("resync", symbol=native, detail=detail)
 
     def _funding(self, inst_id: str, data: list[_Data], sink) -> None:
         inst = self.by_native.get(inst_id)

@@ -351,3 +351,362 @@ def test_fuzz_mutated_frames(case):
 def test_fuzz_json_mutations(case):
     name, si, frame, primed = case
     check_contract(name, si, frame, primed, PRIME)
+
+
+# ---------------------------------------------------------------------------------------
+# L2 books (depth > 0): orderbook.<D> snapshot + delta, u contiguous per topic
+# (docs/venues.md, "Bybit", "L2 book")
+# ---------------------------------------------------------------------------------------
+from hypothesis import settings  # noqa: E402
+
+from arbpipe.feeds.venues.bybit import BOOK_DEPTHS  # noqa: E402
+from arbpipe.feeds.venues.sink import CollectingSink  # noqa: E402
+from shm_layouts.records import BookFault, StatusReason  # noqa: E402
+from tests.unit.venues.common_binance_bybit import RECV, VENUE  # noqa: E402
+
+N = 3          # levels kept per side in these tests
+
+# Bybit's derivatives "Orderbook" page: a snapshot (its "..." rows left out) and the delta
+# that follows it (the excerpt ends before the delta's u: the next one is used)
+BY_OB50_DERIV_SNAPSHOT = """{"topic": "orderbook.50.BTCUSDT", "type": "snapshot", "ts": 1671179923028,
+ "data": {"s": "BTCUSDT",
+          "b": [["17440.00", "40.833"], ["17439.50", "0.513"], ["17416.00", "6.156"], ["17415.50", "32.268"]],
+          "a": [["17440.50", "78.815"], ["17441.00", "8.858"], ["17464.50", "4.901"], ["17465.00", "5.744"]],
+          "u": 13079592, "seq": 22520573250}}"""
+BY_OB50_DERIV_DELTA = """{"topic": "orderbook.50.BTCUSDT", "type": "delta", "ts": 1671179923046,
+ "data": {"s": "BTCUSDT", "b": [], "a": [["17440.50", "78.857"], ["17442.00", "1.510"]],
+          "u": 13079593, "seq": 22520573251}}"""
+
+
+def deep(name="bybit-spot", depth=N):
+    ad = make(name)
+    ad.depth = depth
+    return ad
+
+
+def dsink(depth=N):
+    return CollectingSink(venue_id=VENUE, recv_ns=RECV, depth=depth)
+
+
+def ob(kind, u, bids=(), asks=(), sym="BTCUSDT", d=50, ts=1672304484978):
+    return json.dumps({"topic": f"orderbook.{d}.{sym}", "ts": ts, "type": kind,
+                       "data": {"s": sym, "b": [list(x) for x in bids],
+                                "a": [list(x) for x in asks], "u": u, "seq": 7961638724},
+                       "cts": ts - 2})
+
+
+def books(sink):
+    return [(u["bids"], u["asks"]) for u in sink.updates if u["kind"] == "book"]
+
+
+def faults(sink):
+    return {BookFault(k).name: v for k, v in sink.resyncs_by_fault.items()}
+
+
+SNAP = ob("snapshot", 100, [("99.5", "1"), ("99", "2"), ("98.5", "3"), ("98", "4")],
+          [("100", "1"), ("100.5", "2"), ("101", "3"), ("101.5", "4")])
+
+
+@pytest.mark.parametrize("name", ["bybit-spot", "bybit-linear"])
+@pytest.mark.parametrize("depth,channel", [(1, 1), (2, 50), (20, 50), (50, 50), (51, 200),
+                                           (200, 200), (201, 1000), (1000, 1000),
+                                           (5000, 1000)])
+def test_book_channel_is_the_smallest_documented_depth_that_covers(name, depth, channel):
+    ad = deep(name, depth)
+    assert ad.supports_depth and ad.book_channel() == channel
+    assert channel in BOOK_DEPTHS[ad.category]
+    (spec,) = ad.sockets()
+    topics = [json.loads(f)["args"][0] for f in spec.subscribe]
+    book = [f"orderbook.{channel}.{s}" for s in IDS]
+    assert topics == (book + [f"tickers.{s}" for s in IDS] if name == "bybit-linear" else book)
+    assert ad.resubscribe("BTCUSDT") == [
+        json.dumps({"req_id": f"orderbook.{channel}.BTCUSDT", "op": op,
+                    "args": [f"orderbook.{channel}.BTCUSDT"]})
+        for op in ("unsubscribe", "subscribe")]
+
+
+def test_book_documented_v5_snapshot():
+    ad, sink = deep(depth=5), dsink(5)
+    assert ad.parse(BY_OB50_DOC, RECV, sink) is None and not sink.rejects
+    assert books(sink) == [([[16493.5, 0.006], [16493.0, 0.1]],
+                            [[16611.0, 0.029], [16612.0, 0.213]])]
+    assert sink.updates[-1] == quote(21, 16493.5, 16611.0, 0.006, 0.029,
+                                     1672304484976 * MS, 0)
+    assert sink.is_ready(21) and ad.applied == 1
+
+
+def test_book_documented_derivatives_snapshot_then_delta():
+    ad, sink = deep(depth=4), dsink(4)
+    ad.parse(BY_OB50_DERIV_SNAPSHOT, RECV, sink)
+    assert ad.parse(BY_OB50_DERIV_DELTA, RECV, sink) is None and not sink.rejects
+    assert books(sink)[-1] == (
+        [[17440.0, 40.833], [17439.5, 0.513], [17416.0, 6.156], [17415.5, 32.268]],
+        [[17440.5, 78.857], [17441.0, 8.858], [17442.0, 1.51], [17464.5, 4.901]])
+    assert sink.updates[-1]["kind"] == Kind.QUOTE and sink.updates[-1]["ask_qty"] == 78.857
+    assert sink.updates[-1]["exchange_ts_ns"] == 1671179923046 * MS   # no cts: ts
+
+
+def test_book_delta_applies_deletes_and_exposes_deeper_levels():
+    ad, sink = deep(), dsink()
+    ad.parse(SNAP, RECV, sink)
+    assert books(sink)[-1] == ([[99.5, 1.0], [99.0, 2.0], [98.5, 3.0]],
+                               [[100.0, 1.0], [100.5, 2.0], [101.0, 3.0]])
+    assert ad.parse(ob("delta", 101, [("99.5", "0"), ("99.25", "7")], [("100", "0")]), RECV,
+                    sink) is None
+    assert books(sink)[-1] == ([[99.25, 7.0], [99.0, 2.0], [98.5, 3.0]],
+                               [[100.5, 2.0], [101.0, 3.0], [101.5, 4.0]])
+    sink.clear()
+    ad.parse(ob("delta", 102, [("97", "1")], []), RECV, sink)    # below the top N: no record
+    assert sink.updates == [] and not sink.rejects and ad.applied == 3
+
+
+def test_book_gap_marks_not_ready_and_resubscribes_then_exact():
+    ad, sink = deep(), dsink()
+    ad.parse(SNAP, RECV, sink)
+    ctl = ad.parse(ob("delta", 102, [("99", "5")]), RECV, sink)          # 101 skipped
+    assert ctl.kind == "resync" and ctl.symbol == "BTCUSDT" and ctl.detail == "GAP"
+    assert not sink.is_ready(21) and faults(sink) == {"GAP": 1}
+    st = sink.updates[-1]
+    assert st["kind"] == Kind.STATUS and st["fault"] == BookFault.GAP
+    assert st["status_reason"] == StatusReason.BOOK_RESYNC and st["instrument_id"] == 21
+    sink.clear()
+    assert ad.parse(ob("delta", 103, [("99", "6")]), RECV, sink) is None   # meanwhile: dropped
+    assert sink.rejects == {"no_snapshot": 1} and sink.updates == []
+    ad.parse(ob("snapshot", 200, [("99", "6")], [("100", "1")]), RECV, sink)
+    assert sink.is_ready(21) and books(sink)[-1] == ([[99.0, 6.0]], [[100.0, 1.0]])
+    ad.parse(ob("delta", 201, [], [("100.5", "2")]), RECV, sink)
+    assert books(sink)[-1] == ([[99.0, 6.0]], [[100.0, 1.0], [100.5, 2.0]])
+
+
+def test_book_delta_before_snapshot_is_early_diff():
+    ad, sink = deep(), dsink()
+    ctl = ad.parse(ob("delta", 5, [("99", "1")]), RECV, sink)
+    assert ctl.kind == "resync" and ctl.detail == "EARLY_DIFF"
+    assert faults(sink) == {"EARLY_DIFF": 1} and not sink.is_ready(21)
+    assert [u for u in sink.updates if u["kind"] == "book"] == []
+    ad.parse(SNAP, RECV, sink)
+    assert sink.is_ready(21)
+
+
+def test_book_duplicate_and_out_of_order_are_dropped_and_the_book_stays_ready():
+    ad, sink = deep(), dsink()
+    ad.parse(SNAP, RECV, sink)
+    d1 = ob("delta", 101, [("99", "5")])
+    ad.parse(d1, RECV, sink)
+    before = books(sink)[-1]
+    sink.clear()
+    assert ad.parse(d1, RECV, sink) is None
+    assert ad.parse(ob("delta", 100, [("99", "9")]), RECV, sink) is None
+    assert ad.parse(SNAP, RECV, sink) is None                    # the same snapshot again
+    assert sink.rejects == {"duplicate": 1, "out_of_order": 2} and sink.updates == []
+    assert sink.is_ready(21) and not sink.resyncs_by_fault
+    ad.parse(ob("delta", 102, [("99", "4")]), RECV, sink)
+    assert books(sink)[-1] == ([[99.5, 1.0], [99.0, 4.0], [98.5, 3.0]], before[1])
+
+
+def test_book_u_1_is_a_restart_counted_and_overwritten():
+    ad, sink = deep(), dsink()
+    ad.parse(SNAP, RECV, sink)
+    restart = ob("delta", 1, [("50", "1")], [("51", "2")], ts=1672304490000)
+    assert ad.parse(restart, RECV, sink) is None
+    assert faults(sink) == {"RESTART": 1} and sink.is_ready(21)
+    assert books(sink)[-1] == ([[50.0, 1.0]], [[51.0, 2.0]])
+    assert ad.parse(restart, RECV, sink) is None and sink.rejects == {"duplicate": 1}
+    ad.parse(ob("delta", 2, [("50.5", "1")], [], ts=1672304490001), RECV, sink)
+    assert books(sink)[-1] == ([[50.5, 1.0], [50.0, 1.0]], [[51.0, 2.0]])
+    fresh, s2 = deep(), dsink()                  # u = 1 first on a connection: no restart
+    fresh.parse(restart, RECV, s2)
+    assert s2.is_ready(21) and not s2.resyncs_by_fault
+
+
+@pytest.mark.parametrize("levels,reason", [
+    ([("NaN", "1")], "bad_price"), ([("99", "-1")], "bad_price"), ([("1e999", "1")], "bad_price"),
+    ([("0x10", "1")], "bad_price"), ([("100.5", "1")], "bad_price"),    # crossed
+])
+def test_book_garbage_levels_are_bad_data_and_resynced(levels, reason):
+    ad, sink = deep(), dsink()
+    ad.parse(SNAP, RECV, sink)
+    ctl = ad.parse(ob("delta", 101, levels), RECV, sink)
+    assert ctl.kind == "resync" and sink.rejects == {reason: 1}
+    assert faults(sink) == {"BAD_DATA": 1} and not sink.is_ready(21)
+    ad.parse(ob("delta", 102, [("99", "1")]), RECV, sink)              # dropped meanwhile
+    ad.parse(SNAP, RECV, sink)
+    assert sink.is_ready(21)
+
+
+def test_book_two_bad_snapshots_in_a_row_wait_before_asking_again():
+    ad, sink = deep(), dsink()
+    bad = ob("snapshot", 100, [("101", "1")], [("100", "1")])           # crossed
+    assert ad.parse(bad, RECV, sink).kind == "resync"
+    assert ad.parse(ob("snapshot", 101, [("101", "1")], [("100", "1")]), RECV, sink) is None
+    ctls = [ad.parse(ob("delta", 102 + k, [("99", "1")]), RECV, sink) for k in range(1000)]
+    assert [c.detail for c in ctls if c is not None] == ["retry"]      # after 1000 dropped
+
+
+@pytest.mark.parametrize("frame,reason", [
+    (ob("snapshot", 100, [("99", "1")], [("100", "1")], d=1), "unknown_topic"),   # not ours
+    (ob("snapshot", 100, [("99", "1")], [("100", "1")], d=200), "unknown_topic"),
+    (ob("snapshot", 100, [("99", "1")], [("100", "1")], sym="DOGEUSDT"), "unknown_symbol"),
+    (ob("snapshot", -1, [("99", "1")], [("100", "1")]), "bad_shape"),
+    (ob("snapshot", 2**63, [("99", "1")], [("100", "1")]), "bad_shape"),
+    (ob("snapshot", 100, [("99", "1", "x")], [("100", "1")]), "bad_shape"),
+    (ob("snapshot", 100, [[99, 1]], [("100", "1")]), "bad_shape"),
+])
+def test_book_refused_frames(frame, reason):
+    ad, sink = deep(), dsink()
+    assert ad.parse(frame, RECV, sink) is None
+    assert sink.rejects == {reason: 1} and sink.updates == [] and not sink.is_ready(21)
+
+
+def test_book_empty_sides_are_a_book_and_make_no_quote():
+    ad, sink = deep(), dsink()
+    ad.parse(ob("snapshot", 100, [], []), RECV, sink)
+    assert sink.is_ready(21) and books(sink) == [([], [])] and not sink.rejects
+    ad.parse(ob("delta", 101, [("99", "1")], []), RECV, sink)
+    assert books(sink)[-1] == ([[99.0, 1.0]], []) and not any(
+        u["kind"] == Kind.QUOTE for u in sink.updates)
+
+
+def test_book_level1_channel_takes_the_idle_resend():
+    ad, sink = deep(depth=1), dsink(1)
+    f = ob("snapshot", 100, [("99", "1")], [("100", "1")], d=1)
+    ad.parse(f, RECV, sink)
+    ad.parse(f, RECV, sink)
+    ad.parse(ob("snapshot", 100, [("99", "1")], [("100", "1")], d=1, ts=1672304487978), RECV,
+             sink)
+    assert sink.rejects == {"duplicate": 1} and ad.applied == 2
+
+
+def test_book_linear_tickers_give_funding_only():
+    ad, sink = deep("bybit-linear"), dsink()
+    ad.parse(BY_TICKER_SNAPSHOT, RECV, sink)
+    assert [u["kind"] for u in sink.updates] == [Kind.FUNDING] and not sink.rejects
+    sink.clear()
+    assert ad.parse(BY_TICKER_DELTA, RECV, sink) is None               # bid/ask only
+    assert sink.updates == [] and not sink.rejects and ad.applied == 1
+    ad.parse(SNAP, RECV, sink)
+    assert [u["kind"] for u in sink.updates] == ["book", Kind.QUOTE]
+
+
+def test_book_on_connect_forgets_the_sync():
+    ad, sink = deep(), dsink()
+    ad.parse(SNAP, RECV, sink)
+    ad.on_connect(0)
+    assert ad.parse(ob("delta", 101, [("99", "1")]), RECV, sink).detail == "EARLY_DIFF"
+
+
+def test_book_depth_0_is_the_bbo_adapter():
+    ad = deep(depth=0)
+    assert [json.loads(f)["args"][0] for f in ad.sockets()[0].subscribe] == [
+        f"orderbook.1.{s}" for s in IDS]
+    only_reject(feed(ad, ob("delta", 101, [("99", "1")], [("100", "1")], d=1))[1], "unsupported")
+
+
+# -- hypothesis: generated streams against a pure-Python reference book ------------------
+PX_BID = [f"{99.5 - 0.5 * k:.2f}" for k in range(12)]     # bids below 100, asks above:
+PX_ASK = [f"{100 + 0.5 * k:.2f}" for k in range(12)]      # the venue's book never crosses
+QTY = st.sampled_from(["0", "0", "0.5", "1", "2.25", "10"])
+CHANGES = st.tuples(st.lists(st.tuples(st.sampled_from(PX_BID), QTY), max_size=5),
+                    st.lists(st.tuples(st.sampled_from(PX_ASK), QTY), max_size=5))
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("snapshot")), st.tuples(st.just("delta"), CHANGES),
+    st.tuples(st.just("gap"), CHANGES), st.tuples(st.just("dup")),
+    st.tuples(st.just("restart")), st.tuples(st.just("reconnect"))), max_size=40)
+
+
+def _top(side: dict, bids: bool, n: int) -> list:
+    keys = sorted(side, key=float, reverse=bids)[:n]
+    return [[float(p), float(side[p])] for p in keys]
+
+
+@settings(max_examples=300, deadline=None)
+@given(first_delta=st.booleans(), ops=OPS)
+def test_book_generated_streams_match_the_reference(first_delta, ops):
+    """The venue keeps a reference book (a dict per side) and numbers its messages with a
+    contiguous u; the stream has gaps (a message not delivered), duplicates, restarts
+    (u = 1), reconnects and deletions exposing deeper levels. After every message the
+    adapter's book equals the reference's top N as of the last message it received, or it
+    is not ready and the fault the reference expects was counted; a final snapshot always
+    makes it exact again."""
+    ad, sink = deep(), dsink()
+    ref = ({}, {})
+    shown = None                    # the reference's top N as of the last message delivered
+    u = 1000
+    last = None                     # last frame delivered
+    synced = pending = gapped = False
+    seen = False                    # the adapter holds a u of the symbol (this connection)
+    expect = {}
+    ts = 1672304484978
+
+    def apply(changes):
+        for side, rows in zip(ref, changes):
+            for p, q in rows:
+                side.pop(p, None) if q == "0" else side.__setitem__(p, q)
+
+    def snapshot_frame(uid):
+        return ob("snapshot", uid, sorted(ref[0].items(), key=lambda x: -float(x[0])),
+                  sorted(ref[1].items(), key=lambda x: float(x[0])), ts=ts)
+
+    def count(fault):
+        expect[fault] = expect.get(fault, 0) + 1
+
+    def deliver(frame, verdict):
+        nonlocal synced, pending, gapped, seen, shown
+        rej = sum(sink.rejects.values())
+        ctl = ad.parse(frame, RECV, sink)
+        if verdict in ("GAP", "EARLY_DIFF"):
+            count(verdict)
+            synced, pending, gapped = False, True, False
+            assert ctl is not None and ctl.kind == "resync" and ctl.detail == verdict
+            assert ctl.symbol == "BTCUSDT"
+        else:
+            assert ctl is None
+        if verdict in ("snapshot", "RESTART", "applied"):
+            if verdict == "RESTART":
+                count("RESTART")
+            synced, pending, seen = True, False, True
+            shown = (_top(ref[0], True, N), _top(ref[1], False, N))
+        if verdict == "dropped":
+            assert sum(sink.rejects.values()) == rej + 1
+        assert faults(sink) == expect
+        assert sink.is_ready(21) == synced
+        if synced:
+            b, a = sink.book_of(21).top()
+            assert (b.tolist(), a.tolist()) == shown
+
+    if first_delta:
+        apply(([(PX_BID[0], "1")], []))
+        u += 1
+        deliver(ob("delta", u, [(PX_BID[0], "1")], [], ts=ts), "EARLY_DIFF")
+    for op in ops:
+        kind = op[0]
+        ts += 1
+        if kind in ("snapshot", "restart"):
+            u = u + 1 if kind == "snapshot" else 1
+            last = snapshot_frame(u)
+            deliver(last, "RESTART" if kind == "restart" and seen else "snapshot")
+            gapped = False
+        elif kind in ("delta", "gap"):
+            apply(op[1])
+            u += 1
+            if kind == "gap":
+                gapped = True
+                continue
+            last = ob("delta", u, *op[1], ts=ts)
+            if synced:
+                deliver(last, "GAP" if gapped else "applied")
+            elif pending:
+                deliver(last, "dropped")
+            else:
+                deliver(last, "EARLY_DIFF")
+        elif kind == "dup" and last is not None:
+            deliver(last, "dropped")
+        elif kind == "reconnect":
+            ad.on_connect(0)
+            sink.book_broken(21, BookFault.RECONNECT)     # as Feed.socket_down does
+            count("RECONNECT")
+            synced = pending = gapped = seen = False
+            last = None
+    ts += 1
+    u += 1
+    deliver(snapshot_frame(u), "snapshot")

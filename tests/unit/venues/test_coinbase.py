@@ -1,6 +1,8 @@
 """The Coinbase adapter (``level2`` kept as a book per product, published as BBO):
 documented frames, book-to-BBO, sequence handling, control frames, malformed input,
-RFC3339 timestamps, and fuzzing (parse never raises).
+RFC3339 timestamps, and fuzzing (parse never raises); with ``depth`` > 0 the L2 book
+published through the sink: every sync rule and its resync, and hypothesis streams
+against a reference venue.
 
 Fixtures are the example frames of docs/venues.md ("Coinbase")."""
 from __future__ import annotations
@@ -9,15 +11,17 @@ import datetime
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from arbpipe.feeds.venues.base import Control
 from arbpipe.feeds.venues.coinbase import rfc3339_ns
 from arbpipe.feeds.venues.registry import get
 from arbpipe.feeds.venues.sink import CollectingSink
+from arbpipe.sim.market import fixed
 from arbpipe.symbols import Instrument
 from shm_layouts import Flag
+from shm_layouts.records import BookFault
 from tests.unit.venues.common_okx_coinbase_kraken_gate import (
     RECV, assert_quote, feed, fuzz_parse_never_raises, garbage_counted_once, only_quote,
     parse_stream)
@@ -369,3 +373,293 @@ def test_fuzz_parse_never_raises_and_accounts_for_every_frame():
 
 def test_every_reject_reason_is_counted_once_per_frame_for_random_garbage():
     garbage_counted_once(coinbase)
+
+
+# ============================================================ L2 book (depth > 0)
+# docs/venues.md, "Coinbase", "L2 book"
+def coinbase_book(depth=5):
+    a = get("coinbase")(CB_INSTRUMENTS, venue_id=4)
+    a.depth = depth
+    return a, CollectingSink(4, recv_ns=RECV, depth=depth)
+
+
+def _faults(sink):
+    return [u["fault"] for u in sink.updates if u.get("fault")]
+
+
+def test_coinbase_depth_doc_snapshot_then_update():
+    a, sink = coinbase_book()
+    assert a.supports_depth
+    assert a.sockets()[0].subscribe == coinbase().sockets()[0].subscribe    # same channels
+    assert a.parse(CB_L2_SNAPSHOT, RECV, sink) is None
+    assert not sink.rejects and sink.is_ready(3)
+    (book,) = sink.updates                        # bids only: a book, no QUOTE yet
+    assert book["kind"] == "book" and book["snapshot"] and book["update_id"] == 0
+    assert book["bids"] == [[21921.73, 0.06317902], [21921.3, 0.02]] and book["asks"] == []
+    assert book["exchange_ts_ns"] == 1675974770714964855      # epoch placeholder -> envelope
+    sink.clear()
+    assert a.parse(cb_frame(1, [{"type": "update", "product_id": "BTC-USD", "updates": [
+        lvl("offer", "21925.01", "0.5"), lvl("offer", "21926", "1.5"),
+        lvl("bid", "21921.3", "0")]}]), RECV, sink) is None
+    book, quote = sink.updates
+    assert book["bids"] == [[21921.73, 0.06317902]] and book["update_id"] == 1
+    assert book["asks"] == [[21925.01, 0.5], [21926.0, 1.5]]
+    assert_quote(quote, 3, 21921.73, 21925.01, 0.06317902, 0.5, 1785058387419487000)
+
+
+@pytest.mark.parametrize("frame,kind,symbol,detail_has", [
+    (CB_SUBS, "ack", "", "level2:BTC-USD"),
+    (CB_ERROR, "error", "DOGE-XYZ", "Failed to subscribe"),
+    (CB_HEARTBEAT_DOC, "heartbeat", "", ""),
+    (CB_HEARTBEAT_PROD, "heartbeat", "", ""),
+])
+def test_coinbase_depth_control_frames(frame, kind, symbol, detail_has):
+    a, sink = coinbase_book()
+    ctl = a.parse(frame, RECV, sink)
+    assert ctl is not None and (ctl.kind, ctl.symbol, ctl.reconnect) == (kind, symbol, False)
+    assert detail_has in ctl.detail and not sink.updates and not sink.rejects
+
+
+def test_coinbase_depth_publishes_the_top_n_only():
+    a, sink = coinbase_book(depth=2)
+    snap = [lvl("bid", str(100 - i), "1") for i in range(5)] + \
+        [lvl("offer", str(101 + i), "1") for i in range(5)]
+    a.parse(cb_frame(0, [{"type": "snapshot", "product_id": "BTC-USD", "updates": snap}]), RECV, sink)
+    assert sink.updates[0]["bids"] == [[100.0, 1.0], [99.0, 1.0]]
+    sink.clear()
+    # a change below the top 2: applied, nothing to publish
+    a.parse(cb_frame(1, [{"type": "update", "product_id": "BTC-USD", "updates": [
+        lvl("bid", "97", "5")]}]), RECV, sink)
+    assert not sink.updates and not sink.rejects and a.applied == 11
+    # the best bid removed: the third level comes up
+    a.parse(cb_frame(2, [{"type": "update", "product_id": "BTC-USD", "updates": [
+        lvl("bid", "100", "0")]}]), RECV, sink)
+    assert sink.updates[0]["bids"] == [[99.0, 1.0], [98.0, 1.0]] and sink.updates[1]["bid"] == 99.0
+
+
+def _two_books(a, sink, seq=0):
+    a.parse(cb_frame(seq, [
+        {"type": "snapshot", "product_id": "BTC-USD", "updates": [lvl("bid", "10", "1"), lvl("offer", "11", "1")]},
+        {"type": "snapshot", "product_id": "ETH-USD", "updates": [lvl("bid", "1", "2"), lvl("offer", "2", "3")]}]),
+        RECV, sink)
+    assert sink.is_ready(3) and sink.is_ready(4)
+
+
+def test_coinbase_depth_gap_breaks_every_book_and_reconnects():
+    a, sink = coinbase_book()
+    _two_books(a, sink, seq=10)
+    up = lambda seq, q, p="BTC-USD": cb_frame(seq, [{"type": "update", "product_id": p,
+                                                     "updates": [lvl("bid", "10", q)]}])
+    assert a.parse(up(11, "2"), RECV, sink) is None
+    sink.clear()
+    # repeated and older numbers: refused, the books are exact (that frame was applied)
+    assert a.parse(up(11, "2"), RECV, sink) is None and a.parse(up(9, "4"), RECV, sink) is None
+    assert sink.rejects == {"duplicate": 1, "out_of_order": 1} and not sink.updates
+    assert sink.book_of(3).top(1)[0].tolist() == [[10.0, 2.0]]
+    ctl = a.parse(up(13, "5", "ETH-USD"), RECV, sink)           # 12 is missing
+    assert ctl == Control("resync", detail="GAP", reconnect=True)
+    assert sorted(_faults(sink)) == [BookFault.GAP, BookFault.GAP]
+    assert sink.resyncs_by_fault == {BookFault.GAP: 2} and not sink.ready
+    assert sink.rejects["no_snapshot"] == 1                     # this frame's update too
+    assert a.parse(up(14, "6"), RECV, sink) is None and sink.rejects["no_snapshot"] == 2
+    # the planned reconnect: a new counter, fresh snapshots
+    a.on_connect(0)
+    assert a.parse(CB_SUBS, RECV, sink).kind == "ack"
+    _two_books(a, sink, seq=1)
+    assert a.parse(up(2, "7"), RECV, sink) is None
+    assert sink.book_of(3).top(1)[0].tolist() == [[10.0, 7.0]]
+
+
+def test_coinbase_depth_update_before_snapshot_is_an_early_diff():
+    a, sink = coinbase_book()
+    ctl = a.parse(cb_frame(0, [{"type": "update", "product_id": "BTC-USD",
+                                "updates": [lvl("bid", "1", "1")]}]), RECV, sink)
+    assert ctl == Control("resync", symbol="BTC-USD", detail="EARLY_DIFF", reconnect=True)
+    assert sink.resyncs_by_fault == {BookFault.EARLY_DIFF: 1}
+    # the snapshot that follows on this connection may be older than that update: refused
+    a.parse(cb_frame(1, [{"type": "snapshot", "product_id": "BTC-USD", "updates": [
+        lvl("bid", "10", "1"), lvl("offer", "11", "1")]}]), RECV, sink)
+    assert sink.rejects == {"out_of_order": 1} and not sink.is_ready(3)
+    # other products are not affected
+    a.parse(cb_frame(2, [{"type": "snapshot", "product_id": "ETH-USD", "updates": [
+        lvl("bid", "1", "1"), lvl("offer", "2", "1")]}]), RECV, sink)
+    assert sink.is_ready(4)
+    a.on_connect(0)
+    a.parse(cb_frame(0, [{"type": "snapshot", "product_id": "BTC-USD", "updates": [
+        lvl("bid", "10", "1"), lvl("offer", "11", "1")]}]), RECV, sink)
+    assert sink.is_ready(3)
+
+
+@pytest.mark.parametrize("event,reason", [
+    ({"type": "update", "product_id": "BTC-USD", "updates": [lvl("bid", "nan", "1")]}, "bad_price"),
+    ({"type": "update", "product_id": "BTC-USD", "updates": [lvl("bid", "10.5", "1"), lvl("bid", "-1", "1")]}, "bad_price"),
+    ({"type": "update", "product_id": "BTC-USD", "updates": [lvl("offer", "12", "1e999")]}, "bad_price"),
+    ({"type": "update", "product_id": "BTC-USD", "updates": [lvl("buy", "12", "1")]}, "bad_shape"),
+    ({"type": "update", "product_id": "BTC-USD", "updates": [lvl("bid", "x", "1")]}, "bad_shape"),
+    ({"type": "update", "product_id": "BTC-USD", "updates": []}, "bad_shape"),
+    ({"type": "weird", "product_id": "BTC-USD", "updates": [lvl("bid", "9", "1")]}, "bad_shape"),
+    ({"type": "update", "product_id": "BTC-USD"}, "bad_shape"),
+    ({"type": "snapshot", "product_id": "BTC-USD", "updates": [lvl("bid", "9", "x")]}, "bad_shape"),
+])
+def test_coinbase_depth_garbage_resyncs_the_book(event, reason):
+    a, sink = coinbase_book()
+    _two_books(a, sink)
+    before = sink.book_of(3).top()
+    sink.clear()
+    ctl = a.parse(cb_frame(1, [event]), RECV, sink)
+    assert ctl.kind == "resync" and ctl.reconnect and ctl.symbol == "BTC-USD"
+    assert sink.rejects == {reason: 1} and _faults(sink) == [BookFault.BAD_DATA]
+    assert not sink.is_ready(3) and sink.is_ready(4)           # nothing of it was applied
+    assert before[0].tolist() == [[10.0, 1.0]]
+
+
+@pytest.mark.parametrize("frame,reason", [
+    (cb_frame(1, []), "bad_shape"),                                   # numbered, no data
+    (cb_frame(1, [{"type": "update", "product_id": "BTC-USDX",
+                   "updates": [lvl("bid", "10", "3")]}]), "unknown_symbol"),
+    ('{"channel":"l2_data","events":[{"type":"update","product_id":"BTC-USD","updates":[]}]}',
+     "bad_shape"),                                                    # no sequence_num
+])
+def test_coinbase_depth_garbage_of_no_known_book_resyncs_every_book(frame, reason):
+    """A frame that used a sequence number (or has none) but whose data cannot be pinned on
+    one product: some update may be lost, every synced book is broken."""
+    a, sink = coinbase_book()
+    _two_books(a, sink)
+    sink.clear()
+    ctl = a.parse(frame, RECV, sink)
+    assert ctl == Control("resync", detail="BAD_DATA", reconnect=True)
+    assert sink.rejects == {reason: 1} and not sink.ready
+    assert sink.resyncs_by_fault == {BookFault.BAD_DATA: 2}
+
+
+def test_coinbase_depth_crossed_update_is_bad_data():
+    a, sink = coinbase_book()
+    _two_books(a, sink)
+    ctl = a.parse(cb_frame(1, [{"type": "update", "product_id": "BTC-USD",
+                                "updates": [lvl("bid", "12", "1")]}]), RECV, sink)
+    assert ctl.kind == "resync" and ctl.reconnect
+    assert sink.resyncs_by_fault == {BookFault.BAD_DATA: 1} and not sink.is_ready(3)
+
+
+# ------------------------------------- a reference venue, and hypothesis-generated streams
+class CoinbaseVenue:
+    """A pure-Python Coinbase ``level2``: a book per product (a dict per side, ticks ->
+    lots, sizes absolute), one ``sequence_num`` counter per connection."""
+
+    def __init__(self, products):
+        self.books = {p: ({}, {}) for p in products}
+        self.seq = 0
+
+    def frame(self, events, channel="l2_data"):
+        f = cb_frame(self.seq, events, channel=channel)
+        self.seq += 1
+        return f
+
+    def snapshot(self, p):
+        b, a = self.books[p]
+        ups = [lvl("bid", fixed(t, 2), fixed(q, 4)) for t, q in sorted(b.items(), reverse=True)]
+        ups += [lvl("offer", fixed(t, 2), fixed(q, 4)) for t, q in sorted(a.items())]
+        return {"type": "snapshot", "product_id": p, "updates": ups}
+
+    def update(self, p, ops):
+        b, a = self.books[p]
+        ups = []
+        for is_bid, t, q in ops:
+            side = b if is_bid else a
+            if q:
+                side[t] = q
+            else:
+                side.pop(t, None)
+            ups.append(lvl("bid" if is_bid else "offer", fixed(t, 2), fixed(q, 4)))
+        return {"type": "update", "product_id": p, "updates": ups}
+
+    def top(self, p, n):
+        b, a = self.books[p]
+        fl = lambda rows: [[float(fixed(t, 2)), float(fixed(q, 4))] for t, q in rows[:n]]
+        return fl(sorted(b.items(), reverse=True)), fl(sorted(a.items()))
+
+
+_CB_LEVEL = st.tuples(st.booleans(), st.integers(1, 30), st.sampled_from([0, 0, 1, 5, 12345, 10**9]))
+_CB_OP = st.one_of(
+    st.tuples(st.just("update"), st.booleans(), st.lists(_CB_LEVEL, min_size=1, max_size=5)),
+    st.tuples(st.just("gap"), st.booleans(), st.lists(_CB_LEVEL, min_size=1, max_size=3)),
+    st.tuples(st.just("dup"), st.booleans(), st.none()),
+    st.tuples(st.just("old"), st.booleans(), st.none()),
+    st.tuples(st.just("heartbeat"), st.booleans(), st.none()),
+    st.tuples(st.just("garbage"), st.booleans(), st.none()),
+    st.tuples(st.just("early"), st.booleans(), st.lists(_CB_LEVEL, min_size=1, max_size=3)),
+)
+
+
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(initial=st.lists(_CB_LEVEL, max_size=40), ops=st.lists(_CB_OP, max_size=40))
+def test_coinbase_book_matches_a_reference_venue(initial, ops):
+    """After every message each product's book (top N, through CollectingSink) equals the
+    reference venue's, or it is not ready and was marked so for the fault the message
+    deserved; a resync (a new connection) makes it exact again."""
+    n = 5
+    a, sink = coinbase_book(n)
+    products = {"BTC-USD": 3, "ETH-USD": 4}
+    venue = CoinbaseVenue(products)
+    place = lambda ops_: [(b, t if b else t + 30, q) for b, t, q in ops_]   # never crossed
+    for p in products:
+        venue.update(p, place(initial))
+    sent = []
+
+    def deliver(frame, expect=()):
+        r0 = dict(sink.resyncs_by_fault)
+        ctl = a.parse(frame, RECV, sink)
+        assert "parse_error" not in sink.rejects
+        new = {k for k, v in sink.resyncs_by_fault.items() if v != r0.get(k, 0)}
+        assert new <= set(expect), (new, expect)
+        for k in new:
+            event(f"fault {BookFault(k).name}")
+        sent.append(frame)
+        check()
+        if ctl is not None and ctl.kind == "resync":
+            assert ctl.reconnect
+            reconnect()
+        return ctl
+
+    def reconnect(early=None):
+        a.on_connect(0)                  # the worker's planned reconnect (books stay as they are)
+        venue.seq = 0
+        deliver(venue.frame([{"subscriptions": {"level2": list(products)}}], "subscriptions"))
+        for p in products:
+            if p == early:
+                deliver(venue.frame([venue.update(p, place([(True, 1, 3)]))]),
+                        expect=(BookFault.EARLY_DIFF,))
+            deliver(venue.frame([venue.snapshot(p)]))
+
+    def check():
+        for p, iid in products.items():
+            if sink.is_ready(iid):
+                b, s = sink.book_of(iid).top(n)
+                assert (b.tolist(), s.tolist()) == venue.top(p, n), p
+
+    reconnect()
+    for op, which, arg in ops:
+        p = "BTC-USD" if which else "ETH-USD"
+        if op == "update":
+            deliver(venue.frame([venue.update(p, place(arg))]))
+        elif op == "gap":
+            venue.frame([venue.update(p, place(arg))])      # numbered, never delivered
+            deliver(venue.frame([], "heartbeats").replace('"events": []', '"events": [{}]'),
+                    expect=(BookFault.GAP,))
+        elif op == "dup" and sent:
+            rej = sum(sink.rejects.values())
+            deliver(sent[-1])
+            assert sum(sink.rejects.values()) == rej + 1
+        elif op == "old" and len(sent) > 1:
+            deliver(sent[0])
+        elif op == "heartbeat":
+            deliver(venue.frame([{"current_time": "x", "heartbeat_counter": venue.seq}], "heartbeats"))
+        elif op == "garbage":
+            deliver(venue.frame([{"type": "update", "product_id": p,
+                                  "updates": [lvl("bid", "NaN", "1")]}]), expect=(BookFault.BAD_DATA,))
+        elif op == "early":                  # a new connection whose first diff of p
+            deliver(venue.frame([venue.update(p, place(arg))]))    # precedes p's snapshot
+            reconnect(early=p)
+    for iid in products.values():
+        assert sink.is_ready(iid)
