@@ -55,6 +55,14 @@ def connect(url: str, timeout: float = IO_TIMEOUT_S, name: str = "arbpipe"):
                                 client_name=name, decode_responses=True)
 
 
+def connect_raw(url: str, timeout: float = IO_TIMEOUT_S, name: str = "arbpipe"):
+    """Like ``connect`` but replies stay bytes and the protocol is RESP2 (what a caller
+    that parses replies itself, the bridge, reads)."""
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                                client_name=name, decode_responses=False, protocol=2)
+
+
 def ping(url: str, timeout: float = 1.0) -> bool:
     try:
         c = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
