@@ -6,8 +6,8 @@ diffs the adapter buffered meanwhile; or the websocket itself (the adapter gives
 that make the venue send a snapshot again: Bybit, OKX, Kraken; Coinbase reconnects, which
 the worker's planned reconnect already does). A failed REST request counts
 ``SNAPSHOT_FAILED`` and is retried after a growing pause (0.5 s doubling to 10 s) while the
-feed runs, and so is a snapshot the adapter refuses (stale, unusable); one request per
-symbol is ever in flight.
+feed runs; a snapshot the adapter refuses (stale, unusable) is asked for again after a
+shorter pause (0.1 s doubling to 1 s); one request per symbol is ever in flight.
 
 Uses the standard library's ``urllib`` (one small GET per resync; no extra dependency).
 """
@@ -24,7 +24,9 @@ from shm_layouts.records import BookFault
 
 log = logging.getLogger("arbpipe.feed")
 
-RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0      # after a failed request
+REFUSED_MIN_S, REFUSED_MAX_S = 0.1, 1.0   # after a snapshot the adapter refused (a lagging
+                                          # replica catches up within a few diffs)
 TIMEOUT_S = 10.0
 MAX_BODY = 32 << 20
 
@@ -113,6 +115,6 @@ class Resyncer:
                 p = feed.adapter.rest_snapshot_path(nat)
                 if p is not None and nat not in self.pending:
                     self.pending.add(nat)
-                    self.q.put((nat, p, min(max(pause * 2, RETRY_MIN_S), RETRY_MAX_S)))
+                    self.q.put((nat, p, min(max(pause * 2, REFUSED_MIN_S), REFUSED_MAX_S)))
                 elif p is None:
                     self.handle(None, None, ctl)
