@@ -127,8 +127,29 @@ def reliability(r: dict) -> str:
     return "; ".join(parts) + ".\n"
 
 
+def bridge(r: dict) -> str:
+    """``arbpipe bench bridge --json``: throughput and the latency the hop adds."""
+    t, h = r["throughput"], r["host"]
+    lines = [f"Latest ([bench/results/bridge.json](bench/results/bridge.json), one run of "
+             f"`arbpipe bench bridge --json` on {h['cpu']}, {h['cores']} cores, "
+             f"{r['redis']}): {t.get('records_per_s') or 0:,.0f} records/s through out -> "
+             f"Redis -> in; latency from the push into the source ring to the pop from the "
+             f"destination ring, against the same hop over one local ring:", "",
+             "| updates/s | local ring p50 / p99 / p99.9 | bridge p50 / p99 / p99.9 | "
+             "added p50 / p99 |", "|---:|---:|---:|---:|"]
+    for x in r["rates"]:
+        def q(s):
+            return " / ".join(_us(s.get(k) * 1000 if s.get(k) is not None else None)
+                              for k in ("p50_us", "p99_us", "p999_us")) + " µs"
+        add = x.get("added") or {}
+        lines.append(f"| {_rate(x['rate'])} | {q(x['local'])} | {q(x['bridge'])} | "
+                     f"{(add.get('p50_us') or 0) / 1000:,.1f} / "
+                     f"{(add.get('p99_us') or 0) / 1000:,.1f} ms |")
+    return "\n".join(lines) + "\n"
+
+
 SOURCES = {"latency": ("pipeline.json", latency), "soak": ("soak.json", soak),
-           "reliability": ("reliability.json", reliability)}
+           "reliability": ("reliability.json", reliability), "bridge": ("bridge.json", bridge)}
 
 
 def block(name: str, results_dir: str = RESULTS) -> str:
