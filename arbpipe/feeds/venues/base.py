@@ -42,6 +42,7 @@ from typing import Callable, ClassVar, Protocol
 import msgspec
 
 from arbpipe.symbols import Instrument
+from shm_layouts.records import BookFault
 
 
 class UpdateSink(Protocol):
@@ -131,7 +132,21 @@ class VenueAdapter:
         return None
 
     def on_rest_snapshot(self, native: str, body: bytes, sink: UpdateSink) -> Control | None:
-        """Apply a REST snapshot body with the diffs buffered meanwhile (venue rules)."""
+        """Apply a REST snapshot body of ``native`` with the diffs buffered meanwhile
+        (``self._rest_snapshot``, the venue's rules) behind a last-resort guard, as ``parse``
+        does: never raises; a body it cannot use is SNAPSHOT_FAILED and fetched again."""
+        inst = self.by_native.get(native)
+        if inst is None:
+            return None
+        try:
+            return self._rest_snapshot(native, inst, body, sink)
+        except Exception:  # noqa: BLE001 - last resort: counted, and the book fetched again
+            sink.reject("parse_error")
+            sink.book_broken(inst.instrument_id, BookFault.SNAPSHOT_FAILED)
+            return Control("resync", symbol=native, detail="snapshot_failed: parse error")
+
+    def _rest_snapshot(self, native: str, inst: Instrument, body: bytes,
+                       sink: UpdateSink) -> Control | None:
         return None
 
     def resubscribe(self, native: str) -> list[str]:

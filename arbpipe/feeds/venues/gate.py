@@ -121,19 +121,6 @@ class GateAdapter(VenueAdapter):
     def rest_snapshot_path(self, native: str) -> str | None:
         return f"/api/v4/spot/order_book?currency_pair={native}&limit=100&with_id=true"
 
-    def on_rest_snapshot(self, native: str, body: bytes, sink) -> Control | None:
-        """Apply the REST snapshot body of ``native`` (``DiffSync.snapshot``); never raises:
-        a body it cannot use is SNAPSHOT_FAILED and fetched again."""
-        inst = self.by_native.get(native)
-        if inst is None:
-            return None
-        try:
-            return self._rest_snapshot(native, inst, body, sink)
-        except Exception:  # noqa: BLE001 - last resort: counted, and the book fetched again
-            sink.reject("parse_error")
-            sink.book_broken(inst.instrument_id, BookFault.SNAPSHOT_FAILED)
-            return Control("resync", symbol=native, detail="snapshot_failed: parse error")
-
     def _rest_snapshot(self, native: str, inst, body: bytes, sink) -> Control | None:
         snap = decode_frame(_decode_snapshot, body, sink)
         if snap is not None and not 0 <= snap.id < ID_END:
