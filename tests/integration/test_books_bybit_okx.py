@@ -19,118 +19,19 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from arbpipe.feeds.feed import Feed
 from arbpipe.feeds.options import FeedOptions
 from arbpipe.feeds.runtime import build_adapter
-from arbpipe.feeds.sinks import RingSink
 from arbpipe.sim.config import make_config
-from arbpipe.sim.market import Market
 from arbpipe.sim.server import SimulatorThread
 from arbpipe.transport.rings import SpscRing
-from shm_layouts import MARKET_UPDATE, Kind
-from shm_layouts.records import (MARKET_UPDATE_LEVEL, MARKET_UPDATE_STATUS, BookFault, Flag,
-                                 StatusReason, status_reason_code)
+from shm_layouts import Kind
+from shm_layouts.records import MARKET_UPDATE_STATUS, StatusReason
+from tests.books import N, Consumer, RecordingSink, faults_of, model_checker
 
 DEADLINE = 60.0
-N = 5                                   # top N levels kept per side
-_SNAP, _ASK, _END = int(Flag.SNAPSHOT), int(Flag.BOOK_ASK), int(Flag.BOOK_END)
-
-
-class RecordingSink(RingSink):
-    """The feed's own ``RingSink``, also keeping the top N after each message it applied."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.tops: list[tuple[int, list, list]] = []
-
-    def book(self, instrument_id, bids, asks, snapshot, exchange_ts_ns, update_id=0):
-        fb = super().book(instrument_id, bids, asks, snapshot, exchange_ts_ns, update_id)
-        if fb is not None:
-            b, a = fb.top()
-            self.tops.append((instrument_id, b.tolist(), a.tolist()))
-        return fb
-
-
-class Consumer:
-    """A reader of the ring that keeps the top N of each book from its LEVEL records, as
-    the detector does (SNAPSHOT clears, qty 0 removes, truncate to N; a BOOK_RESYNC status
-    drops the book until its next snapshot); ``tops`` after each BOOK_END."""
-
-    def __init__(self, ring):
-        self.ring = ring
-        self.out = np.zeros(ring.capacity * 8, np.int64)
-        self.books: dict[int, tuple[dict, dict]] = {}
-        self.tops: list[tuple[int, list, list]] = []
-        self.records: list[np.ndarray] = []
-
-    def drain(self) -> None:
-        while True:
-            n = self.ring.pop_words(self.out)
-            if not n:
-                return
-            recs = self.out[:n * 8].copy().view(MARKET_UPDATE)
-            self.records.append(recs)
-            lv = recs.view(MARKET_UPDATE_LEVEL)
-            st = recs.view(MARKET_UPDATE_STATUS)
-            for k in range(len(recs)):
-                kind = int(recs["kind"][k])
-                iid = int(recs["instrument_id"][k])
-                if kind == Kind.STATUS:
-                    if iid and status_reason_code(int(st["status_reason"][k])) == \
-                            StatusReason.BOOK_RESYNC:
-                        self.books.pop(iid, None)
-                    continue
-                if kind != Kind.LEVEL:
-                    continue
-                flags = int(lv["flags"][k])
-                if flags & _SNAP:
-                    self.books[iid] = ({}, {})
-                book = self.books[iid]           # a diff of a book we do not hold: KeyError
-                side = book[1] if flags & _ASK else book[0]
-                px, qty = float(lv["price"][k]), float(lv["qty"][k])
-                if qty == 0.0:
-                    side.pop(px, None)
-                else:
-                    side[px] = qty
-                for s, rev in ((book[0], True), (book[1], False)):
-                    for p in sorted(s, reverse=rev)[N:]:
-                        del s[p]
-                if flags & _END:
-                    self.tops.append((iid, [[p, book[0][p]] for p in sorted(book[0], reverse=True)],
-                                      [[p, book[1][p]] for p in sorted(book[1])]))
-
-    def all(self) -> np.ndarray:
-        return np.concatenate(self.records) if self.records else np.zeros(0, MARKET_UPDATE)
-
-
-def model_checker(cfg, venue: str, natives: dict[int, str], upto: int):
-    """check(tops): every (iid, bids, asks) is the model's top N of a quote of that
-    instrument (the initial one or a published one before ``upto``), quotes in order."""
-    vm = Market(cfg).venue(venue)
-    cands: dict[int, list] = {}
-    for iid, native in natives.items():
-        im = vm.by_native[native]
-        qs = [vm.initial(im.idx)] + [vm.quote(n) for n in range(upto) if vm.inst_of(n) == im.idx]
-        tops = []
-        for q in qs:
-            b, a = im.book(q, N)
-            tops.append(([[im.px_float(p), im.base_qty(n)] for p, n in b],
-                         [[im.px_float(p), im.base_qty(n)] for p, n in a]))
-        cands[iid] = tops
-
-    def check(tops, what):
-        pos = {iid: 0 for iid in cands}
-        for k, (iid, b, a) in enumerate(tops):
-            c, j = cands[iid], pos[iid]
-            while j < len(c) and c[j] != (b, a):
-                j += 1
-            assert j < len(c), (f"{what} #{k} of {natives[iid]} is no model book after quote "
-                                f"#{pos[iid]}: {b} {a}")
-            pos[iid] = j
-    return check
 
 
 def run_feed(sim, cfg, venue, symbols, until, instance):
@@ -165,10 +66,6 @@ def run_feed(sim, cfg, venue, symbols, until, instance):
     upto = sim.call(lambda: sim.simulator.hubs[venue].n)
     assert sink.dropped == 0
     return feed.counters(), sink, consumer, model_checker(cfg, venue, natives, upto), natives
-
-
-def faults_of(sink) -> dict[str, int]:
-    return {BookFault(k).name: v for k, v in sink.resyncs_by_fault.items()}
 
 
 def after_last_fault(sink, natives, k):
@@ -212,7 +109,7 @@ def test_book_faults_counted_resynced_and_exact(instance, venue):
     assert counters["book_resyncs"] == sum(got.values()) and counters["books"] == len(natives)
     assert "parse_error" not in sink.rejects and "bad_price" not in sink.rejects
     # every book the feed held, and every book rebuilt from the ring, is the model's
-    check(sink.tops, "feed book")
+    check([(iid, b, a) for iid, _, b, a in sink.tops], "feed book")
     check(consumer.tops, "ring book")
     assert len(consumer.tops) >= 20 * len(natives)
     recs = consumer.all()
@@ -221,7 +118,7 @@ def test_book_faults_counted_resynced_and_exact(instance, venue):
     assert len(resync) > 0 and set(resync["instrument_id"]) <= set(natives)
     # QUOTEs come from the books' tops only (linear: its tickers give funding, no quotes)
     q = recs[recs["kind"] == Kind.QUOTE]
-    tops = {(iid, b[0][0], a[0][0], b[0][1], a[0][1]) for iid, b, a in sink.tops if b and a}
+    tops = {(iid, b[0][0], a[0][0], b[0][1], a[0][1]) for iid, _, b, a in sink.tops if b and a}
     assert len(q) and all((int(r["instrument_id"]), r["bid"], r["ask"], r["bid_qty"],
                            r["ask_qty"]) in tops for r in q)
     if venue == "bybit-linear":
