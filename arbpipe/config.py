@@ -105,6 +105,8 @@ class VenueConfig(_Base, kw_only=True):
     probe_timeout_s: float = 10.0        # no answer this long after it: half-open, reconnect
     instruments: list[str] | None = None  # pair subset this venue quotes (None = all)
     symbols: dict[str, str] = {}         # pair -> native symbol override
+    lot_size: dict[str, float] = {}      # pair -> order size step, base units (both markets)
+    min_notional: dict[str, float] = {}  # pair -> smallest order notional, quote ccy
     perp: PerpMarket | None = None       # second market on the same venue id (OKX SWAP)
 
 
@@ -116,8 +118,10 @@ class DetectorConfig(_Base, kw_only=True):
     confidence_floor: float = 20.0       # 0..100
     max_notional: float = 50_000.0       # executable size cap: qty <= max_notional / buy_ask
     max_exec_qty: dict[str, float] = {}  # optional per-instrument cap, base units
-    slippage_base_bps: float = 0.0       # fixed slippage cost, bps
-    slippage_depth_bps: float = 2.0      # + this x exec_qty / top-of-book qty
+    slippage_base_bps: float = 0.0       # allowance for the market moving during the order, bps
+    slippage_depth_bps: float = 2.0      # legs without an L2 book only: + this x qty / top qty
+    funding_horizon_s: float = 0.0       # funding carry over this horizon in net (0: shown only)
+    usd_rates: dict[str, float] = {}     # quote currency -> USD (USD stablecoins default to 1)
     update_threshold_bps: float = 0.5    # re-publish (UPDATE) when net moves more than this
     persist_updates: int = 1             # qualifying evaluations needed before OPEN (<= 1: at once)
     persist_ms: float = 0.0              # and qualifying for at least this long (0: no wait)
@@ -575,6 +579,10 @@ def validate_config(cfg: Config) -> None:
         for canon, native in v.symbols.items():
             c(canon in seen, f"{key}.symbols.{canon}", "unknown instrument (not in instruments)")
             c(bool(native.strip()), f"{key}.symbols.{canon}", "empty native symbol")
+        for tname, lo_open in (("lot_size", True), ("min_notional", False)):
+            for canon, x in getattr(v, tname).items():
+                c(canon in seen, f"{key}.{tname}.{canon}", "unknown instrument (not in instruments)")
+                _finite(c, x, f"{key}.{tname}.{canon}", 0.0, lo_open=lo_open)
         if v.perp is not None:
             p, pk = v.perp, f"{key}.perp"
             _finite(c, p.taker_fee_bps, f"{pk}.taker_fee_bps", 0.0, 1000.0)
@@ -603,6 +611,11 @@ def validate_config(cfg: Config) -> None:
         _finite(c, q, f"{k}.max_exec_qty.{canon}", 0.0, lo_open=True)
     _finite(c, d.slippage_base_bps, f"{k}.slippage_base_bps", 0.0)
     _finite(c, d.slippage_depth_bps, f"{k}.slippage_depth_bps", 0.0)
+    _finite(c, d.funding_horizon_s, f"{k}.funding_horizon_s", 0.0, 366 * 86400.0)
+    for ccy, rate in d.usd_rates.items():
+        c(bool(re.fullmatch(r"[A-Z0-9]{1,20}", ccy)), f"{k}.usd_rates.{ccy}",
+          "expected an upper-case currency name")
+        _finite(c, rate, f"{k}.usd_rates.{ccy}", 0.0, lo_open=True)
     _finite(c, d.update_threshold_bps, f"{k}.update_threshold_bps", 0.0)
     c(d.persist_updates >= 0, f"{k}.persist_updates", "must be >= 0")
     _finite(c, d.persist_ms, f"{k}.persist_ms", 0.0)

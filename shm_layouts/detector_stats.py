@@ -53,7 +53,13 @@ DetectorStats -- 3968 bytes, little-endian int64 words
        256    8 i8       heartbeat_ns          CLOCK_REALTIME ns of the newest housekeeping pass
        264    8 i8       n_legs                legs of the config: entries of leg_status in use
        272    8 i8       n_instruments         instruments of the config
-       280  232          (reserved, zero: counter slots 35..63; new counters are appended here)
+       280    8 i8       filter_size           candidates whose size is 0 after the lot step or
+                                               under a venue's min notional
+       288    8 i8       walks                 candidates sized by walking both L2 books
+       296    8 i8       walks_top_of_book     candidates sized on a top level (a leg without
+                                               a book: depth 0 or no depth message yet)
+       304    8 i8       walk_levels           levels consumed by those walks, both sides
+       312  200          (reserved, zero: counter slots 39..63; new counters are appended here)
        512 3456 i8[432]  leg_status            VenueStatus of each leg (config leg order,
                                                ``arbpipe.config.LegTable``); n_legs used
 
@@ -81,6 +87,7 @@ COUNTER_NAMES = (
     "open_now", "published", "dropped_out", "opp_counter", "seq",
     "last_trigger_recv_ns", "last_detect_ns", "latency_sum_ns", "latency_max_ns",
     "sweeps", "kernel_calls", "idle_waits", "heartbeat_ns", "n_legs", "n_instruments",
+    "filter_size", "walks", "walks_top_of_book", "walk_levels",
 )
 N_COUNTERS = 64                     # counter slots (the named ones, then reserved)
 MAX_LEGS_IN_STATS = STATS_WORDS - N_COUNTERS
@@ -140,3 +147,7 @@ C_IDLE = counter("idle_waits")
 C_HEARTBEAT = counter("heartbeat_ns")
 C_NLEGS = counter("n_legs")
 C_NINST = counter("n_instruments")
+F_SIZE = counter("filter_size")
+C_WALKS = counter("walks")
+C_WALKS_TOB = counter("walks_top_of_book")
+C_WALK_LEVELS = counter("walk_levels")

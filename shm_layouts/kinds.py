@@ -24,12 +24,13 @@ Two numbers identify what a segment holds, both in the standard 128-byte header 
       31  HISTOGRAM       shm_layouts.blocks
       32  CONTROL         shm_layouts.blocks
 
-    record_type  name          dtype
-    -----------  ------------  ------------------------------------
-              0  RAW           none (fixed-width words)
-              1  MARKET_UPDATE shm_layouts.records.MARKET_UPDATE
-              2  OPPORTUNITY   shm_layouts.records.OPPORTUNITY
-              3  JOURNAL       shm_layouts.journal.JOURNAL
+    record_type  name            dtype
+    -----------  --------------  ----------------------------------------------------
+              0  RAW             none (fixed-width words)
+              1  MARKET_UPDATE   shm_layouts.records.MARKET_UPDATE
+              2  OPPORTUNITY_V1  retired (128-byte Opportunity layout 1): refused by name
+              3  JOURNAL         shm_layouts.journal.JOURNAL
+              4  OPPORTUNITY     shm_layouts.records.OPPORTUNITY (layout 2, 192 bytes)
 """
 import enum
 
@@ -65,8 +66,9 @@ def is_ring(kind: int) -> bool:
 class RecordType(enum.IntEnum):
     RAW = 0
     MARKET_UPDATE = 1
-    OPPORTUNITY = 2
+    OPPORTUNITY_V1 = 2    # retired (layout 1, 128 bytes): never written, refused on attach
     JOURNAL = 3
+    OPPORTUNITY = 4
 
 
 # the names ``RECORD_TYPE_IDS`` has always used (ring create/attach take these)

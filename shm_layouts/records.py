@@ -42,26 +42,36 @@ MarketUpdate -- 64 bytes, one cache line
                                          BOOK_RESYNC, the BookFault in bits 16..23
                                          (STATUS_FAULT_SHIFT)
 
-Opportunity -- 128 bytes, two cache lines
-=========================================
+Opportunity -- 192 bytes, three cache lines (layout 2; RecordType.OPPORTUNITY)
+================================================================================
+
+Layout 2 sizes every opportunity by walking both L2 books (``arbpipe.detect.walk``): the
+size, both VWAPs, gross and net at that size and the expected profit in money. Layout 1
+(128 bytes, RecordType.OPPORTUNITY_V1) carried only top-of-book values; a ring or a stream
+of layout 1 is refused by name (``RETIRED_RECORD_TYPES``).
 
     offset size type  field              meaning
     ------ ---- ----  -----------------  ------------------------------------------------
          0    4 u4    instrument_id      canonical instrument id
-         4    2 u2    buy_venue          venue where we buy (lift the ask)
-         6    2 u2    sell_venue         venue where we sell (hit the bid)
+         4    2 u2    buy_venue          venue where we buy (lift the asks)
+         6    2 u2    sell_venue         venue where we sell (hit the bids)
          8    1 u1    state              OppState.OPEN / UPDATE / CLOSED
          9    1 u1    close_reason       CloseReason (NONE unless state == CLOSED)
         10    2 u2    flags              OPP_BUY_PERP (1): buy leg is the venue's perp market;
                                          OPP_SELL_PERP (2): sell leg is (OKX spot and SWAP
-                                         share venue id 5)
+                                         share venue id 5); OPP_TOP_OF_BOOK (4): a leg has no
+                                         L2 book (depth 0): sized on the top level with the
+                                         slippage-depth model
         12    4 f4    confidence         0..100
-        16    8 f8    buy_ask            ask price on buy venue
-        24    8 f8    sell_bid           bid price on sell venue
-        32    8 f8    exec_qty           executable size, base-asset units
-        40    8 f8    gross_bps          (sell_bid - buy_ask) / mid, bps
-        48    8 f8    net_bps            gross minus both taker fees and slippage, bps
-        56    8 f8    funding_delta_bps  funding difference normalised to 8 h, bps
+        16    8 f8    buy_ask            best ask on the buy leg
+        24    8 f8    sell_bid           best bid on the sell leg
+        32    8 f8    exec_qty           the size, base units: maximises profit after costs
+        40    8 f8    gross_bps          (sell notional - buy notional) / mid notional at
+                                         exec_qty, bps (the VWAPs' spread)
+        48    8 f8    net_bps            profit / mid notional at exec_qty, bps: gross minus
+                                         both taker fees, the slippage allowance, plus the
+                                         funding carry
+        56    8 f8    funding_delta_bps  funding difference normalised to 8 h, bps (shown)
         64    8 i8    trigger_recv_ns    recv_ts_ns of the MarketUpdate that triggered it
         72    8 i8    detect_ns          CLOCK_REALTIME ns when the detector published it
         80    8 u8    opp_id             id shared by open/update/closed of one opportunity:
@@ -70,7 +80,16 @@ Opportunity -- 128 bytes, two cache lines
                                          bits 0..31 (OPP_ID_NUMBER_MASK)
         88    8 u8    seq                detector output sequence number
         96    8 i8    opened_ns          detect_ns of the OPEN record of this opportunity
-       104   24       (reserved, zero)
+       104    8 f8    vwap_buy           buy notional / exec_qty (quote per base unit)
+       112    8 f8    vwap_sell          sell notional / exec_qty
+       120    8 f8    profit             expected profit at exec_qty, quote currency
+       128    8 f8    profit_usd         the same in USD (NaN: no rate for the quote currency)
+       136    8 f8    top_gross_bps      (sell_bid - buy_ask) / mid of the top levels, bps
+       144    8 f8    carry_bps          funding carry over [detector] funding_horizon_s in
+                                         net_bps (0 with the default horizon 0)
+       152    2 u2    buy_levels         ask levels of the buy leg consumed (last partial)
+       154    2 u2    sell_levels        bid levels of the sell leg consumed
+       156   36       (reserved, zero)
 """
 import enum
 
@@ -79,6 +98,7 @@ import numpy as np
 
 OPP_BUY_PERP = 1
 OPP_SELL_PERP = 2
+OPP_TOP_OF_BOOK = 4      # a leg without an L2 book: sized on the top level
 # opp_id = detector run start second << OPP_ID_RUN_SHIFT | n (n = 1, 2, ... within the run)
 OPP_ID_RUN_SHIFT = 32
 OPP_ID_NUMBER_MASK = (1 << OPP_ID_RUN_SHIFT) - 1
@@ -267,13 +287,21 @@ OPPORTUNITY = _dtype([
     ("opp_id", "u8", 80),
     ("seq", "u8", 88),
     ("opened_ns", "i8", 96),
-], 128)
+    ("vwap_buy", "f8", 104),
+    ("vwap_sell", "f8", 112),
+    ("profit", "f8", 120),
+    ("profit_usd", "f8", 128),
+    ("top_gross_bps", "f8", 136),
+    ("carry_bps", "f8", 144),
+    ("buy_levels", "u2", 152),
+    ("sell_levels", "u2", 154),
+], 192)
 
 assert MARKET_UPDATE.itemsize == 64, MARKET_UPDATE.itemsize
 assert MARKET_UPDATE_FUNDING.itemsize == 64
 assert MARKET_UPDATE_STATUS.itemsize == 64
 assert MARKET_UPDATE_LEVEL.itemsize == 64
-assert OPPORTUNITY.itemsize == 128, OPPORTUNITY.itemsize
+assert OPPORTUNITY.itemsize == 192, OPPORTUNITY.itemsize
 
 # Record type ids stored in a ring header so `stat` / `tap` can decode any ring.
 # 0 means raw words (benchmarks, tests); the id is part of the attach check.
@@ -287,4 +315,6 @@ RECORD_TYPES = {
     int(RecordType.JOURNAL): JOURNAL,
 }
 RECORD_TYPE_IDS = {name: int(t) for t, name in _TYPE_NAMES.items()}
+# record types an older arbpipe wrote that this build refuses, by id: (name, bytes)
+RETIRED_RECORD_TYPES = {int(RecordType.OPPORTUNITY_V1): ("Opportunity layout 1", 128)}
 RECORD_TYPE_NAMES = {v: k for k, v in RECORD_TYPE_IDS.items()}

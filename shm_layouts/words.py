@@ -1,7 +1,7 @@
 """The records of ``shm_layouts.records`` seen as little-endian 64-bit words.
 
 Numba kernels move records as ``uint64``/``int64`` words: a MarketUpdate is 8 words, an
-Opportunity 16. This module names every word index and every bit field inside a word,
+Opportunity 24. This module names every word index and every bit field inside a word,
 each derived from the dtype's offsets (so it cannot drift from ``records``), and gives
 the accessors that pack and unpack them. Kernels use these names; numba folds the
 module-level constants, and ``arbpipe.transport.words`` compiles the accessors inline.
@@ -30,7 +30,7 @@ MarketUpdate, 8 words (``MU_*``)
        6  i64     recv_ts_ns             all
        7  u64     seq                    all
 
-Opportunity, 16 words (``OP_*``)
+Opportunity, 24 words (``OP_*``)
 
     word  bits    field
     ----  ------  ---------------------
@@ -52,7 +52,15 @@ Opportunity, 16 words (``OP_*``)
       10  u64     opp_id
       11  u64     seq
       12  i64     opened_ns
-   13-15          reserved, zero
+      13  f64     vwap_buy
+      14  f64     vwap_sell
+      15  f64     profit
+      16  f64     profit_usd
+      17  f64     top_gross_bps
+      18  f64     carry_bps
+      19  0..15   buy_levels
+      19  16..31  sell_levels
+   20-23          reserved, zero
 """
 from shm_layouts.records import (MARKET_UPDATE, MARKET_UPDATE_FUNDING, MARKET_UPDATE_LEVEL,
                                  MARKET_UPDATE_STATUS, OPPORTUNITY)
@@ -138,7 +146,17 @@ OP_DETECT_NS = word_of(OPPORTUNITY, "detect_ns")
 OP_ID = word_of(OPPORTUNITY, "opp_id")
 OP_SEQ = word_of(OPPORTUNITY, "seq")
 OP_OPENED_NS = word_of(OPPORTUNITY, "opened_ns")
-OP_RESERVED = OP_OPENED_NS + 1          # words OP_RESERVED .. OP_WORDS - 1 are zero
+OP_VWAP_BUY = word_of(OPPORTUNITY, "vwap_buy")
+OP_VWAP_SELL = word_of(OPPORTUNITY, "vwap_sell")
+OP_PROFIT = word_of(OPPORTUNITY, "profit")
+OP_PROFIT_USD = word_of(OPPORTUNITY, "profit_usd")
+OP_TOP_GROSS = word_of(OPPORTUNITY, "top_gross_bps")
+OP_CARRY = word_of(OPPORTUNITY, "carry_bps")
+# -- word 19: buy_levels | sell_levels << 16 -------------------------------------------
+OP_LEVELS = word_of(OPPORTUNITY, "buy_levels")
+OP_SELL_LEVELS_SHIFT = shift_of(OPPORTUNITY, "sell_levels")
+OP_LEVELS_MASK = mask_of(OPPORTUNITY, "buy_levels")
+OP_RESERVED = OP_LEVELS + 1             # words OP_RESERVED .. OP_WORDS - 1 are zero
 
 
 # -- accessors (plain Python; ``arbpipe.transport.words`` compiles them for kernels) ------
@@ -181,6 +199,11 @@ def op_head(instrument_id, buy_venue, sell_venue):
     """Word 0 of an Opportunity."""
     return ((instrument_id & OP_IID_MASK) | (buy_venue & OP_VENUE_MASK) << OP_BUY_VENUE_SHIFT
             | (sell_venue & OP_VENUE_MASK) << OP_SELL_VENUE_SHIFT)
+
+
+def op_levels(buy_levels, sell_levels):
+    """Word 19 of an Opportunity."""
+    return (buy_levels & OP_LEVELS_MASK) | (sell_levels & OP_LEVELS_MASK) << OP_SELL_LEVELS_SHIFT
 
 
 def op_state_word(state, reason, flags, confidence_bits):

@@ -1,4 +1,4 @@
-"""Cross-venue arbitrage detection: the numba kernel over a top of book per (instrument, leg).
+"""Cross-venue arbitrage detection: the numba kernel over the books of every (instrument, leg).
 
 The state it works on is ``arbpipe.detect.state.DetectorState`` as a plain tuple, read by
 the field indices ``S_*`` (every table and column is named there); records are read and
@@ -18,6 +18,9 @@ Book (per canonical instrument i, leg l)
 ----------------------------------------
 bid, ask, bid_qty, ask_qty (a leg "has a quote" when ask > 0), exchange ts, recv ts,
 funding rate, next funding time, funding interval (s). Per leg: venue status (starts UP).
+The L2 top N of (i, l) is its block in ``lvl_i`` / ``lvl_f`` (``arbpipe.detect.levels``):
+LEVEL records are applied there; a leg "has a book" when its venue's depth > 0 and its
+block is READY with levels on the side a pair needs.
 
 Rules, per MarketUpdate (units: prices in quote ccy, qty in base units, ts in ns)
 ------------------------------------------------------------------------------------
@@ -25,21 +28,31 @@ QUOTE on (i, k):
   * invalid (not finite, bid <= 0, bid >= ask, a qty <= 0): ``filter_invalid`` += 1, the
     leg's quote is cleared, every open opportunity of (i, k) closes QUOTE_STALE.
   * otherwise the quote is stored and, for every other leg j in leg order, the pair
-    (buy k, sell j) then (buy j, sell k) is evaluated with t = the update's recv ts:
+    (buy k, sell j) then (buy j, sell k) is evaluated with t = the update's recv ts (only
+    pairs with a positive top gross or already open / pending: the others cannot change):
       1. a leg without a quote                   -> not a candidate (open: QUOTE_STALE)
       2. sell_bid <= buy_ask (gross <= 0)         -> not a candidate (open: SPREAD_GONE)
       -- a candidate from here on (``evaluations`` += 1); each failing check counts once:
       3. a status (venue or instrument) != UP    -> filter_status     (open: VENUE_DOWN)
       4. t - recv_ts > max_quote_age on either leg -> filter_stale      (open: QUOTE_STALE)
       5. gross_bps > max_plausible_spread_bps     -> filter_implausible (open: QUOTE_STALE)
-      6. net_bps < min_net_bps                    -> filter_below_net  (open: SPREAD_GONE)
+      6. sizing (below): no size with net_bps >= min_net_bps (1e-9 bps of rounding
+         allowed only where the size was solved for net = min_net)
+                                                  -> filter_below_net  (open: SPREAD_GONE)
+      6b. the size is 0 after the lot step, or a leg's notional is under its
+         min_notional                             -> filter_size       (open: SPREAD_GONE)
       7. confidence < confidence_floor            -> filter_confidence (open: SPREAD_GONE)
       8. qualifies: open -> UPDATE if |net - last published net| > update_threshold_bps;
          not open -> pending count += 1 (pending since t at the first one); OPEN when
          count >= persist_updates (if > 1) and t - since >= persist_ms (if > 0), else
          ``filter_persist`` += 1. Any failing check resets the pending state.
+LEVEL on (i, k): applied to the block; after a message's BOOK_END record, when the book's
+  top equals the stored quote (the message changed deeper levels only: a change of the top
+  is followed by its QUOTE, which evaluates), the leg's recv ts is t and its pairs are
+  evaluated as for a QUOTE.
 FUNDING on (i, k): rate, next time, interval (0 -> the leg's configured interval) stored;
-  no evaluation (funding is informational: it feeds funding_delta and confidence).
+  no evaluation (funding feeds funding_delta, confidence and, with
+  ``funding_horizon_s`` > 0, the carry in net).
 STATUS with instrument_id 0 is about venue v (all its legs): status stored; STALE closes
   every open opportunity with a leg of v (QUOTE_STALE), DISCONNECTED closes them
   (VENUE_DOWN), clears v's quotes and resets its per-instrument statuses to UP.
@@ -53,17 +66,30 @@ Shutdown: every open opportunity closes SHUTDOWN.
 
 Formulas
 --------
-  mid        = (buy_ask + sell_bid) / 2
-  gross_bps  = (sell_bid - buy_ask) / mid * 1e4
-  top_qty    = min(ask_qty[buy], bid_qty[sell])
-  exec_qty   = min(top_qty, max_notional / buy_ask, max_exec_qty[instrument])
-  slippage   = slippage_base_bps + slippage_depth_bps * exec_qty / top_qty
-               (a cost that grows as the executed size approaches the top-of-book size)
-  net_bps    = gross_bps - taker_fee[buy] - taker_fee[sell] - slippage
+  top_gross_bps = (sell_bid - buy_ask) / ((buy_ask + sell_bid) / 2) * 1e4  (check 5)
+  ladders    = the buy leg's asks and the sell leg's bids from their L2 blocks; a leg
+               without a book contributes its top level alone (flag OPP_TOP_OF_BOOK)
+  exec_qty q = ``arbpipe.detect.walk.choose_size`` over the two ladders (the size that
+               maximises profit, net >= min_net_bps at that size, buy notional <=
+               max_notional, q <= max_exec_qty[instrument]), then rounded down to the
+               coarser lot step of the two legs ([venues.<v>] lot_size)
+  BN, SN     = buy / sell notional of filling q level by level (``side_fill``); the levels
+               consumed on each side are published; MN = (BN + SN) / 2
+  vwap_buy   = BN / q, vwap_sell = SN / q;  gross_bps = (SN - BN) / MN * 1e4
+  fees       = taker_fee[buy] * BN + taker_fee[sell] * SN   (fees as fractions)
+  slippage   = slippage_base_bps * MN (an allowance for the market moving during the
+               order's latency) + only with OPP_TOP_OF_BOOK: slippage_depth_bps * MN * q /
+               (smallest top qty among the legs without a book), today's top-of-book model
+  carry      = funding_horizon_s * (rate[sell] / interval[sell] * SN
+               - rate[buy] / interval[buy] * BN), perp legs only (0 with horizon 0)
+  profit     = (SN - BN) - fees - slippage + carry      (quote currency)
+  net_bps    = profit / MN * 1e4;  carry_bps = carry / MN * 1e4
+  profit_usd = profit * USD rate of the quote currency (``usd_rate``, or the mid of the
+               ``usd_ref`` instrument's first quoted leg; NaN when neither exists)
   funding(l) = rate * (28800 / interval_s) * 1e4 for a perp leg (bps per 8 h), 0 for spot
   funding_delta_bps = funding(sell) - funding(buy)   (> 0: the hedge earns funding)
   confidence = 50 * clamp01(net_bps / confidence_spread_bps)
-             + 30 * clamp01(exec_qty * buy_ask / confidence_notional)
+             + 30 * clamp01(BN / confidence_notional)
              + 20 * clamp01(0.5 + funding_delta_bps / (2 * confidence_funding_bps))
   (spread, depth, funding components; neutral funding gives 10 of the 20)
 
@@ -90,18 +116,21 @@ from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT
 from arbpipe.transport.casts import as_f64, f32_bits, f64_bits
 from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
 from arbpipe.detect.levels import on_book_resync, on_level
+from arbpipe.detect.walk import choose_size, round_to_lot, side_fill
 from arbpipe.detect.state import (
     ACT_AS_SELL_SHIFT, ACT_LEGS_MASK, BK_ASK, BK_ASK_QTY, BK_BID, BK_BID_QTY, BK_EXCHANGE_NS,
     BK_FUNDING_IV_S, BK_FUNDING_RATE, BK_NEXT_FUNDING_NS, BK_RECV_NS, I_DEPTH, I_MAX_AGE,
     I_OPP_BASE,
     I_PERSIST_N, I_PERSIST_NS, IO_HIST_DETECT, IO_N, IO_READ_NS, IO_RWAKE, LEG_PERP, LEG_SPOT,
-    P_CONF_FUND, P_CONF_NOTIONAL, P_CONF_SPREAD, P_FLOOR, P_MAX_NOTIONAL, P_MAX_PLAUS,
-    P_MIN_NET, P_SLIP_BASE, P_SLIP_DEPTH, P_UPD_THR, PF_BUY_ASK, PF_CONFIDENCE, PF_EXEC_QTY,
-    PF_FUNDING_DELTA_BPS, PF_GROSS_BPS, PF_NET_BPS, PF_SELL_BID, PO_OPENED_NS, PO_OPP_ID,
+    P_CONF_FUND, P_CONF_NOTIONAL, P_CONF_SPREAD, P_FLOOR, P_FUND_HORIZON_S, P_MAX_NOTIONAL,
+    P_MAX_PLAUS, P_MIN_NET, P_SLIP_BASE, P_SLIP_DEPTH, P_UPD_THR, PF_BUY_ASK, PF_BUY_LEVELS,
+    PF_CARRY_BPS, PF_CONFIDENCE, PF_EXEC_QTY, PF_FUNDING_DELTA_BPS, PF_GROSS_BPS, PF_NET_BPS,
+    PF_PROFIT, PF_PROFIT_USD, PF_SELL_BID, PF_SELL_LEVELS, PF_TOP_GROSS, PF_TOP_OF_BOOK,
+    PF_VWAP_BUY, PF_VWAP_SELL, PO_OPENED_NS, PO_OPP_ID, SR_LOT, SR_MIN_NOTIONAL,
     PO_PENDING_N, PO_PENDING_SINCE, PX_ASK, PX_BID, S_ACT, S_BOOK_F, S_BOOK_I, S_CTR,
     S_FPARAMS, S_INST_STATUS, S_IPARAMS, S_LEG_FEE_BPS, S_LEG_FUNDING_S, S_LEG_PERP,
-    S_LEG_STATUS, S_LEG_TAB, S_LEG_VENUE, S_LVL_F, S_LVL_I, S_MAX_EXEC_QTY, S_PAIR_F, S_PAIR_I,
-    S_PX)
+    S_LEG_DEPTH, S_LEG_STATUS, S_LEG_TAB, S_LEG_VENUE, S_LVL_F, S_LVL_I, S_MAX_EXEC_QTY,
+    S_PAIR_F, S_PAIR_I, S_PX, S_SCRATCH, S_SIZE_RULE, S_USD_RATE, S_USD_REF)
 from arbpipe.transport import kernels as K
 from arbpipe.transport import words as TW
 from shm_layouts import CloseReason, Kind, OppState, VenueStatus
@@ -109,10 +138,12 @@ from shm_layouts import words as W
 from shm_layouts.detector_stats import (
     C_CALLS, C_CL_DOWN, C_CL_GONE, C_CL_SHUT, C_CL_STALE, C_CLOSED, C_DROPPED, C_EVALS,
     C_FUNDING, C_LAST_DETECT, C_LAST_TRIG, C_LAT_MAX, C_LAT_SUM, C_OPEN_NOW, C_OPENED, C_OPP_N,
-    C_PUBLISHED, C_QUOTES, C_SEQ, C_STATUS, C_SWEEPS, C_UPDATED, C_UPDATES, F_BELOW, F_CONF,
-    F_IMPLAUSIBLE, F_INVALID, F_PERSIST, F_STALE, F_STATUS, F_UNKNOWN)
-from shm_layouts.records import (OPP_BUY_PERP, OPP_SELL_PERP, STATUS_FAULT_SHIFT,
-                                 STATUS_REASON_MASK, StatusReason)
+    C_PUBLISHED, C_QUOTES, C_SEQ, C_STATUS, C_SWEEPS, C_UPDATED, C_UPDATES, C_WALK_LEVELS,
+    C_WALKS, C_WALKS_TOB, F_BELOW, F_CONF, F_IMPLAUSIBLE, F_INVALID, F_PERSIST, F_SIZE,
+    F_STALE, F_STATUS, F_UNKNOWN)
+from shm_layouts.books import B_LEVELS, B_N_ASK, B_N_BID, B_STATE, BookState
+from shm_layouts.records import (OPP_BUY_PERP, OPP_SELL_PERP, OPP_TOP_OF_BOOK,
+                                 STATUS_FAULT_SHIFT, STATUS_REASON_MASK, Flag, StatusReason)
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
 
@@ -130,6 +161,11 @@ _R_GONE, _R_STALE = int(CloseReason.SPREAD_GONE), int(CloseReason.QUOTE_STALE)
 _R_DOWN = int(CloseReason.VENUE_DOWN)
 R_SHUTDOWN = int(CloseReason.SHUTDOWN)
 _INF = math.inf
+_NAN = math.nan
+_END = int(Flag.BOOK_END)
+_BOOK_READY = int(BookState.READY)
+# net_bps may come out this far under min_net_bps where the size was solved for min_net
+NET_EPS_BPS = 1e-9
 
 
 @njit(inline="always", **_KW)
@@ -206,6 +242,8 @@ def _emit(S, out, ow, io, i, b, s, state, reason, trig):
         flags |= OPP_BUY_PERP
     if lperp[s] != 0:
         flags |= OPP_SELL_PERP
+    if pf[i, b, s, PF_TOP_OF_BOOK] != 0.0:
+        flags |= OPP_TOP_OF_BOOK
     out[o + W.OP_HEAD] = TW.op_head(i, lven[b], lven[s])
     out[o + W.OP_STATE_WORD] = TW.op_state_word(state, reason, flags,
                                                 f32_bits(pf[i, b, s, PF_CONFIDENCE]))
@@ -220,6 +258,14 @@ def _emit(S, out, ow, io, i, b, s, state, reason, trig):
     out[o + W.OP_ID] = po[i, b, s, PO_OPP_ID]
     out[o + W.OP_SEQ] = seq
     out[o + W.OP_OPENED_NS] = po[i, b, s, PO_OPENED_NS]
+    out[o + W.OP_VWAP_BUY] = f64_bits(pf[i, b, s, PF_VWAP_BUY])
+    out[o + W.OP_VWAP_SELL] = f64_bits(pf[i, b, s, PF_VWAP_SELL])
+    out[o + W.OP_PROFIT] = f64_bits(pf[i, b, s, PF_PROFIT])
+    out[o + W.OP_PROFIT_USD] = f64_bits(pf[i, b, s, PF_PROFIT_USD])
+    out[o + W.OP_TOP_GROSS] = f64_bits(pf[i, b, s, PF_TOP_GROSS])
+    out[o + W.OP_CARRY] = f64_bits(pf[i, b, s, PF_CARRY_BPS])
+    out[o + W.OP_LEVELS] = TW.op_levels(int(pf[i, b, s, PF_BUY_LEVELS]),
+                                        int(pf[i, b, s, PF_SELL_LEVELS]))
     for x in range(W.OP_RESERVED, W.OP_WORDS):
         out[o + x] = 0
     io[IO_N] += 1
@@ -279,21 +325,133 @@ def _funding_bps(S, i, leg):
 
 
 @njit(inline="always", **_KW)
-def _publish_values(pf, i, b, s, buy_ask, sell_bid, q, gross, net, fd, conf):
-    pf[i, b, s, PF_BUY_ASK] = buy_ask
-    pf[i, b, s, PF_SELL_BID] = sell_bid
-    pf[i, b, s, PF_EXEC_QTY] = q
-    pf[i, b, s, PF_GROSS_BPS] = gross
-    pf[i, b, s, PF_NET_BPS] = net
-    pf[i, b, s, PF_FUNDING_DELTA_BPS] = fd
-    pf[i, b, s, PF_CONFIDENCE] = conf
+def _carry_rate(S, i, leg, h):
+    """Funding over ``h`` seconds per unit of a perp leg's notional (a fraction; 0 for spot
+    or with h = 0): what a long position pays, a short one receives, when > 0."""
+    if h <= 0.0 or S[S_LEG_PERP][leg] == 0:
+        return 0.0
+    iv = S[S_BOOK_I][i, leg, BK_FUNDING_IV_S]
+    if iv <= 0:
+        return 0.0
+    return S[S_BOOK_F][i, leg, BK_FUNDING_RATE] * (h / iv)
+
+
+@njit(inline="always", **_KW)
+def _has_book(S, i, leg, col):
+    """The leg's L2 block is ready with levels on side ``col`` (B_N_BID / B_N_ASK)."""
+    if S[S_LEG_DEPTH][leg] <= 0 or S[S_IPARAMS][I_DEPTH] <= 0:
+        return False
+    row = S[S_LVL_I][i * S[S_LEG_VENUE].shape[0] + leg]
+    return row[B_STATE] == _BOOK_READY and row[col] > 0
+
+
+@njit(**_KW)
+def _usd_rate(S, i):
+    """USD per unit of instrument i's quote currency (NaN: unknown)."""
+    r = S[S_USD_RATE][i]
+    if r == r:
+        return r
+    j = S[S_USD_REF][i]
+    if j <= 0:
+        return _NAN
+    bkf = S[S_BOOK_F]
+    for leg in range(bkf.shape[1]):
+        if bkf[j, leg, BK_BID] > 0.0 and bkf[j, leg, BK_ASK] > 0.0:
+            return (bkf[j, leg, BK_BID] + bkf[j, leg, BK_ASK]) * 0.5
+    return _NAN
+
+
+@njit(**_KW)
+def _size(S, i, b, s, vals):
+    """Size pair (buy b, sell s) of instrument i on its ladders (the formulas above) into
+    ``vals`` (PF_* columns); -> the filter counter that refuses it, or -1."""
+    bkf, lfee, fp, ctr = S[S_BOOK_F], S[S_LEG_FEE_BPS], S[S_FPARAMS], S[S_CTR]
+    lvl_f, nl = S[S_LVL_F], S[S_LEG_VENUE].shape[0]
+    n = S[S_IPARAMS][I_DEPTH]
+    fb = lfee[b] / BPS
+    fs = lfee[s] / BPS
+    sl = fp[P_SLIP_BASE] / BPS
+    h = fp[P_FUND_HORIZON_S]
+    cb = _carry_rate(S, i, b, h)
+    cs = _carry_rate(S, i, s, h)
+    kb = 1.0 + fb + 0.5 * sl + cb
+    ks = 1.0 - fs - 0.5 * sl + cs
+    book_b = _has_book(S, i, b, B_N_ASK)
+    book_s = _has_book(S, i, s, B_N_BID)
+    if book_b:
+        rb = i * nl + b
+        o = B_LEVELS + 2 * n
+        ap, aq = lvl_f[rb, o:o + n], lvl_f[rb, o + n:o + 2 * n]
+        na = S[S_LVL_I][rb, B_N_ASK]
+    else:
+        ap, aq = bkf[i, b, BK_ASK:BK_ASK + 1], bkf[i, b, BK_ASK_QTY:BK_ASK_QTY + 1]
+        na = 1
+    if book_s:
+        rs = i * nl + s
+        bp, bq = lvl_f[rs, B_LEVELS:B_LEVELS + n], lvl_f[rs, B_LEVELS + n:B_LEVELS + 2 * n]
+        nb = S[S_LVL_I][rs, B_N_BID]
+    else:
+        bp, bq = bkf[i, s, BK_BID:BK_BID + 1], bkf[i, s, BK_BID_QTY:BK_BID_QTY + 1]
+        nb = 1
+    tob = not (book_b and book_s)
+    if tob:
+        ctr[C_WALKS_TOB] += 1
+    else:
+        ctr[C_WALKS] += 1
+    q, solved = choose_size(ap, aq, na, bp, bq, nb, kb, ks, fp[P_MIN_NET] / BPS,
+                            S[S_MAX_EXEC_QTY][i], fp[P_MAX_NOTIONAL])
+    if q <= 0.0:
+        return F_BELOW
+    sr = S[S_SIZE_RULE]
+    lot = sr[i, b, SR_LOT] if sr[i, b, SR_LOT] > sr[i, s, SR_LOT] else sr[i, s, SR_LOT]
+    q = round_to_lot(q, lot)
+    if q <= 0.0:
+        return F_SIZE
+    bn, lb = side_fill(ap, aq, na, q)
+    sn, ls = side_fill(bp, bq, nb, q)
+    ctr[C_WALK_LEVELS] += lb + ls
+    if bn < sr[i, b, SR_MIN_NOTIONAL] or sn < sr[i, s, SR_MIN_NOTIONAL]:
+        return F_SIZE
+    mn = 0.5 * (bn + sn)
+    fees = fb * bn + fs * sn
+    slip = sl * mn
+    if tob and fp[P_SLIP_DEPTH] != 0.0:
+        top = _INF
+        if not book_b:
+            top = aq[0]
+        if not book_s and bq[0] < top:
+            top = bq[0]
+        slip += fp[P_SLIP_DEPTH] / BPS * mn * (q / top)
+    carry = cs * sn - cb * bn
+    profit = (sn - bn) - fees - slip + carry
+    net = profit / mn * BPS
+    if net < fp[P_MIN_NET] and not (solved and net >= fp[P_MIN_NET] - NET_EPS_BPS):
+        return F_BELOW
+    vals[PF_EXEC_QTY] = q
+    vals[PF_VWAP_BUY] = bn / q
+    vals[PF_VWAP_SELL] = sn / q
+    vals[PF_GROSS_BPS] = (sn - bn) / mn * BPS
+    vals[PF_NET_BPS] = net
+    vals[PF_PROFIT] = profit
+    vals[PF_PROFIT_USD] = profit * _usd_rate(S, i)
+    vals[PF_CARRY_BPS] = carry / mn * BPS
+    vals[PF_BUY_LEVELS] = lb
+    vals[PF_SELL_LEVELS] = ls
+    vals[PF_TOP_OF_BOOK] = 1.0 if tob else 0.0
+    return -1
+
+
+@njit(inline="always", **_KW)
+def _publish_values(pf, i, b, s, vals):
+    for c in range(vals.shape[0]):
+        pf[i, b, s, c] = vals[c]
 
 
 @njit(**_KW)
 def _evaluate(S, out, ow, io, i, b, s, t):
     """Evaluate buying on leg b (its ask) and selling on leg s (its bid) at trigger time t."""
     bkf, bki, po, pf = S[S_BOOK_F], S[S_BOOK_I], S[S_PAIR_I], S[S_PAIR_F]
-    lstat, istat, lfee = S[S_LEG_STATUS], S[S_INST_STATUS], S[S_LEG_FEE_BPS]
+    lstat, istat = S[S_LEG_STATUS], S[S_INST_STATUS]
     fp, ip, ctr = S[S_FPARAMS], S[S_IPARAMS], S[S_CTR]
     buy_ask = bkf[i, b, BK_ASK]
     sell_bid = bkf[i, s, BK_BID]
@@ -319,32 +477,29 @@ def _evaluate(S, out, ow, io, i, b, s, t):
         ctr[F_IMPLAUSIBLE] += 1
         _drop(S, out, ow, io, i, b, s, _R_STALE, t)
         return
-    top = bkf[i, b, BK_ASK_QTY]
-    if bkf[i, s, BK_BID_QTY] < top:
-        top = bkf[i, s, BK_BID_QTY]
-    q = top
-    qcap = fp[P_MAX_NOTIONAL] / buy_ask
-    if qcap < q:
-        q = qcap
-    if S[S_MAX_EXEC_QTY][i] < q:
-        q = S[S_MAX_EXEC_QTY][i]
-    slip = fp[P_SLIP_BASE] + fp[P_SLIP_DEPTH] * (q / top)
-    net = gross - lfee[b] - lfee[s] - slip
-    if net < fp[P_MIN_NET]:
-        ctr[F_BELOW] += 1
+    vals = S[S_SCRATCH]
+    why = _size(S, i, b, s, vals)
+    if why >= 0:
+        ctr[why] += 1
         _drop(S, out, ow, io, i, b, s, _R_GONE, t)
         return
+    net = vals[PF_NET_BPS]
     fd = _funding_bps(S, i, s) - _funding_bps(S, i, b)
     conf = (50.0 * _clamp01(net / fp[P_CONF_SPREAD])
-            + 30.0 * _clamp01(q * buy_ask / fp[P_CONF_NOTIONAL])
+            + 30.0 * _clamp01(vals[PF_EXEC_QTY] * vals[PF_VWAP_BUY] / fp[P_CONF_NOTIONAL])
             + 20.0 * _clamp01(0.5 + fd / (2.0 * fp[P_CONF_FUND])))
+    vals[PF_BUY_ASK] = buy_ask
+    vals[PF_SELL_BID] = sell_bid
+    vals[PF_TOP_GROSS] = gross
+    vals[PF_FUNDING_DELTA_BPS] = fd
+    vals[PF_CONFIDENCE] = conf
     if conf < fp[P_FLOOR]:
         ctr[F_CONF] += 1
         _drop(S, out, ow, io, i, b, s, _R_GONE, t)
         return
     if po[i, b, s, PO_OPP_ID] != 0:
         if abs(net - pf[i, b, s, PF_NET_BPS]) > fp[P_UPD_THR]:
-            _publish_values(pf, i, b, s, buy_ask, sell_bid, q, gross, net, fd, conf)
+            _publish_values(pf, i, b, s, vals)
             ctr[C_UPDATED] += 1
             _emit(S, out, ow, io, i, b, s, _UPDATE, 0, t)
         return
@@ -360,12 +515,56 @@ def _evaluate(S, out, ow, io, i, b, s, t):
         ctr[C_OPP_N] = n
         po[i, b, s, PO_OPP_ID] = ip[I_OPP_BASE] + n
         po[i, b, s, PO_PENDING_N] = 0
-        _publish_values(pf, i, b, s, buy_ask, sell_bid, q, gross, net, fd, conf)
+        _publish_values(pf, i, b, s, vals)
         ctr[C_OPENED] += 1
         ctr[C_OPEN_NOW] += 1
         _emit(S, out, ow, io, i, b, s, _OPEN, 0, t)
     else:
         ctr[F_PERSIST] += 1
+
+
+@njit(**_KW)
+def _scan(S, out, ow, io, i, k, t):
+    """Evaluate the pairs of (i, k) worth evaluating (the QUOTE path's scan, for a book
+    message that changed levels under an unchanged top)."""
+    px, act = S[S_PX], S[S_ACT]
+    nl = S[S_LEG_VENUE].shape[0]
+    bid = px[i, k, PX_BID]
+    ask = px[i, k, PX_ASK]
+    m = act[i, k]
+    for j in range(nl):
+        if j == k:
+            continue
+        bj = px[i, j, PX_BID]
+        aj = px[i, j, PX_ASK]
+        if bj > ask or ((m >> j) & 1) != 0:
+            _evaluate(S, out, ow, io, i, k, j, t)
+            m = act[i, k]
+        if (bid > aj and aj > 0.0) or ((m >> (ACT_AS_SELL_SHIFT + j)) & 1) != 0:
+            _evaluate(S, out, ow, io, i, j, k, t)
+            m = act[i, k]
+
+
+@njit(**_KW)
+def _book_end(S, out, ow, io, i, k, t):
+    """After a book message of (i, k): evaluate now when the top is the stored quote (else
+    the QUOTE that follows the message does)."""
+    bkf = S[S_BOOK_F]
+    n = S[S_IPARAMS][I_DEPTH]
+    r = i * S[S_LEG_VENUE].shape[0] + k
+    row_i, row_f = S[S_LVL_I][r], S[S_LVL_F][r]
+    if row_i[B_STATE] != _BOOK_READY or row_i[B_N_BID] <= 0 or row_i[B_N_ASK] <= 0:
+        return
+    if bkf[i, k, BK_ASK] <= 0.0:
+        return
+    a0 = B_LEVELS + 2 * n
+    if (row_f[B_LEVELS] != bkf[i, k, BK_BID] or row_f[B_LEVELS + n] != bkf[i, k, BK_BID_QTY]
+            or row_f[a0] != bkf[i, k, BK_ASK] or row_f[a0 + n] != bkf[i, k, BK_ASK_QTY]):
+        return
+    if S[S_INST_STATUS][i, k] != _UP:
+        return
+    S[S_BOOK_I][i, k, BK_RECV_NS] = t
+    _scan(S, out, ow, io, i, k, t)
 
 
 @njit(**_KW)
@@ -501,10 +700,13 @@ def apply_updates(S, bi, n, out, ow, io):
                         TW.mu_funding_interval(bi[o + W.MU_FUNDING_INTERVAL]))
             continue
         if kind == _LEVEL:
+            fl = TW.mu_flags(w0)
             on_level(S[S_LVL_I], S[S_LVL_F], S[S_IPARAMS][I_DEPTH], i * nl + k,
-                     TW.mu_flags(w0), as_f64(bi[o + W.MU_LEVEL_PRICE]),
+                     fl, as_f64(bi[o + W.MU_LEVEL_PRICE]),
                      as_f64(bi[o + W.MU_LEVEL_QTY]), bi[o + W.MU_LEVEL_UPDATE_ID],
                      bi[o + W.MU_EXCHANGE_TS], t)
+            if (fl & _END) != 0:
+                _book_end(S, out, ow, io, i, k, t)
             continue
         if kind != _QUOTE:
             ctr[F_UNKNOWN] += 1

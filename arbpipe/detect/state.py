@@ -17,9 +17,13 @@ Shapes: ``ni`` = instruments + 1 (canonical ids start at 1; row 0 is unused), ``
                                           BK_FUNDING_IV_S
     pair_i         (ni, nl, nl, 4) i8     per pair (buy leg, sell leg): PO_OPP_ID (0: not
                                           open), PO_OPENED_NS, PO_PENDING_N, PO_PENDING_SINCE
-    pair_f         (ni, nl, nl, 8) f8     values last published for the pair: PF_BUY_ASK,
-                                          PF_SELL_BID, PF_EXEC_QTY, PF_GROSS_BPS, PF_NET_BPS,
-                                          PF_FUNDING_DELTA_BPS, PF_CONFIDENCE (7 unused)
+    pair_f         (ni, nl, nl,    f8     values last published for the pair: PF_BUY_ASK,
+                    16)                   PF_SELL_BID, PF_EXEC_QTY, PF_GROSS_BPS, PF_NET_BPS,
+                                          PF_FUNDING_DELTA_BPS, PF_CONFIDENCE, PF_VWAP_BUY,
+                                          PF_VWAP_SELL, PF_PROFIT, PF_PROFIT_USD,
+                                          PF_TOP_GROSS, PF_CARRY_BPS, PF_BUY_LEVELS,
+                                          PF_SELL_LEVELS, PF_TOP_OF_BOOK (1.0: a leg had no
+                                          book)
     leg_tab        (venues, 2)     i8     leg of (venue id, LEG_SPOT / LEG_PERP); -1: none
     leg_venue      (nl,)           i8     venue id of each leg
     leg_perp       (nl,)           i8     1: the leg is a perp market
@@ -27,6 +31,15 @@ Shapes: ``ni`` = instruments + 1 (canonical ids start at 1; row 0 is unused), ``
     leg_status     (nl,)           i8     VenueStatus of each leg (in the stats segment)
     leg_funding_s  (nl,)           i8     configured funding interval of each leg, s
     max_exec_qty   (ni,)           f8     per-instrument cap of exec_qty (inf: none)
+    size_rule      (ni, nl, 2)     f8     SR_LOT (order size step, 0: none), SR_MIN_NOTIONAL
+                                          (0: none) of each (instrument, leg)
+    usd_rate       (ni,)           f8     USD per unit of the instrument's quote currency
+                                          (NaN: through usd_ref)
+    usd_ref        (ni,)           i8     instrument whose mid converts the quote currency
+                                          to USD when usd_rate is NaN (0: none: profit_usd NaN)
+    leg_depth      (nl,)           i8     [venues.<v>] depth of each leg (0: no L2 book)
+    scratch        (16,)           f8     the pair being evaluated, in PF_* columns (copied
+                                          to pair_f when published)
     fparams        (16,)           f8     P_* float parameters (config ``[detector]``)
     iparams        (8,)            i8     I_* int parameters
     ctr            (N_COUNTERS,)   i8     counters (``shm_layouts.detector_stats`` C_* / F_*)
@@ -71,8 +84,11 @@ PO_OPP_ID, PO_OPENED_NS, PO_PENDING_N, PO_PENDING_SINCE = range(4)
 PAIR_I_COLS = 4
 # pair_f columns
 (PF_BUY_ASK, PF_SELL_BID, PF_EXEC_QTY, PF_GROSS_BPS, PF_NET_BPS, PF_FUNDING_DELTA_BPS,
- PF_CONFIDENCE) = range(7)
-PAIR_F_COLS = 8
+ PF_CONFIDENCE, PF_VWAP_BUY, PF_VWAP_SELL, PF_PROFIT, PF_PROFIT_USD, PF_TOP_GROSS, PF_CARRY_BPS,
+ PF_BUY_LEVELS, PF_SELL_LEVELS, PF_TOP_OF_BOOK) = range(16)
+PAIR_F_COLS = 16
+# size_rule columns
+SR_LOT, SR_MIN_NOTIONAL = range(2)
 # px columns
 PX_BID, PX_ASK = range(2)
 # leg_tab columns: the venue's spot leg and its perp leg
@@ -84,7 +100,7 @@ ACT_LEGS_MASK = (1 << MAX_LEGS) - 1
 
 # fparams: float parameters
 (P_MIN_NET, P_MAX_PLAUS, P_FLOOR, P_MAX_NOTIONAL, P_SLIP_BASE, P_SLIP_DEPTH, P_UPD_THR,
- P_CONF_SPREAD, P_CONF_NOTIONAL, P_CONF_FUND) = range(10)
+ P_CONF_SPREAD, P_CONF_NOTIONAL, P_CONF_FUND, P_FUND_HORIZON_S) = range(11)
 N_FPARAMS = 16
 # iparams: int parameters
 I_MAX_AGE, I_PERSIST_N, I_PERSIST_NS, I_OPP_BASE, I_DEPTH = range(5)
@@ -97,7 +113,7 @@ IO_WORDS = 8
 DetectorState = namedtuple("DetectorState", (
     "book_f", "book_i", "pair_i", "pair_f", "leg_tab", "leg_venue", "leg_perp", "leg_fee_bps",
     "leg_status", "leg_funding_s", "max_exec_qty", "fparams", "iparams", "ctr", "inst_status",
-    "px", "act", "lvl_i", "lvl_f"))
+    "px", "act", "lvl_i", "lvl_f", "size_rule", "usd_rate", "usd_ref", "leg_depth", "scratch"))
 
 # The kernels take the state as a plain tuple (``tuple(state)``) and read a field by its
 # index below: numba types a plain tuple argument from a fingerprint, but a named tuple
@@ -105,8 +121,50 @@ DetectorState = namedtuple("DetectorState", (
 # batches of 256). Inside the kernels both cost nothing: the index is a compile-time constant.
 (S_BOOK_F, S_BOOK_I, S_PAIR_I, S_PAIR_F, S_LEG_TAB, S_LEG_VENUE, S_LEG_PERP, S_LEG_FEE_BPS,
  S_LEG_STATUS, S_LEG_FUNDING_S, S_MAX_EXEC_QTY, S_FPARAMS, S_IPARAMS, S_CTR, S_INST_STATUS,
- S_PX, S_ACT, S_LVL_I, S_LVL_F) = range(len(DetectorState._fields))
+ S_PX, S_ACT, S_LVL_I, S_LVL_F, S_SIZE_RULE, S_USD_RATE, S_USD_REF,
+ S_LEG_DEPTH, S_SCRATCH) = range(len(DetectorState._fields))
 assert DetectorState._fields.index("act") == S_ACT and DetectorState._fields.index("ctr") == S_CTR
+
+
+# quote currencies worth one USD unless [detector] usd_rates says otherwise
+USD_UNITS = ("USD", "USDT", "USDC", "FDUSD", "DAI", "TUSD", "BUSD", "USDE", "PYUSD")
+
+
+def usd_conversion(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(usd_rate, usd_ref) of every canonical instrument: a configured or USD-unit rate of
+    its quote currency, else the instrument "<quote>/<a USD unit>" whose mid converts it."""
+    ni = len(cfg.instruments) + 1
+    rate = np.full(ni, np.nan)
+    ref = np.zeros(ni, np.int64)
+    ids = cfg.instrument_ids()
+    rates = dict.fromkeys(USD_UNITS, 1.0) | dict(cfg.detector.usd_rates)
+    for name, i in ids.items():
+        quote = name.split("/")[1]
+        if quote in rates:
+            rate[i] = rates[quote]
+            continue
+        for unit in USD_UNITS:
+            j = ids.get(f"{quote}/{unit}")
+            if j is not None and unit in rates:
+                ref[i] = j
+                break
+    return rate, ref
+
+
+def size_rules(cfg: Config, legs: LegTable) -> np.ndarray:
+    """(ni, legs, 2): lot step and min notional of each (instrument, leg) from
+    ``[venues.<v>] lot_size`` / ``min_notional`` (a venue's rules cover both its markets)."""
+    ni = len(cfg.instruments) + 1
+    out = np.zeros((ni, len(legs), 2), np.float64)
+    ids = cfg.instrument_ids()
+    venues = cfg.enabled_venues()
+    for leg, name in enumerate(legs.names):
+        v = venues[name.removesuffix("-perp")] if name not in venues else venues[name]
+        for canon, x in v.lot_size.items():
+            out[ids[canon], leg, SR_LOT] = x
+        for canon, x in v.min_notional.items():
+            out[ids[canon], leg, SR_MIN_NOTIONAL] = x
+    return out
 
 
 def book_depth(cfg: Config) -> int:
@@ -145,6 +203,7 @@ def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
     fp[P_CONF_SPREAD] = d.confidence_spread_bps
     fp[P_CONF_NOTIONAL] = d.confidence_notional
     fp[P_CONF_FUND] = d.confidence_funding_bps
+    fp[P_FUND_HORIZON_S] = d.funding_horizon_s
     ip = np.zeros(N_IPARAMS, np.int64)
     ip[I_MAX_AGE] = int(round(d.max_quote_age_ms * 1e6))
     ip[I_PERSIST_N] = d.persist_updates
@@ -162,6 +221,10 @@ def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
     lvl_i = levels.reshape(ni * nl, bw) if levels is not None else \
         np.zeros((ni * nl, bw), np.int64)
     lvl_f = lvl_i.view(np.float64)
+    usd_rate, usd_ref = usd_conversion(cfg)
+    venues = cfg.enabled_venues()
+    leg_depth = np.array([venues[n if n in venues else n.removesuffix("-perp")].depth
+                          for n in legs.names], np.int64)
     return DetectorState(
         book_f=book_f, book_i=book_i, pair_i=pair_i, pair_f=pair_f, leg_tab=legs.tab,
         leg_venue=legs.venue, leg_perp=legs.is_perp, leg_fee_bps=legs.taker_fee_bps,
@@ -169,4 +232,5 @@ def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
         fparams=fp, iparams=ip, ctr=ctr, inst_status=np.full((ni, nl), int(VenueStatus.UP),
                                                                np.int64),
         px=np.zeros((ni, nl, 2), np.float64), act=np.zeros((ni, nl), np.int64),
-        lvl_i=lvl_i, lvl_f=lvl_f)
+        lvl_i=lvl_i, lvl_f=lvl_f, size_rule=size_rules(cfg, legs), usd_rate=usd_rate,
+        usd_ref=usd_ref, leg_depth=leg_depth, scratch=np.zeros(PAIR_F_COLS, np.float64))

@@ -22,6 +22,7 @@ import numpy as np
 import posix_ipc
 
 from shm_layouts import ring as L
+from shm_layouts.records import RECORD_TYPE_NAMES, RETIRED_RECORD_TYPES
 
 SHM_DIR = "/dev/shm"
 PREFIX = "arbpipe"
@@ -217,6 +218,12 @@ class Segment:
             problem = f"layout version {h.version}, this build reads version {L.LAYOUT_VERSION}"
         elif kind is not None and h.kind != kind:
             problem = f"ring kind {h.kind}, expected {kind}"
+        elif record_type is not None and h.record_type in RETIRED_RECORD_TYPES:
+            old, size = RETIRED_RECORD_TYPES[h.record_type]
+            problem = (f"it holds {old} records ({size} bytes) of an older arbpipe; this build "
+                       f"reads {RECORD_TYPE_NAMES.get(record_type, record_type)} records of "
+                       f"{record_size} bytes: stop that tree (arbpipe down) and start it again "
+                       f"with this build")
         elif record_size is not None and h.record_size != record_size:
             problem = f"record size {h.record_size} bytes, expected {record_size}"
         elif record_type is not None and h.record_type != record_type:
