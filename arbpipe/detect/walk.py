@@ -15,7 +15,9 @@ horizon on each perp leg's notional (``carry_b`` > 0 when a long perp pays fundi
 ``carry_s`` > 0 when a short perp receives it). The walk consumes the two ladders together
 in chunks (the smaller remainder of the current ask and bid level); a chunk at prices
 (pa, pb) adds ``d * (ks * pb - kb * pa)``, which never grows as the walk goes deeper, so the
-profit is concave in q and the walk stops at the first chunk that adds nothing. It also stops
+profit is concave in q and the walk stops at the first chunk that adds nothing (the first
+chunk is taken even when it loses money, if net there still meets a negative min_net: a
+monitoring setup that asks for losing opportunities sees them at top size). It also stops
 where a cap binds (``qmax`` base units, ``nmax`` of buy notional) and where the net at the
 size would fall under ``min_net``: net(q) >= k (k = min_net as a fraction) is
 ``(ks - k/2) * SN - (kb + k/2) * BN >= 0``, linear inside a chunk, so the largest such size
@@ -54,7 +56,7 @@ def choose_size(ap, aq, na, bp, bq, nb, kb, ks, kmin, qmax, nmax):
     while ia < na and ib < nb:
         pa = ap[ia]
         pb = bp[ib]
-        if ks * pb - kb * pa <= 0.0:
+        if ks * pb - kb * pa <= 0.0 and q > 0.0:
             break                        # the marginal chunk earns nothing after costs
         d = ra if ra < rb else rb
         last = False

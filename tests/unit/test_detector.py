@@ -25,9 +25,11 @@ from hypothesis import strategies as st
 from arbpipe.config import (PERP_ID_BIT, ConfigError, config_from_dict, load_config,
                             parse_config)
 from arbpipe.detect.detector import Detector
+from arbpipe.detect.walk import choose_size
 from arbpipe.detect.stats import read_stats
 from shm_layouts.detector_stats import COUNTER_NAMES
 from shm_layouts import MARKET_UPDATE, OPPORTUNITY, CloseReason, Kind, OppState, VenueStatus
+from shm_layouts.records import OPP_TOP_OF_BOOK
 from tests.helpers import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,11 +150,12 @@ class Ref:
     def emit(self, i, b, s, state, reason, trig):
         o = self.open[(i, b, s)]
         self.seq += 1
-        flags = (1 if self.perp[b] else 0) | (2 if self.perp[s] else 0)
+        # the streams carry no LEVEL records: every pair is sized on the top levels
+        flags = (1 if self.perp[b] else 0) | (2 if self.perp[s] else 0) | OPP_TOP_OF_BOOK
         v = o["vals"]
         self.out.append((i, self.venue[b], self.venue[s], state, reason, flags,
                          float(np.float32(v[6])), v[0], v[1], v[2], v[3], v[4], v[5], trig,
-                         o["id"], self.seq))
+                         o["id"], self.seq) + v[7:])
         self.c["published"] += 1
 
     def close(self, key, reason, trig):
@@ -202,21 +205,38 @@ class Ref:
         if gross > self.d.max_plausible_spread_bps:
             self.c["filter_implausible"] += 1
             return self.fail(key, QSTALE, t)
-        top = min(qb[3], qs[2])
-        q = min(top, self.d.max_notional / buy_ask, self.maxq.get(i, math.inf))
-        slip = self.d.slippage_base_bps + self.d.slippage_depth_bps * (q / top)
-        net = gross - self.fee[b] - self.fee[s] - slip
-        if net < self.d.min_net_bps:
+        # sized on the top levels (no LEVEL records in these streams): the walk of one level
+        # a side (its enumeration is checked in tests/unit/test_walk.py), then the costs
+        # restated from the kernel's docstring
+        fb, fs, sl = self.fee[b] / 1e4, self.fee[s] / 1e4, self.d.slippage_base_bps / 1e4
+        kb, ks = 1.0 + fb + 0.5 * sl + 0.0, 1.0 - fs - 0.5 * sl + 0.0
+        ap, aq = np.array([buy_ask]), np.array([qb[3]])
+        bp, bq = np.array([sell_bid]), np.array([qs[2]])
+        self.c["walks_top_of_book"] += 1
+        q, solved = choose_size.py_func(ap, aq, 1, bp, bq, 1, kb, ks,
+                                        self.d.min_net_bps / 1e4, self.maxq.get(i, math.inf),
+                                        self.d.max_notional)
+        if q <= 0.0:
+            self.c["filter_below_net"] += 1
+            return self.fail(key, GONE, t)
+        bn, sn = buy_ask * q, sell_bid * q
+        self.c["walk_levels"] += 2
+        mn = 0.5 * (bn + sn)
+        slip = sl * mn + self.d.slippage_depth_bps / 1e4 * mn * (q / min(qb[3], qs[2]))
+        profit = (sn - bn) - (fb * bn + fs * sn) - slip + (0.0 * sn - 0.0 * bn)
+        net = profit / mn * 1e4
+        if net < self.d.min_net_bps and not (solved and net >= self.d.min_net_bps - 1e-9):
             self.c["filter_below_net"] += 1
             return self.fail(key, GONE, t)
         fd = self.fbps(i, s) - self.fbps(i, b)
         conf = (50.0 * self.clamp(net / self.d.confidence_spread_bps)
-                + 30.0 * self.clamp(q * buy_ask / self.d.confidence_notional)
+                + 30.0 * self.clamp(q * (bn / q) / self.d.confidence_notional)
                 + 20.0 * self.clamp(0.5 + fd / (2.0 * self.d.confidence_funding_bps)))
         if conf < self.d.confidence_floor:
             self.c["filter_confidence"] += 1
             return self.fail(key, GONE, t)
-        vals = (buy_ask, sell_bid, q, gross, net, fd, conf)
+        vals = (buy_ask, sell_bid, q, (sn - bn) / mn * 1e4, net, fd, conf, bn / q, sn / q,
+                profit, profit, gross, 0.0, 1, 1)
         if key in self.open:
             if abs(net - self.open[key]["vals"][4]) > self.d.update_threshold_bps:
                 self.open[key]["vals"] = vals
@@ -344,7 +364,10 @@ def as_tuples(recs):
              int(r["state"]), int(r["close_reason"]), int(r["flags"]), float(r["confidence"]),
              float(r["buy_ask"]), float(r["sell_bid"]), float(r["exec_qty"]),
              float(r["gross_bps"]), float(r["net_bps"]), float(r["funding_delta_bps"]),
-             int(r["trigger_recv_ns"]), int(r["opp_id"]), int(r["seq"])) for r in recs]
+             int(r["trigger_recv_ns"]), int(r["opp_id"]), int(r["seq"]), float(r["vwap_buy"]),
+             float(r["vwap_sell"]), float(r["profit"]), float(r["profit_usd"]),
+             float(r["top_gross_bps"]), float(r["carry_bps"]), int(r["buy_levels"]),
+             int(r["sell_levels"])) for r in recs]
 
 
 COMPARED = [n for n in COUNTER_NAMES if n not in (
@@ -511,7 +534,8 @@ def test_known_dislocation_gives_open_with_hand_computed_numbers():
     # 50 (net >= 10 bps) + 30 * 100.01/10000 + 20 * 0.5 (no funding)
     assert r["confidence"] == pytest.approx(50 + 30 * 0.010001 + 10, abs=1e-4)
     assert r["trigger_recv_ns"] == T0 + 5 * MS
-    assert r["opp_id"] == 1 and r["seq"] == 1 and r["flags"] == 0
+    assert r["opp_id"] == 1 and r["seq"] == 1
+    assert r["flags"] == OPP_TOP_OF_BOOK      # quotes only: no L2 book on either leg
     assert r["opened_ns"] == r["detect_ns"] and abs(r["detect_ns"] - time.time_ns()) < 10**10
     s = d.stats()
     assert s["opened"] == 1 and s["open_now"] == 1 and s["evaluations"] == 1
@@ -673,8 +697,11 @@ def test_net_exactly_at_threshold_opens_and_one_ulp_above_does_not(buy, sell):
     fee_b = float(legs.taker_fee_bps[legs.leg_of(buy, 1)])
     fee_s = float(legs.taker_fee_bps[legs.leg_of(sell, 1)])
     ask, bid = 100.0, 100.37
-    gross = (bid - ask) / ((ask + bid) * 0.5) * 1e4
-    net = gross - fee_b - fee_s - 2.0 * (1.0 / 1.0)
+    bn, sn = 0.0 + ask * 1.0, 0.0 + bid * 1.0          # one unit at the top, as side_fill
+    mn = 0.5 * (bn + sn)
+    slip = 0.0 / 1e4 * mn + 2.0 / 1e4 * mn * (1.0 / 1.0)   # base 0, depth 2 x q / top
+    profit = (sn - bn) - (fee_b / 1e4 * bn + fee_s / 1e4 * sn) - slip + 0.0
+    net = profit / mn * 1e4
     for min_net, opens in ((net, True), (math.nextafter(net, math.inf), False)):
         d = Detector(cfg_of(min_net_bps=min_net))
         out = d.process(cat(quote(buy, 1, ask - 0.1, ask, 1, 1, T0),
@@ -696,11 +723,11 @@ def test_okx_spot_and_swap_are_separate_legs_with_funding():
     out = d.process(cat(quote(OKX, 1, 99.9, 100.0, 1, 1, T0),                 # okx spot
                         quote(OKX, 1 | PERP_ID_BIT, 100.4, 100.5, 1, 1, T0)))  # okx swap
     r = out[0]
-    assert (r["buy_venue"], r["sell_venue"], r["flags"]) == (OKX, OKX, 2)   # sell leg is perp
+    assert (r["buy_venue"], r["sell_venue"], r["flags"] & 3) == (OKX, OKX, 2)  # sell leg is perp
     assert r["funding_delta_bps"] == pytest.approx(1.0)                       # 1 bp - spot 0
     out = d.process(quote(BYL, 1 | PERP_ID_BIT, 99.0, 99.1, 1, 1, T0 + 1))   # buy bybit-linear
     opens = [x for x in out if x["state"] == OPEN and x["buy_venue"] == BYL
-             and x["sell_venue"] == OKX and x["flags"] == 3]
+             and x["sell_venue"] == OKX and x["flags"] & 3 == 3]
     assert len(opens) == 1
     # sell okx swap (1 bp / 8 h) - buy bybit-linear (2e-4 * 28800/14400 = 4 bp / 8 h)
     assert opens[0]["funding_delta_bps"] == pytest.approx(1.0 - 4.0)
@@ -854,7 +881,7 @@ def test_detector_process_between_real_rings(instance, tmp_path):
         feeds["okx"].push_batch(quote(OKX, 2 | PERP_ID_BIT, 2000.0, 2000.1, 1, 1, now))
         feeds["binance-usdm"].push_batch(quote(USDM, 2 | PERP_ID_BIT, 2010.0, 2010.1, 1, 1, now))
         read(2)
-        assert (got[1]["buy_venue"], got[1]["sell_venue"], got[1]["flags"]) == (OKX, USDM, 3)
+        assert (got[1]["buy_venue"], got[1]["sell_venue"], got[1]["flags"] & 3) == (OKX, USDM, 3)
         feeds["okx"].push_batch(status(OKX, DISC, 0, time.time_ns()))
         read(3)
         assert (got[2]["state"], got[2]["close_reason"]) == (CLOSED, DOWN)

@@ -77,7 +77,9 @@ def size_ref(asks, bids, kb, ks, kmin, qmax, nmax):
         if p > best_p * (1 + 1e-12) + 1e-12:
             best_q, best_p = q, p
     if best_q == 0.0:
-        return 0.0
+        # nothing earns: the first chunk alone, where a negative min_net allows it
+        q1 = min(asks[0][1], bids[0][1], cap)
+        return q1 if at(q1)[1] >= 0 else 0.0
     if at(best_q)[1] >= 0:
         return best_q
     lo, hi = 0.0, best_q
