@@ -17,6 +17,14 @@ Modes (both after one untimed pass that fills the book and loads the kernels):
     memory, in this process) pre-filled with the venue's updates, drained by
     ``arbpipe.detect.service.pump`` (spsc_pop per ring in batches, detect, bcast_push into a
     real ``opportunities`` BroadcastRing). Filling is not timed; draining is.
+  * ``books, depth N`` (``--depth N``): every quote arrives as a depth message that
+    replaces the top N of its book (a SNAPSHOT of N bids and N asks around the quote, 1 bp
+    apart: 2N LEVEL records, then its QUOTE), the heaviest book traffic a feed sends; every
+    candidate pair is sized by walking both books. ``ns/update`` is per record; per book
+    message (its 2N + 1 records) too. The stream is cut so the records stay ~``updates``.
+  * ``books, depth N, stress``: the same with 5 % of quotes dislocated.
+  * ``walk``: ``arbpipe.detect.walk`` alone (choose_size + both side_fill) over pairs of
+    N-level ladders crossed by 0..30 bp with 10 bp fees: ns per candidate walk.
 ns/update = wall time / updates applied, best and median of ``repeats`` runs.
 """
 from __future__ import annotations
@@ -32,6 +40,7 @@ import tomllib
 import uuid
 
 import numpy as np
+from numba import njit
 from numba.typed import List
 
 from arbpipe.config import DEFAULT_PATH, config_from_dict
@@ -40,12 +49,14 @@ from arbpipe.detect import kernel as KN
 from arbpipe.detect import service as DS
 from arbpipe.transport import segments
 from arbpipe.transport.rings import BroadcastRing, SpscRing
+from arbpipe.detect.walk import choose_size, side_fill
 from bench.harness import cpu_name
 from bench.workload import make_stream
 from shm_layouts import MARKET_UPDATE, Flag, Kind
 from shm_layouts.records import MARKET_UPDATE_LEVEL
 
 TARGET_NS = 150.0
+TARGET_BOOK_NS = 250.0     # per record with books of depth N (issue: 8 venues x 1000 instruments)
 
 
 def bench_config(n_instruments: int = 1000):
@@ -108,6 +119,85 @@ def with_levels(stream: np.ndarray) -> np.ndarray:
     return out
 
 
+def with_depth(stream: np.ndarray, depth: int, records: int) -> np.ndarray:
+    """The stream's first quotes as full top-``depth`` book messages (2 * depth LEVEL
+    records: SNAPSHOT on the first, BOOK_ASK on the asks, BOOK_END on the last; prices 1 bp
+    apart from the quote, sizes 1..3 x the top size), each followed by its QUOTE; funding
+    records kept; cut at ``records`` records."""
+    per = 2 * depth + 1
+    q = stream["kind"] == Kind.QUOTE
+    keep = np.cumsum(np.where(q, per, 1)) <= records
+    src = stream[keep]
+    q = src["kind"] == Kind.QUOTE
+    size = np.where(q, per, 1)
+    start = np.cumsum(size) - size
+    out = np.zeros(int(size.sum()), MARKET_UPDATE)
+    out[start + np.where(q, per - 1, 0)] = src
+    quotes, at = src[q], start[q]
+    lv = out.view(MARKET_UPDATE_LEVEL)
+    j = np.arange(depth)
+    for side in (0, 1):
+        idx = at[:, None] + side * depth + j[None, :]
+        px = quotes["ask" if side else "bid"][:, None] * (1 + (1 if side else -1) * 1e-4 * j)
+        qty = quotes["ask_qty" if side else "bid_qty"][:, None] * (1 + j % 3)
+        lv["price"][idx] = px
+        lv["qty"][idx] = qty
+        lv["flags"][idx] = int(Flag.BOOK_ASK) if side else 0
+        lv["instrument_id"][idx] = quotes["instrument_id"][:, None]
+        lv["venue_id"][idx] = quotes["venue_id"][:, None]
+        lv["kind"][idx] = int(Kind.LEVEL)
+        lv["depth"][idx] = depth
+        lv["exchange_ts_ns"][idx] = quotes["exchange_ts_ns"][:, None]
+    lv["flags"][at] |= int(Flag.SNAPSHOT)
+    lv["flags"][at + 2 * depth - 1] |= int(Flag.BOOK_END)
+    return out
+
+
+def depth_config(cfg, depth: int):
+    """``cfg`` with every venue keeping L2 books of ``depth`` levels."""
+    venues = {k: v.__class__(**{f: getattr(v, f) for f in v.__struct_fields__} | {"depth": depth})
+              for k, v in cfg.venues.items()}
+    return cfg.__class__(**{f: getattr(cfg, f) for f in cfg.__struct_fields__}
+                         | {"venues": venues})
+
+
+@njit(cache=True, nogil=True)
+def _walks(ladders, n, fee_bps):
+    kb = 1.0 + fee_bps / 1e4
+    ks = 1.0 - fee_bps / 1e4
+    acc = 0.0
+    for r in range(ladders.shape[0]):
+        ap, aq = ladders[r, 0], ladders[r, 1]
+        bp, bq = ladders[r, 2], ladders[r, 3]
+        q, _ = choose_size(ap, aq, n, bp, bq, n, kb, ks, 1e-4, np.inf, np.inf)
+        if q > 0.0:
+            bn, _ = side_fill(ap, aq, n, q)
+            sn, _ = side_fill(bp, bq, n, q)
+            acc += sn - bn
+    return acc
+
+
+def run_walk(depth: int, pairs: int = 200_000, repeats: int = 5, seed: int = 3) -> dict:
+    """ns per candidate walk on ``pairs`` pairs of ``depth``-level ladders (the books
+    crossed by 0..30 bp, 10 bp taker fee a side, sizes 0.1..3 per level)."""
+    rng = np.random.default_rng(seed)
+    lad = np.zeros((pairs, 4, depth))
+    j = np.arange(depth)
+    cross = rng.uniform(0, 30e-4, pairs)[:, None]
+    lad[:, 0] = 100.0 * (1 + 1e-4 * j)[None, :]
+    lad[:, 2] = 100.0 * (1 + cross) * (1 - 1e-4 * j)[None, :]
+    lad[:, 1] = rng.uniform(0.1, 3.0, (pairs, depth))
+    lad[:, 3] = rng.uniform(0.1, 3.0, (pairs, depth))
+    _walks(lad[:10], depth, 10.0)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        _walks(lad, depth, 10.0)
+        times.append((time.perf_counter_ns() - t0) / pairs)
+    return {"mode": f"walk, depth {depth}", "pairs": pairs, "ns_per_walk_best": min(times),
+            "ns_per_walk_median": statistics.median(times), "runs": times}
+
+
 def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
     inst = "bench" + uuid.uuid4().hex[:8]
     venues = list(cfg.enabled_venues())
@@ -167,8 +257,10 @@ def run_rings(cfg, stream, batch=256, repeats=5, capacity=1 << 16) -> dict:
 
 
 def run(n_instruments: int = 1000, updates: int = 2_000_000, batch: int = 256,
-        repeats: int = 5, modes=("kernel", "books", "rings", "stress")) -> dict:
+        repeats: int = 5, modes=("kernel", "books", "rings", "stress"), depth: int = 0) -> dict:
     cfg = bench_config(n_instruments)
+    if depth > 0:
+        modes = tuple(modes) + ("depth", "depth-stress", "walk")
     stream = make_stream(cfg, updates)
     legs = cfg.legs()
     res = {"host": {"machine": platform.machine(), "cpu": cpu_name(), "cores": os.cpu_count(),
@@ -189,6 +281,21 @@ def run(n_instruments: int = 1000, updates: int = 2_000_000, batch: int = 256,
     if "stress" in modes:
         hot = make_stream(cfg, updates, seed=7, dislocation_p=0.05)
         res["results"].append(run_kernel(cfg, hot, batch, repeats, "kernel-stress (5% dislocated)"))
+    if "depth" in modes:
+        dcfg = depth_config(cfg, depth)
+        for label, src in (("", stream), (", stress", None)):
+            if src is None:
+                src = make_stream(cfg, updates, seed=7, dislocation_p=0.05)
+            books = with_depth(src, depth, updates)
+            r = run_kernel(dcfg, books, batch, repeats, f"books, depth {depth}{label}")
+            msgs = int((src["kind"] == Kind.QUOTE).sum() and
+                       (books["kind"] == Kind.QUOTE).sum())
+            r["book_messages"] = msgs
+            r["ns_per_book_message_median"] = r["ns_per_update_median"] * len(books) / max(msgs, 1)
+            res["results"].append(r)
+    if "walk" in modes:
+        res["walk"] = run_walk(depth, repeats=repeats)
+    res["target_ns_per_book_update"] = TARGET_BOOK_NS
     return res
 
 
@@ -211,6 +318,19 @@ def render(res: dict) -> str:
                          f"{k['ns_per_quote_median']:.1f} ns per quote with its levels "
                          f"(median)")
     for k in res["results"]:
+        if "ns_per_book_message_median" in k:
+            ok = "meets" if k["ns_per_update_median"] <= res["target_ns_per_book_update"] \
+                else "ABOVE"
+            lines.append(f"{k['mode']}: {k['ns_per_update_median']:.1f} ns per record ({ok} the "
+                         f"{res['target_ns_per_book_update']:.0f} ns target), "
+                         f"{k['ns_per_book_message_median']:,.0f} ns per book message of "
+                         f"its records (median)")
+    if "walk" in res:
+        w = res["walk"]
+        lines.append(f"{w['mode']}: {w['ns_per_walk_median']:.1f} ns per candidate walk "
+                     f"(choose_size + both fills; median of {len(w['runs'])}, best "
+                     f"{w['ns_per_walk_best']:.1f})")
+    for k in res["results"]:
         if "evaluations_per_run" in k:
             lines.append(f"{k['mode']}: {k['evaluations_per_run']:,} candidate evaluations and "
                          f"{k['published_per_run']:,} opportunity records per pass of "
@@ -225,9 +345,10 @@ def main(argv=None) -> int:
     ap.add_argument("--updates", type=int, default=2_000_000)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--depth", type=int, default=0, help="also books of N levels + walks")
     ap.add_argument("--out", default=None, help="write JSON here too")
     a = ap.parse_args(argv)
-    res = run(a.instruments, a.updates, a.batch, a.repeats)
+    res = run(a.instruments, a.updates, a.batch, a.repeats, depth=a.depth)
     text = json.dumps(res, indent=1)
     if a.out:
         with open(a.out, "w") as f:
