@@ -15,6 +15,13 @@ Parts (each returns a dict; ``run`` puts them together):
   `arbpipe stat feeds`, and a venue gone silent without a word checked out of every
   opportunity within the detector's max quote age.
 * ``fuzz``: bench/fuzz.py over every venue parser.
+* ``fuzz-books``: bench/fuzz.py with L2 books on (bench/fuzz_books.py): every venue's depth
+  channel and, for binance, binance-usdm and gate, the REST snapshot bodies; per venue the
+  frames, crashes, rejects by reason, resyncs by fault, and every book equal to the venue's
+  reference after its final resync (a book that took garbage was resynced, not trusted).
+* ``book-faults``: bench/book_faults.py: the whole tree with every depth fault of the
+  simulator on every venue; resyncs by fault, books ready again, and no opportunity on a
+  leg whose book was resyncing.
 * ``soak``: bench/soak.py (RSS, fds, drops over N minutes; by default the tree fed by the
   replay process at 100 K updates/s, the issue's target rate).
 
@@ -28,15 +35,23 @@ import os
 import sys
 import time
 
-from bench import fuzz, soak, venue_faults
+from bench import book_faults, fuzz, soak, venue_faults
 from bench.chains import chains
 from bench.harness import ROOT
 from bench.tree_kills import tree
 
 
+PARTS = ("chains", "tree", "faults", "fuzz", "fuzz-books", "book-faults", "soak")
+DEFAULT_PARTS = ("chains", "tree", "faults", "fuzz", "soak")
+SECTIONS = {"chains": ("chains",), "tree": ("tree", "restart_max_s"),
+            "faults": ("venue_faults", "venue_faults_ok"), "fuzz": ("fuzz", "frames_fuzzed"),
+            "fuzz-books": ("fuzz_books", "fuzz_books_ok"),
+            "book-faults": ("book_faults", "book_faults_ok"), "soak": ("soak",)}
+
+
 def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None = None,
         soak_minutes: float | None = None, rate_hz: float | None = None, progress=True,
-        parts=("chains", "tree", "faults", "fuzz", "soak"), soak_source: str = "replay",
+        parts=DEFAULT_PARTS, soak_source: str = "replay",
         soak_rate: float = 100_000.0) -> dict:
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
     kills = kills if kills is not None else (3 if quick else 20)
@@ -85,6 +100,22 @@ def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None =
                                    if d["examples"]}
         out["frames_fuzzed"] = fz["total"]["frames"]
         out["crashes"] = fz["total"]["crashes"] + fz["total"]["parse_errors"]
+    if "fuzz-books" in parts:
+        log(f"fuzz-books: {fuzz_frames:,} depth-channel frames per venue (books of "
+            f"{fuzz.BOOK_DEPTH} levels)")
+        fb = fuzz.run(fuzz_frames, depth=fuzz.BOOK_DEPTH)
+        out["fuzz_books"] = {k: v for k, v in fb.items() if k != "venues"}
+        out["fuzz_books"]["venues"] = {v: {k: x for k, x in d.items() if k != "examples"}
+                                       for v, d in fb["venues"].items()}
+        out["fuzz_books"]["examples"] = {v: d["examples"] for v, d in fb["venues"].items()
+                                         if d["examples"]}
+        out["fuzz_books_ok"] = fuzz_books_ok(fb)
+        out["crashes"] += book_crashes(fb)
+    if "book-faults" in parts:
+        log("book-faults: the whole tree with every depth fault on every venue")
+        bf = book_faults.run(log=log)
+        out["book_faults"] = {k: v for k, v in bf.items() if k != "pids"}
+        out["book_faults_ok"] = bool(bf.get("ok"))
     if "soak" in parts:
         if soak_minutes > 0:
             log(f"soak: {soak_minutes} min, {soak_source} at {soak_rate:,.0f} updates/s")
@@ -101,13 +132,44 @@ def run(quick: bool = False, kills: int | None = None, fuzz_frames: int | None =
                            "from": saved or "this run", "detail": sk}
     # where each section's figures come from: this run, or a saved result copied in
     keys = {"chains": "chains", "tree": "tree", "faults": "venue_faults", "fuzz": "fuzz",
-            "soak": "soak"}
+            "fuzz-books": "fuzz_books", "book-faults": "book_faults", "soak": "soak"}
     out["measured"] = {part: f"this run (started {out['started']})"
                        for part in parts if keys[part] in out}
     if out.get("soak", {}).get("from", "this run") != "this run":
         out["measured"]["soak"] = (f"copied from {out['soak']['from']} (finished "
                                    f"{out['soak']['detail'].get('finished', '?')})")
     out["wall_s"] = round(time.time() - t0, 1)
+    return out
+
+
+def book_crashes(fb: dict) -> int:
+    t = fb["total"]
+    return t["crashes"] + t["parse_errors"] + t.get("rest_crashes", 0)
+
+
+def fuzz_books_ok(fb: dict) -> bool:
+    """Every depth frame parsed or refused by a named reason, nothing raised, every record
+    sane, and every book exact after its final resync."""
+    t = fb["total"]
+    return (book_crashes(fb) == 0 and t["silent"] == 0 and t["bad_records"] == 0
+            and t["accounted"] and not t["unnamed_reasons"] and t["book_violations"] == 0
+            and t["rest_silent"] == 0 and t["final_exact"] == t["books"] > 0)
+
+
+def merge(saved: dict, new: dict) -> dict:
+    """``saved`` (an earlier reliability.json) with the parts ``new`` measured replaced by
+    ``new``'s (``measured`` says where each part comes from); the totals follow."""
+    out = dict(saved, measured=dict(saved.get("measured", {})))
+    for part in new.get("measured", {}):
+        for k in SECTIONS[part]:
+            if k in new:
+                out[k] = new[k]
+        out["measured"][part] = new["measured"][part]
+    if "fuzz" in out:
+        t = out["fuzz"]["total"]
+        out["crashes"] = t["crashes"] + t["parse_errors"]
+    if "fuzz_books" in out:
+        out["crashes"] = out.get("crashes", 0) + book_crashes(out["fuzz_books"])
     return out
 
 
@@ -124,6 +186,15 @@ def render(r: dict) -> str:
     if "venue_faults" in r:
         lines.append("  " + venue_faults.render(r["venue_faults"]).replace("\n", "\n  "))
     lines.append(f"  frames fuzzed {r['frames_fuzzed']:,}, crashes {r['crashes']}")
+    if "fuzz_books" in r:
+        fb = r["fuzz_books"]
+        t = fb["total"]
+        lines.append(f"  depth channels fuzzed: {t['frames']:,} frames ({fb['frames_per_venue']:,}"
+                     f" per venue), {book_crashes(fb)} crashes, {t['resyncs']:,} resyncs, books "
+                     f"exact after resync {t['final_exact']}/{t['books']}, REST bodies "
+                     f"{t['rest_bodies']:,}: {'ok' if r.get('fuzz_books_ok') else 'NOT ok'}")
+    if "book_faults" in r:
+        lines.append("  " + book_faults.render(r["book_faults"]).replace("\n", "\n  "))
     if "soak" in r:
         s = r["soak"]
         lines.append(f"  soak {s['minutes']} min ({s.get('source', 'sim')} at "

@@ -121,10 +121,89 @@ def reliability(r: dict) -> str:
     if "venue_faults_ok" in r:
         parts.append("every venue fault handled" if r["venue_faults_ok"] else
                      "venue faults NOT all handled")
-    parts.append(f"{r['frames_fuzzed']:,} frames fuzzed, {r['crashes']} crashes")
+    fb = r.get("fuzz_books", {}).get("total")
+    measured = r.get("measured", {})
+    parts.append(f"{r['frames_fuzzed']:,} frames fuzzed" + (
+        f" and {fb['frames']:,} depth-channel frames (fuzz-books: "
+        f"{measured.get('fuzz-books', '?')})" if fb else "") + f", {r['crashes']} crashes")
+    if "book_faults_ok" in r:
+        parts.append(("every book fault recovered" if r["book_faults_ok"] else
+                      "book faults NOT all recovered")
+                     + f" (book-faults: {measured.get('book-faults', '?')})")
     if "soak" in r:
         parts.append(f"soak section {r.get('measured', {}).get('soak', r['soak'].get('from'))}")
     return "; ".join(parts) + ".\n"
+
+
+def _nz(d: dict) -> str:
+    return ", ".join(f"{k} {n:,}" for k, n in sorted(d.items(), key=lambda kv: -kv[1]) if n) \
+        or "-"
+
+
+def fuzz_books(r: dict) -> str:
+    """The depth-channel fuzz (``arbpipe bench reliability --only fuzz-books``): per venue
+    frames, crashes, rejects by reason, resyncs by fault, books exact after resync."""
+    fb = r.get("fuzz_books")
+    if not fb:
+        return "No depth-channel fuzz run in bench/results/reliability.json yet.\n"
+    t = fb["total"]
+    crashes = t["crashes"] + t["parse_errors"] + t.get("rest_crashes", 0)
+    lines = [f"Latest ([bench/results/reliability.json](bench/results/reliability.json), "
+             f"section `fuzz_books`, {r.get('measured', {}).get('fuzz-books', '?')}): "
+             f"`arbpipe bench reliability --only fuzz-books --fuzz-frames "
+             f"{fb['frames_per_venue']}`, books of {fb['depth']} levels, "
+             f"{t['frames']:,} frames in {fb['wall_s'] / 60:.1f} min ({fb['workers']} "
+             f"workers): {crashes} crashes, {t['silent']} frames unaccounted, "
+             f"{t['bad_records']} bad records, {t['book_violations']} ring-reader violations; "
+             f"after the last resync of each of the {fb['chunks']} runs per venue, "
+             f"{t['final_exact']} of {t['books']} books equal to the venue's reference.", "",
+             "| venue | frames | crashes | rejects by reason | resyncs | resyncs by fault | "
+             "REST bodies (refused) |", "|---|---:|---:|---|---:|---|---:|"]
+    for v, d in fb["venues"].items():
+        rest = (f"{d['rest_bodies']:,} ({d['rest_rejected']:,})" if d.get("rest_bodies")
+                else "-")
+        lines.append(f"| {v} | {d['frames']:,} | "
+                     f"{d['crashes'] + d['parse_errors'] + d.get('rest_crashes', 0)} | "
+                     f"{_nz(d['rejects'])} | {d['resyncs']:,} | "
+                     f"{_nz({k.lower(): n for k, n in d.get('book_faults', {}).items()})} | "
+                     f"{rest} |")
+    return "\n".join(lines) + "\n"
+
+
+def book_faults(r: dict) -> str:
+    """The whole tree with every depth fault on (``--only book-faults``)."""
+    bf = r.get("book_faults")
+    if not bf or not bf.get("venues"):
+        return "No book-faults run in bench/results/reliability.json yet.\n"
+    o = bf["opportunities"]
+    lines = [f"Latest ([bench/results/reliability.json](bench/results/reliability.json), "
+             f"section `book_faults`, {r.get('measured', {}).get('book-faults', '?')}): "
+             f"`{bf.get('command', 'arbpipe bench reliability --only book-faults')}`, the "
+             f"default tree (8 venues, books on) on the simulator with every depth fault its "
+             f"venue can show on for {bf['seconds']:g} s ({bf['wall_s']:g} s with start, the "
+             f"wait for every book ready and `arbpipe down`): "
+             f"{'all recovered' if bf.get('ok') else 'NOT all recovered'}.", "",
+             "| venue | book msgs | resyncs by fault | not-ready windows (closed) | "
+             "time to ready p50 / max | ready at end | ready again | rejects by reason |",
+             "|---|---:|---|---:|---:|---:|:---:|---|"]
+    for v, c in bf["venues"].items():
+        ttr = c["time_to_ready"]
+        tt = (f"{ttr['p50_ms']:,.0f} / {ttr['max_ms']:,.0f} ms" if ttr.get("n") else "-")
+        lines.append(f"| {v} | {c['book_messages']:,} | {_nz(c['resyncs_by_fault'])} | "
+                     f"{c['windows']} ({c['closed']}) | {tt} | "
+                     f"{c['books_ready_end_of_window']} | {'yes' if c['ready_again'] else 'NO'}"
+                     f" | {_nz(c['rejects'])} |")
+    lines += ["", f"Detector: {o['opportunities']:,} opportunity records "
+              f"({o['open_or_update']:,} OPEN / UPDATE), {o['used_while_resyncing']} with a leg "
+              f"whose book was resyncing (from {bf['slack_ms']:g} ms after its BOOK_RESYNC "
+              f"status to its next quote; {o['in_slack']} inside those {bf['slack_ms']:g} ms, "
+              f"{o.get('after_ready_quote', 0)} stamped before the ready quote but priced from "
+              f"it: the detector took that quote first), "
+              f"{o['top_of_book_sized']} sized on a top level only, "
+              f"{o['on_faulted_legs_after_ready']:,} on resynced legs once ready again; "
+              f"feed rings recorded: {bf['recorded_records']:,} records, "
+              f"{bf['recorder_missed']} missed."]
+    return "\n".join(lines) + "\n"
 
 
 def bridge(r: dict) -> str:
@@ -149,7 +228,9 @@ def bridge(r: dict) -> str:
 
 
 SOURCES = {"latency": ("pipeline.json", latency), "soak": ("soak.json", soak),
-           "reliability": ("reliability.json", reliability), "bridge": ("bridge.json", bridge)}
+           "reliability": ("reliability.json", reliability), "bridge": ("bridge.json", bridge),
+           "fuzz-books": ("reliability.json", fuzz_books),
+           "book-faults": ("reliability.json", book_faults)}
 
 
 def block(name: str, results_dir: str = RESULTS) -> str:

@@ -7,14 +7,17 @@ that make the venue send a snapshot again: Bybit, OKX, Kraken; Coinbase reconnec
 the worker's planned reconnect already does). A failed REST request counts
 ``SNAPSHOT_FAILED`` and is retried after a growing pause (0.5 s doubling to 10 s) while the
 feed runs; a snapshot the adapter refuses (stale, unusable) is asked for again after a
-shorter pause (0.1 s doubling to 1 s); one request per symbol is ever in flight.
+shorter pause (0.1 s doubling to 1 s); one request per symbol is ever in flight. Requests
+wait in a queue ordered by the time they are due, so a symbol waiting out its retry pause
+never holds up another symbol's first request.
 
 Uses the standard library's ``urllib`` (one small GET per resync; no extra dependency).
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import queue
 import threading
 import time
 import urllib.error
@@ -36,7 +39,10 @@ class Resyncer:
         self.feed = feed
         self.rest_url = rest_url.rstrip("/")
         self.pending: set[str] = set()         # natives with a REST request queued/in flight
-        self.q: queue.Queue = queue.Queue()
+        self.due: list = []                    # heap of (due monotonic s, n, native, path, pause)
+        self.cond = threading.Condition()
+        self._n = itertools.count()
+        self._stop = False
         self.thread: threading.Thread | None = None
         self.requests = 0
         self.failures = 0
@@ -50,7 +56,7 @@ class Resyncer:
             if native not in self.pending:
                 self.pending.add(native)
                 self._start()
-                self.q.put((native, path, 0.0))
+                self._put(native, path, 0.0)
             return
         if ctl.reconnect:
             return                            # the worker's planned reconnect resubscribes
@@ -70,20 +76,38 @@ class Resyncer:
             self.thread.start()
 
     def stop(self) -> None:
-        if self.thread is not None:
-            self.q.put(None)
+        with self.cond:
+            self._stop = True
+            self.cond.notify()
+
+    def _put(self, native: str, path: str, pause: float) -> None:
+        """Queue a request for ``native``, due ``pause`` seconds from now."""
+        with self.cond:
+            heapq.heappush(self.due, (time.monotonic() + pause, next(self._n), native, path,
+                                      pause))
+            self.cond.notify()
+
+    def _next(self):
+        """The next request once it is due; None when stopping."""
+        with self.cond:
+            while True:
+                if self._stop or self.feed.stopping:
+                    return None
+                if self.due:
+                    wait = self.due[0][0] - time.monotonic()
+                    if wait <= 0:
+                        return heapq.heappop(self.due)[2:]
+                    self.cond.wait(min(wait, 1.0))
+                else:
+                    self.cond.wait(1.0)
 
     def _run(self) -> None:
         feed = self.feed
         while not feed.stopping:
-            item = self.q.get()
+            item = self._next()
             if item is None:
                 return
             native, path, pause = item
-            if pause:
-                time.sleep(pause)
-                if feed.stopping:
-                    return
             self.requests += 1
             try:
                 with urllib.request.urlopen(self.rest_url + path, timeout=TIMEOUT_S) as r:
@@ -98,7 +122,7 @@ class Resyncer:
                         feed.sink.recv_ns = time.time_ns()
                         feed.sink.book_broken(inst.instrument_id, BookFault.SNAPSHOT_FAILED)
                         feed.sink.flush()
-                self.q.put((native, path, min(max(pause * 2, RETRY_MIN_S), RETRY_MAX_S)))
+                self._put(native, path, min(max(pause * 2, RETRY_MIN_S), RETRY_MAX_S))
                 continue
             with feed.lock:
                 feed.sink.recv_ns = time.time_ns()
@@ -115,6 +139,6 @@ class Resyncer:
                 p = feed.adapter.rest_snapshot_path(nat)
                 if p is not None and nat not in self.pending:
                     self.pending.add(nat)
-                    self.q.put((nat, p, min(max(pause * 2, REFUSED_MIN_S), REFUSED_MAX_S)))
+                    self._put(nat, p, min(max(pause * 2, REFUSED_MIN_S), REFUSED_MAX_S))
                 elif p is None:
                     self.handle(None, None, ctl)

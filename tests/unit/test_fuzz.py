@@ -303,3 +303,20 @@ BOOK_WORDS = {"coinbase": ["l2_data", "snapshot", "update", "bid", "offer", "hea
 @pytest.mark.parametrize("venue", fuzz.CB_KR_BOOK_VENUES)
 def test_hypothesis_json_in_the_coinbase_kraken_depth_vocabulary(instance, venue):
     _hypothesis_json(instance, venue, fuzz.BOOK_DEPTH)
+
+
+def test_depth_run_covers_every_depth_channel_and_merges_the_chunks():
+    """``fuzz.run(..., depth=N)`` (`arbpipe bench reliability --only fuzz-books`): every venue
+    with a depth channel, the chunks' counters summed and their dicts merged by key."""
+    r = fuzz.run(600, workers=1, chunks=2, depth=fuzz.BOOK_DEPTH)
+    assert set(r["venues"]) == set(fuzz.DEPTH_VENUES) == set(fuzz.VENUES)
+    assert r["depth"] == fuzz.BOOK_DEPTH and r["total"]["frames"] == 600 * len(fuzz.VENUES)
+    t = r["total"]
+    assert t["crashes"] == t["parse_errors"] == t["rest_crashes"] == t["silent"] == 0
+    assert t["final_exact"] == t["books"] > 0 and t["book_violations"] == 0
+    for v, d in r["venues"].items():
+        assert d["frames"] == 600 and sum(d["kinds"].values()) == 600, v
+        assert d["book_faults"] and d["resyncs"] > 0, (v, d["book_faults"])
+        assert sum(d["rejects"].values()) >= d["rejected"], v
+    for v in fuzz.REST_BOOK_VENUES:
+        assert r["venues"][v]["rest_bodies"] == sum(r["venues"][v]["rest_kinds"].values()) > 0
