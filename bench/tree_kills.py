@@ -127,6 +127,11 @@ class Tapper(threading.Thread):
                 bad = ~np.isin(recs["state"], OPP_STATES) | (recs["detect_ns"] < self.t_lo) \
                     | (recs["detect_ns"] > now) | ~np.isfinite(recs["net_bps"])
                 bad |= (recs["state"] != OppState.CLOSED) & ~(recs["sell_bid"] > recs["buy_ask"])
+                # layout 2 (192 bytes): a sized opportunity has a size, a finite profit and
+                # levels on both sides (profit_usd may be NaN: no USD rate)
+                bad |= (recs["state"] != OppState.CLOSED) & (
+                    ~(recs["exec_qty"] > 0) | ~np.isfinite(recs["profit"])
+                    | (recs["buy_levels"] == 0) | (recs["sell_levels"] == 0))
             self._bad(name, recs, bad)
         elif name == "journal":
             with np.errstate(invalid="ignore"):

@@ -175,7 +175,8 @@ class BridgeIn:
         self.names, self.name_offs = names, offs
         rows = max(self.batch * max(len(self.streams), 1), 1)
         self.ent = np.zeros((rows, R.ENT_COLS), np.int64)
-        self.recs = np.zeros((rows, 128), np.uint8)
+        # one row per entry, as wide as the largest record (Opportunity: 192 bytes)
+        self.recs = np.zeros((rows, max(RECORD_SIZES.values())), np.uint8)
         self.blocks = np.zeros((max(len(self.streams), 1) + 4, 2), np.int64)
         self.res = np.zeros(R.RES_WORDS, np.int64)
         self.state = "starting"

@@ -6,7 +6,7 @@ Fields (all strings; JSON where the value is structured):
     field             value
     ----------------  ---------------------------------------------------------------------
     layout_version    shm_layouts.ring.LAYOUT_VERSION of the sender
-    record_sizes      {"MarketUpdate": 64, "Opportunity": 128, "JournalEntry": 128}
+    record_sizes      {"MarketUpdate": 64, "Opportunity": 192, "JournalEntry": 128}
     instruments       {"1": "BTC/USDT", ...}: canonical id -> name (the config's order)
     venues            {"1": "binance", ...}: id -> name of the sender's enabled venues
     rings             ["feed.okx", "opportunities", ...]: the rings it sends

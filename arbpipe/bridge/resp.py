@@ -12,7 +12,8 @@ ignores fields it does not know, so a newer sender can add some):
 
     field    value
     -------  -----------------------------------------------------------------------------
-    rec      the record's bytes, exactly as in the source ring (64 or 128 bytes)
+    rec      the record's bytes, exactly as in the source ring (MarketUpdate 64,
+             JournalEntry 128, Opportunity 192 bytes)
     seq      the record's position in its source ring + 1: per ring, gap-free while the
              ring lives, whoever produced the record (duplicates and gaps are judged by it)
     rseq     the record's own seq field (its producer's sequence number)

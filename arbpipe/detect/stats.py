@@ -1,7 +1,9 @@
 """The detector's stats segment ``detector.stats`` (layout: ``shm_layouts.detector_stats``):
 ``DetectorStats`` creates it for the detector process (its kernel then writes the counters in
 place), ``read_stats`` reads it from any process, ``render_stats`` prints it for ``arbpipe
-stat detector``, ``counters_dict`` names the counters of any counters array.
+stat detector``, ``counters_dict`` names the counters of any counters array,
+``top_of_book_legs`` names the legs of a config that the detector sizes on their top level
+(``[venues.<v>] depth = 0``: no L2 book, the slippage-depth model).
 
 This module imports no numba, so readers (the persister, ``arbpipe stat``) stay light.
 """
@@ -59,6 +61,14 @@ def counters_dict(ctr, leg_status=None, leg_names=None) -> dict:
     return d
 
 
+def top_of_book_legs(cfg) -> list[str]:
+    """Legs (``LegTable`` names) of the enabled venues configured with ``depth = 0``: they
+    keep no L2 book, so the detector sizes every pair with them on the top level and the
+    slippage-depth model (``detector.slippage_depth_bps``; flag OPP_TOP_OF_BOOK)."""
+    flat = {name for name, v in cfg.enabled_venues().items() if v.depth == 0}
+    return [n for n in cfg.legs().names if n in flat or n.removesuffix("-perp") in flat]
+
+
 def read_stats(instance: str | None = None, leg_names: list[str] | None = None) -> dict | None:
     """Counters of a running (or last) detector of ``instance``, or None if there is none.
     ``leg_names`` (``load_config(...).legs().names``) labels the per-leg venue status."""
@@ -96,6 +106,14 @@ def render_stats(d: dict | None) -> str:
                                        if k.startswith("filter_")),
              f"  latency trigger recv -> OPEN/UPDATE publish: mean {d['latency_mean_ns'] / 1e3:.1f} us, "
              f"max {d['latency_max_ns'] / 1e3:.1f} us"]
+    lines.append(f"  sizing: walks={d.get('walks', 0)}  top_of_book="
+                 f"{d.get('walks_top_of_book', 0)}  levels={d.get('walk_levels', 0)}")
     if d.get("legs"):
         lines.append("  legs: " + "  ".join(f"{k}={v}" for k, v in d["legs"].items()))
+    tob = d.get("top_of_book_legs")
+    if tob:
+        lines.append("  top-of-book rule (depth = 0: no L2 book, sized on the top level with "
+                     "the slippage-depth model): " + "  ".join(tob))
+    elif tob is not None:
+        lines.append("  every leg sized on its L2 book (no venue with depth = 0)")
     return "\n".join(lines)

@@ -6,10 +6,17 @@ might have been overwriting) and polls at a relaxed pace when nothing is new.
 Records are decoded by the ring's dtype; ids are shown with names where the
 symbol map knows them. If the ring moves faster than the tap prints, the tap
 skips ahead and says how many records it did not show.
+
+``--json`` prints one JSON object per record: every field of the record by its
+``shm_layouts`` name, plus names (``instrument``, ``venue``, ``buy``, ``sell``, the state);
+an Opportunity also gets ``notional`` (exec_qty x vwap_buy, quote currency) and
+``top_of_book`` (flag OPP_TOP_OF_BOOK). A float that is not finite (``profit_usd`` without a
+USD rate is NaN) is written as ``null``: every line is strict JSON.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
@@ -20,7 +27,7 @@ from arbpipe.transport.rings import attach_any
 from shm_layouts import CloseReason, Kind, OppState
 from shm_layouts.kinds import RecordType
 from shm_layouts.records import (MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS, OPP_BUY_PERP,
-                                 OPP_SELL_PERP)
+                                 OPP_SELL_PERP, OPP_TOP_OF_BOOK)
 
 
 # the records the tap decodes by name; any other ring's records print as raw fields
@@ -48,7 +55,19 @@ def decode(rec: np.void, record: str) -> dict:
         d["instrument"] = instrument_name(d["instrument_id"])
         d["buy"] = leg_name(d["buy_venue"], bool(d["flags"] & OPP_BUY_PERP))
         d["sell"] = leg_name(d["sell_venue"], bool(d["flags"] & OPP_SELL_PERP))
+        d["notional"] = d["exec_qty"] * d["vwap_buy"]
+        d["top_of_book"] = bool(d["flags"] & OPP_TOP_OF_BOOK)
     return d
+
+
+def to_json(d: dict) -> str:
+    """One strict JSON line: floats that are not finite (NaN, inf) become null."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
+                       for k, v in d.items()}, allow_nan=False)
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}" if math.isfinite(x) else "-"
 
 
 def fmt(d: dict, record: str) -> str:
@@ -63,7 +82,10 @@ def fmt(d: dict, record: str) -> str:
     if record == "Opportunity":
         return (f"{d['state']:<7} {d['instrument']:<10} buy {d['buy']}@{d['buy_ask']:.8g} sell "
                 f"{d['sell']}@{d['sell_bid']:.8g} net {d['net_bps']:.2f} bps gross "
-                f"{d['gross_bps']:.2f} qty {d['exec_qty']:.6g} conf {d['confidence']:.0f}"
+                f"{d['gross_bps']:.2f} qty {d['exec_qty']:.6g} ({d['notional']:,.0f}) levels "
+                f"{d['buy_levels']}/{d['sell_levels']}{' top-of-book' if d['top_of_book'] else ''} "
+                f"profit {_money(d['profit'])} usd {_money(d['profit_usd'])} conf "
+                f"{d['confidence']:.0f}"
                 + (f" ({d['close_reason']})" if d["state"] == "closed" else ""))
     return " ".join(f"{k}={v}" for k, v in d.items())
 
@@ -94,7 +116,7 @@ def tap(name: str, instance: str | None = None, count: int | None = None, as_jso
             recs = buf[:k * ring.rw].view(ring.dtype)
             for rec in recs[: (count - shown) if count is not None else k]:
                 d = decode(rec, record)
-                emit(json.dumps(d) if as_json else fmt(d, record))
+                emit(to_json(d) if as_json else fmt(d, record))
                 shown += 1
             pos = nxt
     finally:

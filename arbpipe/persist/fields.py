@@ -16,7 +16,7 @@ import numpy as np
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, VENUE_NAMES
 from shm_layouts import (BreakerReason, CloseReason, JournalFlag, JournalKind, OppState,
                          RejectReason, Side)
-from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP
+from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP, OPP_TOP_OF_BOOK
 
 EVENT_JOURNAL_KINDS = (int(JournalKind.BREAKER), int(JournalKind.RESET),
                        int(JournalKind.KILL_SWITCH))
@@ -80,15 +80,23 @@ class Names:
 
 # ------------------------------------------------------------------ opportunities -
 
+# depth-walked sizing (Opportunity layout 2): exec_qty_base is the size, notional_quote =
+# exec_qty x vwap_buy, gross/net at that size, profit_quote / profit_usd ("nan": no USD
+# rate) the expected profit, top_gross_bps the top-of-book gross, buy_levels / sell_levels
+# the levels consumed, top_of_book "1" when a leg had no L2 book (sized on its top level)
 OPP_KEYS = ("seq", "opp_id", "state", "close_reason", "instrument", "instrument_id",
             "buy_venue", "buy_market", "sell_venue", "sell_market", "buy_ask_quote",
             "sell_bid_quote", "exec_qty_base", "notional_quote", "gross_bps", "net_bps",
             "funding_delta_bps", "confidence_pct", "trigger_recv_ns", "detect_ns", "opened_ns",
-            "detect_latency_ns")
+            "detect_latency_ns", "vwap_buy_quote", "vwap_sell_quote", "profit_quote",
+            "profit_usd", "top_gross_bps", "carry_bps", "buy_levels", "sell_levels",
+            "top_of_book")
 # the Opportunity fields read, in the order opportunity_values unpacks them
 OPP_FIELDS = ["instrument_id", "buy_venue", "sell_venue", "state", "close_reason", "flags",
               "confidence", "buy_ask", "sell_bid", "exec_qty", "gross_bps", "net_bps",
-              "funding_delta_bps", "trigger_recv_ns", "detect_ns", "opp_id", "seq", "opened_ns"]
+              "funding_delta_bps", "trigger_recv_ns", "detect_ns", "opp_id", "seq", "opened_ns",
+              "vwap_buy", "vwap_sell", "profit", "profit_usd", "top_gross_bps", "carry_bps",
+              "buy_levels", "sell_levels"]
 
 
 def opportunity_values(recs: np.ndarray, names: Names) -> list[tuple]:
@@ -96,22 +104,27 @@ def opportunity_values(recs: np.ndarray, names: Names) -> list[tuple]:
     out = []
     st, cr = {}, {}
     for (iid, bv, sv, state, reason, flags, conf, ask, bid, qty, gross, net, fund, trig, det,
-         opp_id, seq, opened) in recs[OPP_FIELDS].tolist():
+         opp_id, seq, opened, vwb, vws, profit, usd, top_gross, carry, blev,
+         slev) in recs[OPP_FIELDS].tolist():
         s_ = st.get(state) or st.setdefault(state, _enum_name(OppState, state))
         r_ = cr.get(reason) or cr.setdefault(reason, _enum_name(CloseReason, reason))
         out.append((
             str(seq), str(opp_id), s_, r_, names.instrument(iid), str(iid),
             names.venue(bv), names.market(bv, flags & OPP_BUY_PERP),
             names.venue(sv), names.market(sv, flags & OPP_SELL_PERP),
-            _num(ask), _num(bid), _num(qty), _num(ask * qty), _num(gross), _num(net),
+            _num(ask), _num(bid), _num(qty), _num((vwb or ask) * qty), _num(gross), _num(net),
             _num(fund), _num(float(conf)), str(trig), str(det), str(opened),
-            str(det - trig if trig else 0)))
+            str(det - trig if trig else 0), _num(vwb), _num(vws), _num(profit), _num(usd),
+            _num(top_gross), _num(carry), str(blev), str(slev),
+            "1" if flags & OPP_TOP_OF_BOOK else "0"))
     return out
 
 
 def opportunity_fields(recs: np.ndarray, names: Names) -> list[dict]:
     """Stream entries (flat field maps) of Opportunity records: prices in quote currency
-    (``_quote``), sizes in base units (``_base``), spreads ``_bps``, times ``_ns``."""
+    (``_quote``), sizes in base units (``_base``), spreads ``_bps``, times ``_ns``, the
+    expected profit in quote currency (``profit_quote``) and USD (``profit_usd``, "nan"
+    without a rate)."""
     return [dict(zip(OPP_KEYS, v)) for v in opportunity_values(recs, names)]
 
 

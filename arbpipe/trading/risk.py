@@ -6,7 +6,8 @@ Pair checks, in order, the first failure rejecting the pair with a named RejectR
 IN_FLIGHT (the instrument already has a pair in flight), MAX_OPEN_ORDERS, COOLDOWN (the
 same instrument/buy/sell pair traded less than cooldown_ms ago), LOW_CONFIDENCE, NO_QUOTE,
 STALE_QUOTE (live quote older than max_quote_age_ms), BELOW_THRESHOLD (net re-priced from
-the live book: gross - both taker fees - 2 x slippage_bps).
+the live book: gross - both taker fees - 2 x slippage_bps + the detector's funding carry
+``carry_bps``, 0 unless ``[detector] funding_horizon_s`` is set).
 
 Sizing: qty = min(live ask qty (buy leg), live bid qty (sell leg), the detector's
 exec_qty, max_order_notional / price of each leg), then capped by what the balances
@@ -86,9 +87,10 @@ class RiskChecks:
         self.last_trade: dict[tuple[int, int, int], int] = {}
 
     def check_pair(self, i: int, bleg: int, sleg: int, confidence: float, now: int,
-                   in_flight: list[Order], open_pairs: int
+                   in_flight: list[Order], open_pairs: int, carry_bps: float = 0.0
                    ) -> tuple[Reject | None, Quote | None, Quote | None]:
-        """The pair checks; (None, buy leg quote, sell leg quote) when they pass."""
+        """The pair checks; (None, buy leg quote, sell leg quote) when they pass.
+        ``carry_bps``: the opportunity's funding carry (Opportunity.carry_bps)."""
         lim = self.limits
         if any(o.i == i for o in in_flight):
             return Reject(RejectReason.IN_FLIGHT), None, None
@@ -113,7 +115,7 @@ class RiskChecks:
         ask, bid = qb.ask, qs.bid
         mid = (ask + bid) / 2
         net = (bid - ask) / mid * 1e4 - self.m.fee_bps[bleg] - self.m.fee_bps[sleg] \
-            - 2 * lim.slippage_bps
+            - 2 * lim.slippage_bps + (carry_bps if math.isfinite(carry_bps) else 0.0)
         if net < lim.min_net_bps:
             return Reject(RejectReason.BELOW_THRESHOLD, -1, lim.min_net_bps, net), None, None
         return None, qb, qs

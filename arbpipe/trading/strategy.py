@@ -16,10 +16,12 @@ top of book the strategy keeps itself. ``Strategy`` only orchestrates its parts:
     arbpipe.trading.view       read_state, status_line, render_state
 
 Flow per Opportunity (OPEN or UPDATE; CLOSED ones are only counted): the breaker's gate
-(KILL_SWITCH, read before every pair; BREAKER; DAILY_LOSS; DRAWDOWN), the pair checks,
-sizing, each leg through the order checks, the pair's two orders through the rate limits
-(``arbpipe.trading.risk``); both legs pass or neither is sent. A pair that sizing finds
-short of balance is rejected BALANCE only after the order checks (the README's order).
+(KILL_SWITCH, read before every pair; BREAKER; DAILY_LOSS; DRAWDOWN), the pair checks (the
+re-priced net counts the record's funding carry ``carry_bps``), sizing (capped by the
+detector's depth-walked ``exec_qty``), each leg through the order checks, the pair's two
+orders through the rate limits (``arbpipe.trading.risk``); both legs pass or neither is
+sent. A pair that sizing finds short of balance is rejected BALANCE only after the order
+checks (the README's order).
 Observe mode: a passing pair is journaled as ORDER|OBSERVE and nothing is simulated.
 Trade mode: both orders are sent (journal ORDER) and fill ``latency_ms`` later
 (``arbpipe.trading.fills``). Every reject is journaled with its reason, limit and value.
@@ -168,7 +170,8 @@ class Strategy:
             return r
         in_flight = self.exchange.in_flight()
         r, qb, qs = self.risk.check_pair(i, bleg, sleg, float(opp["confidence"]), now,
-                                         in_flight, len(self.exchange.pairs))
+                                         in_flight, len(self.exchange.pairs),
+                                         float(opp["carry_bps"]))
         if r is not None:
             return r
         qty, r = self.risk.size(i, bleg, sleg, qb, qs, float(opp["exec_qty"]), in_flight)

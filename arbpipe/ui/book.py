@@ -16,11 +16,17 @@ Invariants
 - ``to_state`` / ``restore``: the book as published in the dashboard's document, and taken
   over from it by a restarted dashboard.
 
-Rows name instruments and venue legs from the config (``Names``).
+Rows name instruments and venue legs from the config (``Names``). A row carries the
+record's depth-walked sizing (Opportunity layout 2): ``qty`` (base units), ``notional``
+(qty x ``vwap_buy``, quote currency), both VWAPs, ``profit`` (quote currency) and
+``profit_usd`` (None when the detector had no USD rate), the levels each leg consumed and
+``top_of_book`` (a leg had no L2 book: sized on its top level). Open rows are ordered by
+expected profit (``profit_order``).
 """
 from __future__ import annotations
 
 import collections
+import math
 
 import numpy as np
 
@@ -28,9 +34,9 @@ from arbpipe import symbols
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, VENUE_NAMES
 from arbpipe.symbols import PERP_VENUES
 from shm_layouts import OPPORTUNITY, CloseReason, OppState
-from shm_layouts.records import OPP_BUY_PERP, OPP_ID_RUN_SHIFT, OPP_SELL_PERP
+from shm_layouts.records import OPP_BUY_PERP, OPP_ID_RUN_SHIFT, OPP_SELL_PERP, OPP_TOP_OF_BOOK
 
-MAX_OPEN_ROWS = 2000            # open rows published (best net first); the count is exact
+MAX_OPEN_ROWS = 2000            # open rows published (best profit first); the count is exact
 MAX_OPEN = 50_000               # book bound: beyond it the stalest open entries are evicted
 
 REASONS = {int(r): r.name.lower() for r in CloseReason}
@@ -39,6 +45,20 @@ R_DETECTOR_RESTART, R_LOST = 100, 101
 _OPEN, _UPDATE, _CLOSED = int(OppState.OPEN), int(OppState.UPDATE), int(OppState.CLOSED)
 _FIELDS = OPPORTUNITY.names
 _I = {n: i for i, n in enumerate(_FIELDS)}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def profit_order(r: dict) -> tuple:
+    """Sort key of a row, best expected profit first: ``profit_usd``, rows without a USD
+    value after every row with one (among them by ``profit`` in their quote currency)."""
+    usd = r.get("profit_usd")
+    if usd is not None:
+        return (0, -usd, r["id"])
+    p = r.get("profit")
+    return (1, -(p if p is not None else -math.inf), r["id"])
 
 
 class Names:
@@ -106,14 +126,23 @@ class OpportunityBook:
     def _row(self, r) -> dict:
         i = _I
         flags = int(r[i["flags"]])
+        qty = float(r[i["exec_qty"]])
+        vwap_buy = float(r[i["vwap_buy"]]) or float(r[i["buy_ask"]])
         return {"id": int(r[i["opp_id"]]),
                 "instrument": self.names.instrument(int(r[i["instrument_id"]])),
                 "buy": self.names.venue(int(r[i["buy_venue"]]), bool(flags & OPP_BUY_PERP)),
                 "sell": self.names.venue(int(r[i["sell_venue"]]), bool(flags & OPP_SELL_PERP)),
                 "buy_ask": float(r[i["buy_ask"]]), "sell_bid": float(r[i["sell_bid"]]),
-                "qty": float(r[i["exec_qty"]]),
+                "qty": qty, "vwap_buy": vwap_buy, "vwap_sell": float(r[i["vwap_sell"]]),
+                "notional": qty * vwap_buy,
+                "profit": _finite(float(r[i["profit"]])),
+                "profit_usd": _finite(float(r[i["profit_usd"]])),
+                "buy_levels": int(r[i["buy_levels"]]), "sell_levels": int(r[i["sell_levels"]]),
+                "top_of_book": bool(flags & OPP_TOP_OF_BOOK),
                 "gross_bps": round(float(r[i["gross_bps"]]), 4),
+                "top_gross_bps": round(float(r[i["top_gross_bps"]]), 4),
                 "net_bps": round(float(r[i["net_bps"]]), 4),
+                "carry_bps": round(float(r[i["carry_bps"]]), 4),
                 "funding_bps": round(float(r[i["funding_delta_bps"]]), 4),
                 "confidence": round(float(r[i["confidence"]]), 2),
                 "opened_ns": int(r[i["opened_ns"]]) or int(r[i["detect_ns"]]),
@@ -191,7 +220,7 @@ class OpportunityBook:
 
     # -- views ------------------------------------------------------------------------------
     def open_rows(self, limit: int = MAX_OPEN_ROWS) -> list[dict]:
-        rows = sorted(self.open.values(), key=lambda x: -x["net_bps"])
+        rows = sorted(self.open.values(), key=profit_order)
         return rows[:limit]
 
     def to_state(self, limit: int = MAX_OPEN_ROWS) -> dict:

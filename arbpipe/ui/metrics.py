@@ -6,7 +6,8 @@ endpoint (``arbpipe.ops.http``, in the dashboard process) serves on ``GET /metri
 
 Conventions: every name starts with ``arbpipe_``; counters end in ``_total`` (monotonic
 since the writing process started: a restart is a counter reset); times are in seconds,
-sizes of rings in records; money in the quote currency (USDT); ages (``_age_seconds``) are
+sizes of rings in records; money in the quote currency (USDT), except names ending in
+``_usd`` (the detector's USD value); ages (``_age_seconds``) are
 as of the dashboard's newest refresh. Labels: ``ring``, ``reader``, ``venue``, ``hop``,
 ``reason``, ``instrument``, ``market``, ``quantile``, ``process`` and ``role`` (the
 supervisor's names), ``stream`` (persister, bridge in side), ``side`` (bridge: out / in),
@@ -208,7 +209,11 @@ _DET_COUNTERS = (("updates", "MarketUpdate records read."),
                  ("status", "Venue status updates read."),
                  ("evaluations", "Cross-venue spread evaluations."),
                  ("published", "Opportunity records published."),
-                 ("dropped_out", "Opportunity records that did not fit the output."))
+                 ("dropped_out", "Opportunity records that did not fit the output."),
+                 ("walks", "Candidates sized by walking both L2 books."),
+                 ("walks_top_of_book", "Candidates sized on a top level (a leg without an L2 "
+                  "book: depth 0 or no depth message yet)."),
+                 ("walk_levels", "Book levels consumed by the walks, both sides."))
 
 
 def _detector(x: Exposition, d: dict | None) -> None:
@@ -349,6 +354,16 @@ def _dashboard(x: Exposition, state: dict) -> None:
     best = max((r["net_bps"] for r in o["open"]), default=None)
     x.one("arbpipe_dashboard_best_net_bps", "gauge",
           "Best net spread (bps) among open opportunities (NaN: none open).", best)
+    usd = [r["profit_usd"] for r in o["open"] if r.get("profit_usd") is not None]
+    x.one("arbpipe_dashboard_best_profit_usd", "gauge",
+          "Best expected profit (USD) among open opportunities at their depth-walked size "
+          "(NaN: none open with a USD rate).", max(usd, default=None))
+    x.one("arbpipe_dashboard_open_profit_usd", "gauge",
+          "Sum of the expected profit (USD) of the open opportunities the dashboard "
+          "publishes (the best 2000; those with a USD rate).", sum(usd))
+    x.one("arbpipe_dashboard_open_top_of_book", "gauge",
+          "Open opportunities sized on a top level (a leg without an L2 book).",
+          sum(1 for r in o["open"] if r.get("top_of_book")))
     x.family("arbpipe_dashboard_open_opportunities_by_pair", "gauge",
              "Opportunities open now per instrument and (buy, sell) leg pair.")
     for p in o.get("open_by_pair") or []:

@@ -4,8 +4,16 @@
 ``dashboard.state`` document (``arbpipe.ui.dashboard``); ``render_text`` gives the same
 frame as plain text (``--once``: no colours, no borders); ``frame_lines`` the lines of one
 frame for a given height and width. ``open_rows`` is the sorted, filtered list the table
-shows. Pure functions of the document: the terminal itself (keys, redraws, attach) is
+shows, best expected profit first by default (``profit``: USD, rows without a USD rate
+last). Pure functions of the document: the terminal itself (keys, redraws, attach) is
 ``arbpipe.ui.terminal``.
+
+Opportunity columns (fits 100 columns with the default venue names): instrument, buy and
+sell legs, ``size`` (the detector's depth-walked size, base units), ``notional`` (size x
+buy VWAP, quote currency), ``lvl`` (book levels the buy / sell leg consumed; ``*``: a leg
+had no L2 book and was sized on its top level), ``gross`` and ``net`` (bps at that size),
+``$profit`` (expected profit in USD; in the quote currency, named, when the detector has no
+USD rate for it), ``conf``, ``age``, ``id``.
 """
 from __future__ import annotations
 
@@ -14,10 +22,12 @@ import time
 from rich.text import Span, Text
 
 from arbpipe.symbols import PERP_VENUES
+from arbpipe.ui.book import profit_order
 from shm_layouts.records import OPP_ID_NUMBER_MASK
 
-SORTS = ("net", "gross", "age", "confidence", "size", "instrument")
-SORT_LABEL = {"net": "net bps", "gross": "gross bps", "age": "age (newest first)",
+SORTS = ("profit", "net", "gross", "age", "confidence", "size", "instrument")
+SORT_LABEL = {"profit": "expected profit", "net": "net bps", "gross": "gross bps",
+              "age": "age (newest first)",
               "confidence": "confidence", "size": "notional", "instrument": "instrument"}
 REASON_TEXT = {"spread_gone": "spread gone", "quote_stale": "stale quote",
                "venue_down": "venue down", "shutdown": "shutdown",
@@ -73,20 +83,45 @@ def fmt_rate(x) -> str:
     return f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
 
 
+def notional(r: dict) -> float:
+    """Size x buy VWAP (quote currency); a row of an older document: size x best ask."""
+    n = r.get("notional")
+    return n if n is not None else r["qty"] * r["buy_ask"]
+
+
+def fmt_levels(r: dict) -> str:
+    """Levels the buy / sell leg consumed, "2/3"; "*" when a leg had no L2 book."""
+    if "buy_levels" not in r:
+        return "-"
+    return f"{r['buy_levels']}/{r['sell_levels']}" + ("*" if r.get("top_of_book") else "")
+
+
+def fmt_profit(r: dict) -> str:
+    """Expected profit in USD; in the quote currency, named, when there is no USD rate."""
+    usd, p = r.get("profit_usd"), r.get("profit")
+    if usd is not None:
+        return f"{usd:,.2f}"
+    if p is None:
+        return "-"
+    quote = r["instrument"].split("/")[-1] if "/" in r["instrument"] else "quote"
+    return f"{p:,.2f} {quote}"
+
+
 # ------------------------------------------------------------------ row selection -----
 
-def open_rows(state: dict, sort: str = "net", flt: str = "", now_ns: int | None = None) \
+def open_rows(state: dict, sort: str = "profit", flt: str = "", now_ns: int | None = None) \
         -> list[dict]:
     """Open opportunities, filtered by instrument substring (case-insensitive), sorted."""
     rows = state["opps"]["open"]
     if flt:
         f = flt.lower()
         rows = [r for r in rows if f in r["instrument"].lower()]
-    key = {"net": lambda r: (-r["net_bps"], r["id"]),
+    key = {"profit": profit_order,
+           "net": lambda r: (-r["net_bps"], r["id"]),
            "gross": lambda r: (-r["gross_bps"], r["id"]),
            "age": lambda r: (-r["opened_ns"], r["id"]),
            "confidence": lambda r: (-r["confidence"], -r["net_bps"], r["id"]),
-           "size": lambda r: (-r["qty"] * r["buy_ask"], r["id"]),
+           "size": lambda r: (-notional(r), r["id"]),
            "instrument": lambda r: (r["instrument"], -r["net_bps"], r["id"])}[sort]
     return sorted(rows, key=key)
 
@@ -181,9 +216,9 @@ def _header(state: dict, now: int, S: _Style) -> list[Text]:
     return [t]
 
 
-_OPP_COLS = [("instrument", "l"), ("buy", "l"), ("ask", "r"), ("sell", "l"), ("bid", "r"),
-             ("gross", "r"), ("net", "r"), ("fund", "r"), ("size", "r"), ("notional", "r"),
-             ("conf", "r"), ("age", "r"), ("upd", "r"), ("id", "r")]
+_OPP_COLS = [("instrument", "l"), ("buy", "l"), ("sell", "l"), ("size", "r"),
+             ("notional", "r"), ("lvl", "r"), ("gross", "r"), ("net", "r"), ("$profit", "r"),
+             ("conf", "r"), ("age", "r"), ("id", "r")]
 
 
 def _opportunities(state, shown, total, sort, flt, scroll, now, S) -> list[Text]:
@@ -191,17 +226,18 @@ def _opportunities(state, shown, total, sort, flt, scroll, now, S) -> list[Text]
     dtxt = (f"  detector: opened {det['opened']} closed {det['closed']} open now "
             f"{det['open_now']}" if det else "  detector: not running")
     rng = f"rows {scroll + 1}-{scroll + len(shown)} of {total}" if shown else f"0 of {total}"
+    tob = "  *: top of book" if any(r.get("top_of_book") for r in shown) else ""
     title = (f"Live opportunities  sort: {SORT_LABEL[sort]}"
-             + (f"  filter: {flt}" if flt else "") + f"  {rng}" + dtxt)
+             + (f"  filter: {flt}" if flt else "") + f"  {rng}" + tob + dtxt)
     rows = []
     for r in shown:
         net_style = "bold green" if r["net_bps"] >= 10 else "green"
-        rows.append([r["instrument"], r["buy"], fmt_price(r["buy_ask"]), r["sell"],
-                     fmt_price(r["sell_bid"]), f"{r['gross_bps']:.2f}",
-                     (f"{r['net_bps']:.2f}", net_style), f"{r['funding_bps']:.2f}",
-                     f"{r['qty']:.6g}", f"{r['qty'] * r['buy_ask']:,.0f}",
+        rows.append([r["instrument"], r["buy"], r["sell"], f"{r['qty']:.6g}",
+                     f"{notional(r):,.0f}", (fmt_levels(r), "yellow" if r.get("top_of_book")
+                                             else ""), f"{r['gross_bps']:.2f}",
+                     (f"{r['net_bps']:.2f}", net_style), (fmt_profit(r), "bold"),
                      f"{r['confidence']:.0f}", fmt_duration(now - r["opened_ns"]),
-                     str(r["updates"]), str(r["id"] & OPP_ID_NUMBER_MASK)])
+                     str(r["id"] & OPP_ID_NUMBER_MASK)])
     empty = "no open opportunities" + (f" matching {flt!r}" if flt else "")
     return table_lines(title, _OPP_COLS, rows, S, empty)
 
@@ -311,6 +347,12 @@ def _strategy(state, S, positions: int = POSITION_ROWS) -> list[Text]:
                       f"  unrealized {fmt_num(p.get('unrealized'))}  fees "
                       f"{fmt_num(p.get('fees'))}  day {fmt_num(p.get('day_net'))}  drawdown "
                       f"{fmt_num(p.get('drawdown'))}"))
+    if "funding" in p:
+        lines.append(Text(f"pnl parts: fills {fmt_num(p.get('fills'))}  fees "
+                          f"{fmt_num(p.get('fees'))}  transfer fees "
+                          f"{fmt_num(p.get('transfer_fees'))}  funding "
+                          f"{fmt_num(p.get('funding'))}  unrealized "
+                          f"{fmt_num(p.get('unrealized'))}"))
     c = s.get("counters") or {}
     lines.append(Text("  ".join(f"{k} {c[k]}" for k in ("opportunities_read", "orders",
                                                           "fills", "rejects", "unwinds",
@@ -337,7 +379,7 @@ def _strategy(state, S, positions: int = POSITION_ROWS) -> list[Text]:
 
 # ------------------------------------------------------------------ the frame ---------
 
-def frame_lines(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
+def frame_lines(state: dict, sort: str = "profit", flt: str = "", scroll: int = 0,
                 height: int | None = None, width: int = 160, now_ns: int | None = None,
                 plain: bool = False, footer: str | None = None,
                 open_limit: int | None = None, closed_limit: int = CLOSED_ROWS):
@@ -374,7 +416,7 @@ def frame_lines(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
     return lines, page, total, scroll
 
 
-def render(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
+def render(state: dict, sort: str = "profit", flt: str = "", scroll: int = 0,
            height: int | None = None, width: int = 160, now_ns: int | None = None,
            plain: bool = False, footer: str | None = None, open_limit: int | None = None,
            closed_limit: int = CLOSED_ROWS) -> Text:
@@ -386,7 +428,7 @@ def render(state: dict, sort: str = "net", flt: str = "", scroll: int = 0,
     return t
 
 
-def render_text(state: dict, sort: str = "net", flt: str = "", width: int = 160,
+def render_text(state: dict, sort: str = "profit", flt: str = "", width: int = 160,
                 now_ns: int | None = None, open_limit: int = OPEN_ROWS_ONCE,
                 closed_limit: int = CLOSED_ROWS_ONCE) -> str:
     """One frame as plain text (``--once``): no colours, every line right-stripped and

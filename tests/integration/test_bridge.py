@@ -90,6 +90,10 @@ def opps(first, n):
     r["opp_id"] = np.arange(first, first + n) + 1
     r["detect_ns"] = time.time_ns()
     r["seq"] = np.arange(first, first + n) + 1
+    # layout 2's depth fields (bytes 104..155): a 192-byte record crosses whole
+    r["vwap_buy"], r["vwap_sell"] = 100.0 + np.arange(n), 100.5 + np.arange(n)
+    r["profit"], r["profit_usd"], r["carry_bps"] = 0.25, np.nan, -0.5
+    r["buy_levels"], r["sell_levels"] = 3, 65535
     return r
 
 

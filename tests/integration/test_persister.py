@@ -20,6 +20,7 @@ from arbpipe.transport.rings import BroadcastRing, SpscRing
 from arbpipe.transport.stateblob import read_blob
 from shm_layouts import (JOURNAL, MARKET_UPDATE, OPPORTUNITY, BreakerReason, JournalFlag,
                          JournalKind, Kind, OppState, RejectReason, Side)
+from shm_layouts.records import OPP_TOP_OF_BOOK
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -110,6 +111,12 @@ def opportunities(first_seq, n):
     o["sell_bid"] = o["buy_ask"] * 1.001
     o["exec_qty"] = 0.125
     o["gross_bps"], o["net_bps"], o["funding_delta_bps"] = 10.0, 3.25, -0.5
+    o["vwap_buy"], o["vwap_sell"] = o["buy_ask"] + 0.5, o["sell_bid"] - 0.25
+    o["profit"] = 0.125 * (o["vwap_sell"] - o["vwap_buy"])
+    o["profit_usd"] = np.where(seq % 2, o["profit"], np.nan)   # even seq: no USD rate
+    o["top_gross_bps"], o["carry_bps"] = 10.5, 0.25
+    o["buy_levels"], o["sell_levels"] = 2, 1 + seq % 4
+    o["flags"] |= np.where(seq % 5 == 0, OPP_TOP_OF_BOOK, 0).astype(np.uint16)
     o["trigger_recv_ns"] = 1_700_000_000_000_000_000 + seq * 1000
     o["detect_ns"] = o["trigger_recv_ns"] + 2500
     o["opened_ns"] = o["detect_ns"]
@@ -191,13 +198,20 @@ def test_streams_and_top_of_book_have_every_record_with_unit_named_fields(
         assert float(e["buy_ask_quote"]) == ops[4]["buy_ask"]
         assert float(e["sell_bid_quote"]) == ops[4]["sell_bid"]
         assert float(e["exec_qty_base"]) == 0.125
-        assert float(e["notional_quote"]) == pytest.approx(ops[4]["buy_ask"] * 0.125)
+        assert float(e["notional_quote"]) == pytest.approx(ops[4]["vwap_buy"] * 0.125)
         assert (e["gross_bps"], e["net_bps"], e["funding_delta_bps"]) == ("10.0", "3.25", "-0.5")
+        assert float(e["vwap_buy_quote"]) == ops[4]["vwap_buy"]
+        assert float(e["vwap_sell_quote"]) == ops[4]["vwap_sell"]
+        assert float(e["profit_quote"]) == ops[4]["profit"] == float(e["profit_usd"])
+        assert (e["top_gross_bps"], e["carry_bps"]) == ("10.5", "0.25")
+        assert (e["buy_levels"], e["sell_levels"], e["top_of_book"]) == ("2", "2", "1")
+        assert got[5]["profit_usd"] == "nan" and got[5]["top_of_book"] == "0"   # seq 6
+        assert float(got[5]["profit_quote"]) == ops[5]["profit"]
         assert e["confidence_pct"] == "55.5" and e["detect_latency_ns"] == "2500"
         assert int(e["trigger_recv_ns"]) == ops[4]["trigger_recv_ns"]
-        units = ("_ns", "_bps", "_quote", "_base", "_pct")
+        units = ("_ns", "_bps", "_quote", "_base", "_pct", "_usd", "_levels")
         numeric = [k for k, v in e.items() if re.fullmatch(r"-?[0-9.e+-]+", v)
-                   and k not in ("seq", "opp_id", "instrument_id")]
+                   and k not in ("seq", "opp_id", "instrument_id", "top_of_book")]
         assert all(k.endswith(units) for k in numeric), numeric
         t = entries(r, instance, "trades")
         assert [x["kind"] for x in t] == ["order", "fill", "reject", "breaker", "kill_switch",

@@ -25,7 +25,7 @@ from arbpipe.ui.metrics import render as render_metrics
 from arbpipe.transport.rings import BroadcastRing
 from arbpipe.transport.stateblob import StateBlob, read_blob
 from shm_layouts import OPPORTUNITY, CloseReason, OppState
-from shm_layouts.records import OPP_SELL_PERP
+from shm_layouts.records import OPP_SELL_PERP, OPP_TOP_OF_BOOK
 from tests import helpers
 from tests.helpers import cli
 
@@ -85,13 +85,21 @@ metrics_port = 0
 
 
 def opp(state, oid, inst, buy, sell, ask, bid, net, detect_ns, opened_ns, reason=0, flags=0,
-        gross=None, qty=0.5, conf=71.0, fund=0.0):
+        gross=None, qty=0.5, conf=71.0, fund=0.0, vwap_buy=None, usd=None, levels=(1, 1)):
+    """An Opportunity record; by default sized on the top level (VWAPs = ask / bid), profit
+    = net x qty x mid, in USD too (``usd``: another USD value, NaN for none)."""
     r = np.zeros(1, OPPORTUNITY)
     r["instrument_id"], r["buy_venue"], r["sell_venue"] = inst, buy, sell
     r["state"], r["close_reason"], r["flags"] = int(state), int(reason), flags
     r["buy_ask"], r["sell_bid"], r["exec_qty"], r["confidence"] = ask, bid, qty, conf
     r["gross_bps"] = gross if gross is not None else (bid - ask) / ((bid + ask) / 2) * 1e4
+    r["top_gross_bps"] = (bid - ask) / ((bid + ask) / 2) * 1e4
     r["net_bps"], r["funding_delta_bps"] = net, fund
+    r["vwap_buy"] = vwap_buy if vwap_buy is not None else ask
+    r["vwap_sell"] = bid
+    r["profit"] = net / 1e4 * qty * (ask + bid) / 2
+    r["profit_usd"] = usd if usd is not None else r["profit"]
+    r["buy_levels"], r["sell_levels"] = levels
     r["trigger_recv_ns"], r["detect_ns"] = detect_ns - 1000, detect_ns
     r["opp_id"], r["opened_ns"] = oid, opened_ns
     return r
@@ -101,7 +109,8 @@ S = 1_000_000_000
 SCRIPT = [  # a small deterministic run of the detector's output
     opp(OppState.OPEN, RUN1 + 1, BTC, BIN, OKX, 65000.5, 65040.25, 4.2, T0, T0, gross=6.11),
     opp(OppState.OPEN, RUN1 + 2, ETH, BYB, OKX, 3500.0, 3503.5, 3.0, T0 + S // 10,
-        T0 + S // 10, flags=OPP_SELL_PERP, qty=2.0, conf=55.0, fund=1.25, gross=10.25),
+        T0 + S // 10, flags=OPP_SELL_PERP, qty=2.0, conf=55.0, fund=1.25, gross=10.25,
+        usd=np.nan),                                   # no USD rate: after every USD value
     opp(OppState.UPDATE, RUN1 + 1, BTC, BIN, OKX, 65000.5, 65060.0, 9.0, T0 + S // 2, T0,
         gross=9.15),
     opp(OppState.CLOSED, RUN1 + 1, BTC, BIN, OKX, 65000.5, 65060.0, 9.0, T0 + 3 * S // 2, T0,
@@ -109,7 +118,8 @@ SCRIPT = [  # a small deterministic run of the detector's output
     # opened before this reader joined: its lifetime still comes from opened_ns
     opp(OppState.CLOSED, RUN1 + 7, BTC, BYB, BIN, 64990.0, 65020.0, 2.5, T0 + 2 * S, T0 - 2 * S,
         reason=CloseReason.QUOTE_STALE),
-    opp(OppState.UPDATE, RUN1 + 3, ETH, BIN, BYB, 3499.0, 3502.0, 2.0, T0 + 2 * S, T0 + S),
+    opp(OppState.UPDATE, RUN1 + 3, ETH, BIN, BYB, 3499.0, 3502.0, 2.0, T0 + 2 * S, T0 + S,
+        vwap_buy=3499.5, usd=0.25, levels=(3, 2), flags=OPP_TOP_OF_BOOK),
 ]
 
 
@@ -191,23 +201,34 @@ def test_view_sorts_filters_and_reads_keys():
     book = OpportunityBook(closed_keep=10)
     recs = np.concatenate([
         opp(OppState.OPEN, RUN1 + 1, BTC, BIN, OKX, 100.0, 101.0, 5.0, T0 + 3, T0 + 3,
-            gross=30.0, qty=1.0, conf=60.0),
+            gross=30.0, qty=1.0, conf=60.0, usd=7.0),
         opp(OppState.OPEN, RUN1 + 2, ETH, BIN, OKX, 10.0, 10.1, 8.0, T0 + 1, T0 + 1,
-            gross=20.0, qty=50.0, conf=80.0),
+            gross=20.0, qty=50.0, conf=80.0, usd=np.nan),
         opp(OppState.OPEN, RUN1 + 3, BTC, BYB, OKX, 100.0, 101.0, 2.0, T0 + 2, T0 + 2,
-            gross=40.0, qty=0.1, conf=70.0)])
+            gross=40.0, qty=0.1, conf=70.0, usd=9.0),
+        opp(OppState.OPEN, RUN1 + 4, ETH, BYB, OKX, 10.0, 10.1, 1.0, T0 + 4, T0 + 4,
+            gross=10.0, qty=500.0, conf=50.0, usd=np.nan, vwap_buy=10.05)])
     book.apply(recs)
     state = {"opps": book.to_state()}
     ids = {s: [r["id"] - RUN1 for r in open_rows(state, s)] for s in
-           ("net", "gross", "age", "confidence", "size", "instrument")}
-    assert ids == {"net": [2, 1, 3], "gross": [3, 1, 2], "age": [1, 3, 2],
-                   "confidence": [2, 3, 1], "size": [2, 1, 3], "instrument": [1, 3, 2]}
+           ("profit", "net", "gross", "age", "confidence", "size", "instrument")}
+    # profit: USD values first (9 > 7), then those without a rate by quote profit
+    # (#4: 1 bp x 500 x 10.05 = 0.50 > #2: 8 bp x 50 x 10.05 = 0.40); size: qty x vwap_buy
+    assert ids == {"profit": [3, 1, 4, 2], "net": [2, 1, 3, 4], "gross": [3, 1, 2, 4],
+                   "age": [4, 1, 3, 2], "confidence": [2, 3, 1, 4], "size": [4, 2, 1, 3],
+                   "instrument": [1, 3, 2, 4]}
     assert [r["id"] - RUN1 for r in open_rows(state, "net", "btc")] == [1, 3]
+    assert open_rows(state)[0]["id"] == RUN1 + 3, "expected profit is the default sort"
+    assert [r["id"] - RUN1 for r in book.open_rows()] == [3, 1, 4, 2]
+    row = book.open[RUN1 + 4]
+    assert row["profit_usd"] is None and row["notional"] == 500 * 10.05
+    assert (row["buy_levels"], row["sell_levels"], row["top_of_book"]) == (1, 1, False)
     assert parse_keys(b"q\x1b[A\x1b[B\x1b[5~\x1b[6~s/et\r\x7f\x1b") == [
         "q", "up", "down", "pgup", "pgdn", "s", "/", "e", "t", "enter", "backspace", "esc"]
     v = ViewState()
     v.total, v.page = 30, 10
-    for k in ["s", "s", "pgdn", "down", "/", "B", "T", "X", "backspace", "C", "enter"]:
+    assert v.sort == "profit"
+    for k in ["s", "s", "s", "pgdn", "down", "/", "B", "T", "X", "backspace", "C", "enter"]:
         v.key(k)
     assert (v.sort, v.flt, v.scroll, v.quit) == ("age", "BTC", 0, False)
     v.key("q")
@@ -317,16 +338,18 @@ def test_once_and_metrics_show_a_known_run_exactly(instance, tmp_path):
         assert "open 2  opened 2  closed 2  records 6  lost 0" in lines[0]
         assert f"metrics http://127.0.0.1:{port}/metrics" in lines[0]
         i = lines.index(next(x for x in lines if x.startswith("Live opportunities")))
-        assert "sort: net bps  rows 1-2 of 2  detector: not running" in lines[i]
-        assert lines[i + 1].split() == ["instrument", "buy", "ask", "sell", "bid", "gross",
-                                        "net", "fund", "size", "notional", "conf", "age",
-                                        "upd", "id"]
-        assert re.fullmatch(r"ETH/USDT\s+bybit-spot\s+3500\s+okx-perp\s+3503\.5\s+10\.25\s+"
-                            r"3\.00\s+1\.25\s+2\s+7,000\s+55\s+\S+\s+0\s+2", lines[i + 2]), \
-            lines[i + 2]
-        assert re.fullmatch(r"ETH/USDT\s+binance\s+3499\s+bybit-spot\s+3502\s+8\.57\s+2\.00\s+"
-                            r"0\.00\s+0\.5\s+1,750\s+71\s+\S+\s+0\s+3", lines[i + 3]), \
-            lines[i + 3]
+        assert ("sort: expected profit  rows 1-2 of 2  *: top of book  detector: not running"
+                in lines[i]), lines[i]
+        assert lines[i + 1].split() == ["instrument", "buy", "sell", "size", "notional", "lvl",
+                                        "gross", "net", "$profit", "conf", "age", "id"]
+        # expected profit first: #3 has a USD value, #2 none (its quote-currency profit
+        # shown, named); #3 walked 3 ask and 2 bid levels, a leg without a book (*)
+        assert re.fullmatch(r"ETH/USDT\s+binance\s+bybit-spot\s+0\.5\s+1,750\s+3/2\*\s+8\.57\s+"
+                            r"2\.00\s+0\.25\s+71\s+\S+\s+3", lines[i + 2]), lines[i + 2]
+        assert re.fullmatch(r"ETH/USDT\s+bybit-spot\s+okx-perp\s+2\s+7,000\s+1/1\s+10\.25\s+"
+                            r"3\.00\s+2\.10 USDT\s+55\s+\S+\s+2", lines[i + 3]), lines[i + 3]
+        # fits 100 columns (the ages here are years: as wide as a live age of minutes)
+        assert max(len(re.sub(r"\d+h\d\dm", "4m05s", x)) for x in lines[i + 2:i + 4]) <= 100
         j = lines.index(next(x for x in lines if x.startswith("Recently closed")))
         assert lines[j] == "Recently closed  (stale quote 1, spread gone 1)"
         assert re.fullmatch(r"BTC/USDT\s+bybit-spot\s+binance\s+2\.50\s+2\.50\s+stale quote"
@@ -347,6 +370,8 @@ def test_once_and_metrics_show_a_known_run_exactly(instance, tmp_path):
         assert m0[("arbpipe_dashboard_records_total", ())] == 0
         assert m[("arbpipe_dashboard_opportunities_opened_total", ())] == 2
         assert m[("arbpipe_dashboard_open_opportunities", ())] == 2
+        assert m[("arbpipe_dashboard_best_profit_usd", ())] == 0.25
+        assert m[("arbpipe_dashboard_open_top_of_book", ())] == 1
         assert m[("arbpipe_dashboard_opportunities_closed_total",
                   (("reason", "quote_stale"),))] == 1
         assert m[("arbpipe_ring_published_total", (("kind", "broadcast"),
@@ -421,7 +446,7 @@ def test_metrics_port_in_use_is_reported_retried_and_the_view_keeps_working(inst
                         what="the view without metrics")
         out = cli("attach", "dashboard", "--once", "--instance", instance, env=env).stdout
         assert f"metrics unavailable (127.0.0.1:{port}: " in out.splitlines()[0]
-        assert re.search(r"^BTC/USDT\s+binance\s+65000\.5\s+okx", out, re.M)
+        assert re.search(r"^BTC/USDT\s+binance\s+okx\s+0\.5\s+32,500\s+1/1\s", out, re.M), out
         taken.close()                      # the port frees up: the endpoint comes up there
         st = dashboard_state(instance, lambda d: d["metrics"]["port"] == port, timeout=30,
                              what="the metrics endpoint after the port freed up")
@@ -496,7 +521,8 @@ def test_running_tree_once_and_metrics(tree, instance):
     opened = int(m.group(1))
     assert 3 <= opened <= det["opened"]
     assert re.search(r"^(BTC|ETH)/USDT\s+\S+\s+\S+\s+\S+\s+.*spread gone", out, re.M) or \
-        re.search(r"^(BTC|ETH)/USDT\s+(binance|bybit-spot|okx)\s+[\d.]+\s+", out, re.M), out
+        re.search(r"^(BTC|ETH)/USDT\s+(binance|bybit-spot|okx)\s+(binance|bybit-spot|okx)\s+"
+                  r"[\d.]+\s+", out, re.M), out
     # records seen by a tap are in the dashboard's book with the same legs
     tapped = [json.loads(x) for x in cli("tap", "opportunities", "--json", "--count", "3",
                                          "--instance", instance, env=env,
@@ -512,6 +538,9 @@ def test_running_tree_once_and_metrics(tree, instance):
     for t in tapped:
         r = rows[t["opp_id"]]
         assert r["buy"] == t["buy"] and r["sell"] == t["sell"], (r, t)
+        if t["state"] != "closed":   # sized by the detector (USDT: a USD rate of 1)
+            assert t["exec_qty"] > 0 and t["profit_usd"] is not None and t["buy_levels"] >= 1, t
+            assert r["profit_usd"] is not None and r["notional"] > 0, r
     # metrics: parsed by the Prometheus parser; counters move with the simulator
     port = st["metrics"]["port"]
     a = scrape(port)
@@ -585,16 +614,16 @@ def test_terminal_view_in_tmux(tree, instance, tmp_path):
                 "Strategy", "binance", "bybit-spot", "okx", "feed.okx", "opportunities")),
                 what=f"the view in session {name}")
         text = pane("one")
-        assert "sort: net bps" in text and re.search(r"opened [1-9]", text)
+        assert "sort: expected profit" in text and re.search(r"opened [1-9]", text)
         # s cycles the sort; rows follow it. Checked on a frame that shows at least two live
         # rows: an empty table is sorted by any key and would prove nothing.
         tm("send-keys", "-t", "one", "s")
-        text = wait_for(lambda: (lambda t: t if "sort: gross bps" in t and
+        text = wait_for(lambda: (lambda t: t if "sort: net bps" in t and
                                  len(section_rows(t, "Live opportunities")) >= 2 else None)(
-            pane("one")), timeout=180, what="two live opportunities sorted by gross")
+            pane("one")), timeout=180, what="two live opportunities sorted by net")
         rows = section_rows(text, "Live opportunities")
-        grosses = [float(r.split()[5]) for r in rows]
-        assert len(grosses) >= 2 and grosses == sorted(grosses, reverse=True), grosses
+        nets = [float(r.split()[7]) for r in rows]
+        assert len(nets) >= 2 and nets == sorted(nets, reverse=True), nets
         # / filters by instrument: first a frame with ETH rows (what the filter must remove)
         wait_for(lambda: any(r.startswith("ETH/USDT") for t in [pane("one")]
                              for r in section_rows(t, "Live opportunities") +

@@ -221,7 +221,7 @@ def test_every_strict_prefix_of_a_reply_is_incomplete():
                   OPP_KEY: [entry("1-3", np.zeros(1, OPPORTUNITY), 1)]})
     names, offs = R.field_names()
     ent = np.zeros((8, R.ENT_COLS), np.int64)
-    recs = np.zeros((8, 128), np.uint8)
+    recs = np.zeros((8, 192), np.uint8)          # as wide as an Opportunity
     blocks = np.zeros((4, 2), np.int64)
     res = np.zeros(R.RES_WORDS, np.int64)
     buf = np.frombuffer(data, np.uint8).copy()

@@ -59,7 +59,8 @@ VENUE = {"venue": "okx", "status": "connected", "frames": 10, "updates": 9, "rec
 DETECTOR = {"alive": True, "updates": 9, "quotes": 9, "funding": 0, "status": 0,
             "evaluations": 4, "published": 1, "dropped_out": 0, "opened": 1, "updated": 0,
             "open_now": 1, "latency_mean_ns": 5000, "latency_max_ns": 9000,
-            "heartbeat_age_s": 0.05, "last_update_age_s": 0.3}
+            "heartbeat_age_s": 0.05, "last_update_age_s": 0.3, "walks": 3,
+            "walks_top_of_book": 1, "walk_levels": 7, "filter_size": 2, "filter_stale": 0}
 PERSISTER = {"alive": True, "connected": False, "state": "running", "buffer_records": 100,
              "backlog_by_stream": {"opportunities": 40, "trades": 0, "events": 1},
              "written": {"opportunities": 7, "trades": 2, "events": 3},
@@ -113,6 +114,10 @@ def test_health_families_carry_the_tree_state_the_alerts_read():
                                                  ("role", "detector")))] == 12.5
     assert v[("arbpipe_dashboard_open_opportunities_by_pair", (
         ("buy_venue", "okx"), ("instrument", "BTC/USDT"), ("sell_venue", "gate")))] == 2
+    assert v[("arbpipe_detector_walks_total", ())] == 3
+    assert v[("arbpipe_detector_walks_top_of_book_total", ())] == 1
+    assert v[("arbpipe_detector_walk_levels_total", ())] == 7
+    assert v[("arbpipe_detector_filtered_total", (("reason", "size"),))] == 2
     # every sample follows its own family's HELP/TYPE (else the parser makes an "unknown" one)
     assert "unknown" not in types.values(), types
     # the parser strips _total from a counter family's name
@@ -140,3 +145,19 @@ def test_health_families_are_declared_without_samples_when_their_source_is_absen
     for line in text.splitlines():
         if line.startswith("# HELP "):
             assert len(line.split(" ", 3)) == 4 and line.split(" ", 3)[3].strip(), line
+
+
+def test_expected_profit_gauges_skip_rows_without_a_usd_rate():
+    st = state()
+    st["opps"]["open"] = [
+        {"net_bps": 3.5, "profit": 12.0, "profit_usd": 12.0, "top_of_book": False},
+        {"net_bps": 9.0, "profit": 30.0, "profit_usd": None, "top_of_book": True},
+        {"net_bps": 1.0, "profit": 2.5, "profit_usd": 2.5, "top_of_book": True}]
+    v, _ = samples(render(st, {}))
+    assert v[("arbpipe_dashboard_best_profit_usd", ())] == 12.0
+    assert v[("arbpipe_dashboard_open_profit_usd", ())] == 14.5
+    assert v[("arbpipe_dashboard_open_top_of_book", ())] == 2
+    assert v[("arbpipe_dashboard_best_net_bps", ())] == 9.0
+    v, _ = samples(render(state(), {}))             # rows without the fields: no USD value
+    assert np.isnan(v[("arbpipe_dashboard_best_profit_usd", ())])
+    assert v[("arbpipe_dashboard_open_profit_usd", ())] == 0

@@ -173,6 +173,16 @@ def test_confidence_and_threshold_boundaries():
     wide(s3)
     s3.limits.min_net_bps = net + 1e-9
     assert reject_reason(s3, opp(s3, "binance", "bybit-spot")) == RejectReason.BELOW_THRESHOLD
+    # the detector's funding carry (Opportunity.carry_bps) counts in the re-priced net
+    o = opp(s3, "binance", "bybit-spot")
+    o["carry_bps"] = 0.5
+    assert reject_reason(s3, o) is None
+    s4 = make(slippage_bps=1.0)
+    wide(s4)
+    s4.limits.min_net_bps = net
+    o = opp(s4, "binance", "bybit-spot")
+    o["carry_bps"] = -0.5
+    assert reject_reason(s4, o) == RejectReason.BELOW_THRESHOLD
 
 
 # ------------------------------------------------------------------ order checks ----
