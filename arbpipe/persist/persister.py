@@ -2,7 +2,10 @@
 
 Keys (``P = <redis.stream_prefix>:<instance>``, e.g. ``arbpipe:default``):
 
-  ``P:opportunities``  stream, one entry per Opportunity record (open / update / closed)
+  ``P:opportunities``  stream, one entry per Opportunity record (open / update / closed):
+                       top of book, the depth-walked size, VWAPs, gross / net at that size,
+                       expected profit in quote currency and USD, levels used
+                       (``fields.OPP_KEYS``)
   ``P:trades``         stream, one entry per JournalEntry (orders, fills, rejects, ...)
   ``P:events``         stream: breaker trips and resets, kill switch, venue legs up / stale /
                        down (from the detector's leg status), the persister's own drops
