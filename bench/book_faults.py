@@ -60,7 +60,7 @@ from arbpipe.replay.file import open_recording
 from arbpipe.replay.recorder import Recorder
 from arbpipe.symbols import PERP_ID_BIT
 from bench.harness import Tree, cli
-from bench.venue_faults import _Opps
+from bench.venue_faults import OppsReader
 from shm_layouts import Kind, OppState
 from shm_layouts.records import (MARKET_UPDATE_STATUS, OPP_BUY_PERP, OPP_SELL_PERP,
                                  OPP_TOP_OF_BOOK, BookFault, StatusReason,
@@ -256,7 +256,7 @@ def run(instance: str | None = None, workdir: str | None = None, seconds: float 
         tree.up()
         log(f"book-faults: tree up ({time.monotonic() - t0:.0f} s); {seconds:g} s with every "
             f"depth fault on")
-        opps = _Opps(instance)
+        opps = OppsReader(instance)
         rec_path = os.path.join(workdir, "feeds.arbrec")
         recorder = Recorder(rec_path, instance=instance, cfg=cfg)
         f0 = feeds()

@@ -55,9 +55,9 @@ from arbpipe.transport.rings import SpscRing
 from bench.fuzz_books import (BOOK_DEPTH, BOOK_FRAMES, BOOK_VENUES,  # noqa: F401
                               CB_KR_BOOK_VENUES, DEPTH_VENUES, REST_BOOK_VENUES, BookFrames,
                               BookReader, CoinbaseBookFrames, KrakenBookFrames, RestBookFrames,
-                              _okx_checksum, deliver_rest)
-from bench.fuzz_mutate import (_HUGE, _ODD_NUM_STR, _UNICODE, _WRONG_SYMBOLS,  # noqa: F401
-                               _junk, _paths, _rfc3339, _show, _swap_type, mutate_bytes,
+                              okx_book_checksum, deliver_rest)
+from bench.fuzz_mutate import (HUGE_NUMBERS, ODD_NUMBER_STRINGS, ODD_UNICODE, WRONG_SYMBOLS,  # noqa: F401
+                               nested_junk, leaf_paths, rfc3339, show_frame, swap_type, mutate_bytes,
                                mutate_object)
 from shm_layouts import MARKET_UPDATE, Flag, Kind
 from shm_layouts.feed_stats import REJECT_REASONS
@@ -144,7 +144,7 @@ class VenueFrames:
                 self.cb_seq = max(self.cb_seq, a._last_seq or 0)
                 self.cb_books &= set(a._books)
             self.cb_seq += 1
-            t = _rfc3339(ms)
+            t = rfc3339(ms)
             if sym not in self.cb_books or rng.random() < 0.05:
                 self.cb_books.add(sym)
                 ups = [{"side": "bid", "event_time": t, "price_level": bid, "new_quantity": q1},
@@ -162,7 +162,7 @@ class VenueFrames:
             return {"channel": "ticker", "type": rng.choice(("snapshot", "update")),
                     "data": [{"symbol": sym, "bid": float(bid), "bid_qty": float(q1),
                               "ask": float(ask), "ask_qty": float(q2), "last": float(bid),
-                              "timestamp": _rfc3339(ms)}]}, 0
+                              "timestamp": rfc3339(ms)}]}, 0
         if v == "gate":
             return {"time": ms // 1000, "channel": "spot.book_ticker", "event": "update",
                     "result": {"t": ms, "u": seq, "s": sym, "b": bid, "B": q1, "a": ask,
@@ -387,7 +387,7 @@ def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None,
                 ctl = None
                 st["crashes"] += 1
                 if len(st["examples"]) < 5:
-                    st["examples"].append({"what": "crash", "frame": _show(frame),
+                    st["examples"].append({"what": "crash", "frame": show_frame(frame),
                                            "error": "".join(traceback.format_exception_only(e))
                                            .strip()})
             if sink.n:
@@ -409,7 +409,7 @@ def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None,
             else:
                 st["silent"] += 1
                 if len(st["examples"]) < 5:
-                    st["examples"].append({"what": "silent", "frame": _show(frame)})
+                    st["examples"].append({"what": "silent", "frame": show_frame(frame)})
             if ctl is not None:
                 st["controls"] += 1
                 if ctl.kind == "resync" and books is not None:
@@ -421,7 +421,7 @@ def fuzz_venue(venue: str, n: int, seed: int = 1, instance: str | None = None,
             if sink.rejects.get("parse_error", 0) > st["parse_errors"]:
                 st["parse_errors"] = sink.rejects["parse_error"]
                 if len(st["examples"]) < 5:
-                    st["examples"].append({"what": "parse_error", "frame": _show(frame)})
+                    st["examples"].append({"what": "parse_error", "frame": show_frame(frame)})
             if sink.seq - popped_seq > 30_000 or i == n - 1:
                 popped_seq = _pop_all(ring, out, adapter.venue_id, ids, popped_seq, depth,
                                       reader, st)

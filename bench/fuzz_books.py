@@ -36,7 +36,7 @@ import msgspec
 from arbpipe.feeds.venues.kraken import book_depth
 from arbpipe.sim.market import fixed
 from arbpipe.sim.okx import okx_checksum
-from bench.fuzz_mutate import _rfc3339, _show, mutate_bytes, mutate_object
+from bench.fuzz_mutate import rfc3339, show_frame, mutate_bytes, mutate_object
 from shm_layouts import Flag, Kind
 from shm_layouts.records import (MARKET_UPDATE_LEVEL, MARKET_UPDATE_STATUS, BookFault,
                                  StatusReason, status_reason_code)
@@ -115,7 +115,7 @@ class BookFrames:
         if self.venue == "okx":
             ck = 0
             if self.rng.random() < 0.7:
-                ck = _okx_checksum(self._levels(self.books[sym][0], True)[:25],
+                ck = okx_book_checksum(self._levels(self.books[sym][0], True)[:25],
                                    self._levels(self.books[sym][1], False)[:25])
             return {"arg": {"channel": "books", "instId": sym},
                     "action": "snapshot" if snapshot else "update",
@@ -134,7 +134,7 @@ class BookFrames:
                 [[float(p), float(q) * contract_size] for p, q in self._levels(a, False)[:n]])
 
 
-def _okx_checksum(bids, asks) -> int:
+def okx_book_checksum(bids, asks) -> int:
     """The simulator's checksum: as the venue computes it."""
     return okx_checksum(bids, asks)
 
@@ -308,7 +308,7 @@ def deliver_rest(adapter, sink, books, st) -> None:
             ctl = None
             st["rest_crashes"] += 1
             if len(st["examples"]) < 5:
-                st["examples"].append({"what": "rest crash", "body": _show(body),
+                st["examples"].append({"what": "rest crash", "body": show_frame(body),
                                        "error": "".join(traceback.format_exception_only(e))
                                        .strip()})
         if sink.n:
@@ -321,7 +321,7 @@ def deliver_rest(adapter, sink, books, st) -> None:
                 not sink.is_ready(adapter.by_native[sym].instrument_id):
             st["rest_silent"] += 1
             if len(st["examples"]) < 5:
-                st["examples"].append({"what": "rest silent", "body": _show(body)})
+                st["examples"].append({"what": "rest silent", "body": show_frame(body)})
         if ctl is not None and ctl.kind == "resync":
             st["resyncs"] += 1
             books.resync(ctl.symbol)
@@ -379,7 +379,7 @@ class CoinbaseBookFrames:
         last = self.adapter._last_seq
         self.seq = max(self.seq, 0 if last is None else last + 1)
         seq, self.seq = self.seq, self.seq + 1
-        return {"channel": channel, "timestamp": _rfc3339(self.ms), "sequence_num": seq,
+        return {"channel": channel, "timestamp": rfc3339(self.ms), "sequence_num": seq,
                 "events": events}
 
     def snapshot(self, sym: str) -> dict:
@@ -403,7 +403,7 @@ class CoinbaseBookFrames:
         if rng.random() < 0.03:                  # an update that never comes: the counter skips
             self._change(sym)
             self._frame([])
-        t = _rfc3339(self.ms)
+        t = rfc3339(self.ms)
         ups = [{"side": s, "event_time": t, "price_level": p, "new_quantity": q}
                for s, p, q in self._change(sym)]
         return self._frame([{"type": "update", "product_id": sym, "updates": ups}]), 0
@@ -503,7 +503,7 @@ class KrakenBookFrames:
     def _book(self, sym: str, typ: str, b: list, a: list) -> dict:
         return {"channel": "book", "type": typ, "data": [{
             "symbol": sym, "bids": self._rows(b), "asks": self._rows(a),
-            "checksum": self.checksum(sym), "timestamp": _rfc3339(self.ms)}]}
+            "checksum": self.checksum(sym), "timestamp": rfc3339(self.ms)}]}
 
     def snapshot(self, sym: str) -> dict:
         b, a = self.views[sym]
@@ -519,7 +519,7 @@ class KrakenBookFrames:
         result = {"channel": "book", "depth": self.depth, "symbol": sym}
         if what == "subscribe":
             result["snapshot"] = True
-        t = _rfc3339(self.ms)
+        t = rfc3339(self.ms)
         return {"method": what, "result": result, "success": True, "time_in": t, "time_out": t}
 
     def valid(self):

@@ -122,7 +122,7 @@ def involves(opps: np.ndarray, venue: int) -> np.ndarray:
     return (opps["buy_venue"] == venue) | (opps["sell_venue"] == venue)
 
 
-class _Opps:
+class OppsReader:
     """Every record of the ``opportunities`` broadcast ring from now on (a reader slot)."""
 
     def __init__(self, instance: str):
@@ -197,7 +197,7 @@ def run(instance: str | None = None, workdir: str | None = None, log=print) -> d
     try:
         tree.up()
         log(f"faults: tree up ({time.monotonic() - t0:.0f} s); waiting for every fault")
-        opps = _Opps(instance)
+        opps = OppsReader(instance)
         rec_path = os.path.join(workdir, "feeds.arbrec")
         recorder = Recorder(rec_path, instance=instance, cfg=parse_config(text))
         rec_start = time.time_ns()
