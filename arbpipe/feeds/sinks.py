@@ -15,10 +15,10 @@ import struct
 
 import numpy as np
 
-from arbpipe.books.full import pack_levels
+from arbpipe.books.full import (GARBAGE, NO_ROOM, BookError, FullBook, levels_array,
+                                publish_message)
 from arbpipe.feeds.books import BookKeeping
 from arbpipe.symbols import PERP_ID_BIT
-from shm_layouts import words as W
 from shm_layouts.records import (MARKET_UPDATE, MARKET_UPDATE_FUNDING, MARKET_UPDATE_STATUS,
                                  Flag, Kind, StatusReason, VenueStatus,
                                  BookFault, pack_status_reason, status_reason_code,
@@ -53,8 +53,6 @@ assert 1 << SLOT_SHIFT == SLOT
 _QUOTE, _FUNDING, _STATUS = int(Kind.QUOTE), int(Kind.FUNDING), int(Kind.STATUS)
 _NO_TS = int(Flag.NO_EXCHANGE_TS)
 _LEVEL = int(Kind.LEVEL)
-_SNAP, _ASK, _END = int(Flag.SNAPSHOT), int(Flag.BOOK_ASK), int(Flag.BOOK_END)
-_NOOP = np.zeros((1, 2), np.float64)     # price 0, qty 0: removes nothing
 
 
 class RingSink(BookKeeping):
@@ -85,6 +83,7 @@ class RingSink(BookKeeping):
         self.statuses = 0
         self.dropped = 0
         self.push_timeout = push_timeout
+        self._heads: dict[int, int] = {}     # instrument id -> word 0 of its records
 
     # UpdateSink ------------------------------------------------------------------------
     def quote(self, instrument_id, bid, ask, bid_qty, ask_qty, exchange_ts_ns, flags=0):
@@ -142,40 +141,46 @@ class RingSink(BookKeeping):
         """Apply one depth message of an instrument (``bids``/``asks``: [price, qty] rows,
         qty 0 removes; ``snapshot`` replaces the book) and publish its top-N change as LEVEL
         records, then a QUOTE when the top moved. Returns the ``FullBook`` (for a checksum
-        check) or None when the message was refused."""
-        got = self._apply(instrument_id, bids, asks, snapshot, update_id)
-        if got is None:
+        check) or None when the message was refused. One numba call applies, diffs and
+        packs (``FullBook.publish``: ``publish_message``)."""
+        if self.depth <= 0:
+            self.reject("unsupported")
             return None
-        fb, changes, moved = got
-        m = len(changes[0]) + len(changes[1])
-        if snapshot and m == 0:
-            changes = [_NOOP, changes[1]]      # an empty book still says "reset" once
-            m = 1
-        if m:
-            if self.n + m + 1 > self.cap:
-                self.flush()
-            head = mu_head(instrument_id, self.venue_id, _LEVEL, 0)
-            last = 1 if len(changes[1]) else 0
-            first = True
-            for s, rows in enumerate(changes):
-                k = len(rows)
-                if k == 0:
-                    continue
-                flags = (_ASK if s else 0) | (_SNAP if snapshot and first else 0)
-                first = False
-                self.seq = pack_levels(self.words, self.n, rows, k, head, flags, update_id,
-                                       self.depth, exchange_ts_ns, self.recv_ns, self.seq)
-                self.n += k
-                if s == last:
-                    o = (self.n - 1) * W.MU_WORDS
-                    self.words[o] |= _END << W.MU_FLAGS_SHIFT
-            self.book_levels += m
-        if moved:
-            bp, bq = fb.side(0)
-            ap, aq = fb.side(1)
-            if len(bp) and len(ap):
-                self.quote(instrument_id, float(bp[0]), float(ap[0]), float(bq[0]),
-                           float(aq[0]), exchange_ts_ns)
+        if not snapshot and instrument_id not in self.ready:
+            self.reject("no_snapshot")
+            return None
+        fb = self.books.get(instrument_id)
+        if fb is None:
+            fb = self.books[instrument_id] = FullBook(self.depth)
+        try:
+            levels, nb = levels_array(bids, asks)
+        except BookError:
+            levels = None
+        n = self.n
+        head = self._heads.get(instrument_id)
+        if head is None:
+            head = self._heads[instrument_id] = mu_head(instrument_id, self.venue_id, 0, 0)
+        r = GARBAGE if levels is None else publish_message(
+            fb.f, fb.i, levels, nb, snapshot, self.words, n, self.cap - n, head, update_id,
+            exchange_ts_ns, self.recv_ns, self.seq)
+        if r < 0:
+            if r != NO_ROOM:            # GARBAGE / CROSSED: refused, the book resyncs
+                self.reject("bad_price")
+                self.book_broken(instrument_id, BookFault.BAD_DATA)
+                return None
+            self.flush()                # applied; the records go after a flush
+            n = 0
+            fb.pack(snapshot, self.words, 0, head, update_id, exchange_ts_ns, self.recv_ns,
+                    self.seq)
+            r = int(fb.io[1]) << 32 | int(fb.io[2])
+        records = r >> 32
+        fb.messages += 1
+        fb.update_id = update_id
+        self.ready.add(instrument_id)
+        self.book_messages += 1
+        self.seq += records
+        self.n = n + records
+        self.book_levels += r & 0xFFFFFFFF
         self.seen[instrument_id] = self.recv_ns
         return fb
 

@@ -38,7 +38,9 @@ import json
 from typing import Any
 
 import msgspec
+import numpy as np
 
+from arbpipe.books.parse import raw_levels
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
 from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_SEQ, book_reject, funding_ok,
                                          stale_reason)
@@ -94,6 +96,34 @@ class _Msg(msgspec.Struct, gc=False):
 
 
 _decode = msgspec.json.Decoder(_Msg).decode
+
+
+class _RawMsg(_Msg, gc=False):
+    """``_Msg`` with the levels left as raw JSON (depth mode: ``raw_levels`` parses them)."""
+    b: msgspec.Raw = msgspec.Raw()
+    a: msgspec.Raw = msgspec.Raw()
+
+
+_decode_raw = msgspec.json.Decoder(_RawMsg).decode
+
+
+def fast_depth(frame, decode_raw, levels_of):
+    """(message, bids, asks) of a depth frame whose levels ``raw_levels`` takes (float
+    arrays, no Python object per level), else None: the frame then goes the usual way,
+    which judges it as before. ``levels_of(m)``: its (raw bids, raw asks) or None."""
+    try:
+        m = decode_raw(frame)
+    except msgspec.DecodeError:
+        return None
+    raw = levels_of(m)
+    if raw is None:
+        return None
+    lv = raw_levels(raw[0], raw[1], False)
+    return None if lv is None else (m, lv[0], lv[1])
+
+
+def _binance_levels(m: _RawMsg):
+    return (m.b, m.a) if m.e == "depthUpdate" else None
 
 
 class _Snapshot(msgspec.Struct, gc=False):
@@ -419,14 +449,15 @@ class _BinanceBase(VenueAdapter):
         return self.books.snapshot(native, iid, snap.lastUpdateId, snap.bids, snap.asks,
                                    ts * MS, sink)
 
-    def _depth(self, m: _Msg, sink) -> Control | None:
+    def _depth(self, m: _Msg, sink, b, a) -> Control | None:
+        """``b`` / ``a``: the levels, as ``_Msg`` decodes them or parsed (``fast_depth``)."""
         if self.depth <= 0:
             sink.reject("bad_shape")           # as before books: not a frame of ours
             return None
-        U, u, b, a = m.U, m.u, m.b, m.a
+        U, u = m.U, m.u
         if U is None or u is None or not m.s or (self._pu_chain and m.pu is None) or \
-                (b is not None and type(b) is not list) or \
-                (a is not None and type(a) is not list):
+                (b is not None and type(b) is not list and type(b) is not np.ndarray) or \
+                (a is not None and type(a) is not list and type(a) is not np.ndarray):
             sink.reject("bad_shape")
             iid = self._ids.get(m.s)
             return self.books.bad(self._natives[m.s], iid, sink) if iid is not None else None
@@ -449,12 +480,15 @@ class _BinanceBase(VenueAdapter):
         return self._parse(frame, sink, True)
 
     def _parse(self, frame, sink, outer: bool) -> Control | None:
-        m = decode_frame(_decode, frame, sink)
+        fast = fast_depth(frame, _decode_raw, _binance_levels) if self.depth > 0 else None
+        m = fast[0] if fast is not None else decode_frame(_decode, frame, sink)
         if m is None:
             return None
         try:
+            if fast is not None:
+                return self._depth(m, sink, fast[1], fast[2])
             if m.e == "depthUpdate":
-                return self._depth(m, sink)
+                return self._depth(m, sink, m.b, m.a)
             if m.u is not None:
                 self._quote(m, sink)
                 return None

@@ -54,6 +54,7 @@ from typing import Any
 
 import msgspec
 
+from arbpipe.books.parse import raw_levels
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
 from arbpipe.feeds.venues.binance import split_concatenated
 from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_KEY, U4_END, book_reject, funding_ok,
@@ -109,6 +110,32 @@ class _Ticker(msgspec.Struct, gc=False):
 
 _decode_env = msgspec.json.Decoder(_Envelope).decode
 _decode_book = msgspec.json.Decoder(_Book).decode
+
+
+class _RawBook(msgspec.Struct, gc=False):
+    """``_Book`` with the levels left as raw JSON, parsed by ``raw_levels`` (numba)."""
+    s: str
+    b: msgspec.Raw
+    a: msgspec.Raw
+    u: int
+    seq: int | None = None
+
+
+_decode_raw_book = msgspec.json.Decoder(_RawBook).decode
+
+
+def _decode_depth(data) -> tuple:
+    """(book, bids, asks) of an ``orderbook.N`` data object: the levels as float arrays
+    when ``raw_levels`` takes them, else as ``_Book`` decodes them (and fails) before."""
+    try:
+        d = _decode_raw_book(data)
+        lv = raw_levels(d.b, d.a, True)       # strings only, as ``_Book`` requires
+    except msgspec.DecodeError:             # the decoder below says why, as before
+        lv = None
+    if lv is None:
+        d = _decode_book(data)
+        return d, d.b, d.a
+    return d, lv[0], lv[1]
 _decode_ticker = msgspec.json.Decoder(_Ticker).decode
 
 
@@ -256,7 +283,7 @@ class _BybitBase(VenueAdapter):
 
     # -- L2 book (depth > 0) ---------------------------------------------------------
     def _depth_book(self, env: _Envelope, sink) -> Control | None:
-        d = _decode_book(env.data)
+        d, bids, asks = _decode_depth(env.data)
         sym = d.s
         inst = self.by_native.get(sym)
         if inst is None:
@@ -279,12 +306,12 @@ class _BybitBase(VenueAdapter):
                 return None
             if st.key is not None:
                 sink.book_broken(inst.instrument_id, BookFault.RESTART)
-            return self._apply(st, inst, d, env, True, sink)
+            return self._apply(st, inst, d, bids, asks, env, True, sink)
         if env.type == "snapshot":
             if st.synced and key <= st.key:          # a repeat, or older than the book
                 sink.reject(stale_reason(key, st.key))
                 return None
-            return self._apply(st, inst, d, env, True, sink)
+            return self._apply(st, inst, d, bids, asks, env, True, sink)
         if not st.synced:
             if st.pending:                           # resync asked for: wait for the snapshot
                 sink.reject("no_snapshot")
@@ -299,11 +326,11 @@ class _BybitBase(VenueAdapter):
             return None
         if u != last + 1:
             return self._broken(st, inst, sym, BookFault.GAP, sink)
-        return self._apply(st, inst, d, env, False, sink)
+        return self._apply(st, inst, d, bids, asks, env, False, sink)
 
-    def _apply(self, st: _Sync, inst: Instrument, d: _Book, env: _Envelope, snapshot: bool,
-               sink) -> Control | None:
-        fb = sink.book(inst.instrument_id, d.b, d.a, snapshot, (env.cts or env.ts) * MS, d.u)
+    def _apply(self, st: _Sync, inst: Instrument, d, bids, asks, env: _Envelope,
+               snapshot: bool, sink) -> Control | None:
+        fb = sink.book(inst.instrument_id, bids, asks, snapshot, (env.cts or env.ts) * MS, d.u)
         if fb is None:          # refused: the sink counted why (BAD_DATA, no_snapshot)
             return self._lost(st, d.s, snapshot, "refused")
         st.key = (d.u, env.ts)

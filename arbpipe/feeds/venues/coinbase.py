@@ -36,7 +36,9 @@ import heapq
 import re
 
 import msgspec
+import numpy as np
 
+from arbpipe.books.full import split_levels
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
 from arbpipe.feeds.venues.checks import I8_END, INF, stale_reason
 from arbpipe.symbols import Instrument
@@ -436,9 +438,9 @@ class CoinbaseAdapter(VenueAdapter):
                     break
                 side = lv.side
                 if side == "bid":
-                    bids.append((price, qty))
+                    bids += (price, qty)        # flat: one float array for both sides
                 elif side == "offer" or side == "ask":
-                    asks.append((price, qty))
+                    asks += (price, qty)
                 else:
                     why = "bad_shape"
                     break
@@ -453,6 +455,8 @@ class CoinbaseAdapter(VenueAdapter):
                 if env_ts == -2:
                     env_ts = rfc3339_ns(m.timestamp)
                 ts = env_ts
+            bids, asks = split_levels(np.array(bids + asks, np.float64).reshape(-1, 2),
+                                      len(bids) >> 1)
             if sink.book(inst.instrument_id, bids, asks, snap, max(ts, 0),
                          seq if 0 <= seq < I8_END else 0) is None:
                 state[e.product_id] = WAIT           # refused (the sink counted why)

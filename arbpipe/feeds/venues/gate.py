@@ -27,9 +27,10 @@ import time
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
-from arbpipe.feeds.venues.binance import ID_END, DiffSync
+from arbpipe.feeds.venues.binance import ID_END, DiffSync, fast_depth
 from arbpipe.feeds.venues.checks import MAX_MS, MS, NO_SEQ, book_reject, stale_reason
 from arbpipe.symbols import Instrument
 from shm_layouts.records import BookFault
@@ -65,6 +66,26 @@ class _Msg(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(_Msg).decode
+
+
+class _RawResult(_Result):
+    """``_Result`` with the levels left as raw JSON (depth mode: ``raw_levels``)."""
+    bid: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="b")
+    ask: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="a")
+
+
+class _RawMsg(_Msg):
+    result: _RawResult | None = None
+
+
+_decode_raw = msgspec.json.Decoder(_RawMsg).decode
+
+
+def _gate_levels(m: _RawMsg):
+    r = m.result
+    if m.channel == "spot.order_book_update" and m.event == "update" and r is not None:
+        return r.bid, r.ask
+    return None
 
 
 class _Snapshot(msgspec.Struct):
@@ -136,9 +157,13 @@ class GateAdapter(VenueAdapter):
         return self.books.snapshot(native, inst.instrument_id, snap.id, snap.bids, snap.asks,
                                    ts * MS, sink)
 
-    def _depth(self, r: _Result | None, sink) -> Control | None:
+    def _depth(self, r: _Result | None, sink, bids=None, asks=None) -> Control | None:
+        """``bids`` / ``asks``: the levels parsed already (``fast_depth``), else ``r``'s."""
+        if r is not None and bids is None:
+            bids, asks = r.bid, r.ask
         if r is None or r.u is None or r.t is None or (r.U is None and not r.full) or \
-                type(r.bid) is not list or type(r.ask) is not list:
+                (type(bids) is not list and type(bids) is not np.ndarray) or \
+                (type(asks) is not list and type(asks) is not np.ndarray):
             sink.reject("bad_shape")
             inst = self.by_native.get(r.s) if r is not None else None
             return self.books.bad(r.s, inst.instrument_id, sink) if inst is not None else None
@@ -155,10 +180,14 @@ class GateAdapter(VenueAdapter):
             sink.reject("bad_ts")
             return self.books.bad(r.s, iid, sink)
         if r.full:
-            return self.books.full(r.s, iid, r.u, r.bid, r.ask, r.t * MS, sink)
-        return self.books.diff(r.s, iid, U, r.u, None, r.bid, r.ask, r.t * MS, sink)
+            return self.books.full(r.s, iid, r.u, bids, asks, r.t * MS, sink)
+        return self.books.diff(r.s, iid, U, r.u, None, bids, asks, r.t * MS, sink)
 
     def _parse(self, frame, sink) -> Control | None:
+        if self.depth > 0:
+            fast = fast_depth(frame, _decode_raw, _gate_levels)
+            if fast is not None:
+                return self._depth(fast[0].result, sink, fast[1], fast[2])
         m = decode_frame(_decode, frame, sink)
         if m is None:
             return None

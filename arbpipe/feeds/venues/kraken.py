@@ -42,7 +42,9 @@ import zlib
 from decimal import Decimal
 
 import msgspec
+import numpy as np
 
+from arbpipe.books.full import split_levels
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
 from arbpipe.feeds.venues.checks import INF, book_reject
 from arbpipe.feeds.venues.coinbase import rfc3339_ns
@@ -184,11 +186,15 @@ class _KBook:
     ``state``: FRESH (no snapshot yet on this connection), READY, WAIT (resync asked; the
     new subscription's ack not seen yet), ARMED (ack seen: the next snapshot is the new
     one)."""
-    __slots__ = ("bids", "asks", "bp", "ap", "state", "last", "refused")
+    __slots__ = ("bids", "asks", "bp", "ap", "state", "last", "refused", "cb", "ca")
 
     def __init__(self):
         self.bids: dict[Decimal, Decimal] = {}
         self.asks: dict[Decimal, Decimal] = {}
+        # price -> (its size object, precision, checksum text): a level is formatted once,
+        # not at every message (the formatting was most of a message's cost)
+        self.cb: dict[Decimal, tuple] = {}
+        self.ca: dict[Decimal, tuple] = {}
         self.bp: list[Decimal] = []      # bid prices, ascending (best last)
         self.ap: list[Decimal] = []      # ask prices, ascending (best first)
         self.state = FRESH
@@ -198,6 +204,8 @@ class _KBook:
     def clear(self, state: int) -> None:
         self.bids.clear()
         self.asks.clear()
+        self.cb.clear()
+        self.ca.clear()
         self.bp.clear()
         self.ap.clear()
         self.last = None
@@ -209,6 +217,24 @@ class _KBook:
         asks, bids = self.asks, self.bids
         return ([(p, asks[p]) for p in self.ap[:CHECKSUM_LEVELS]],
                 [(p, bids[p]) for p in self.bp[:-CHECKSUM_LEVELS - 1:-1]])
+
+
+def _parts(top, cache: dict, dp: tuple[int, int], parts: list) -> None:
+    """Append the checksum text of each (price, size) of ``top`` at precision ``dp``, from
+    ``cache`` when the level is the one formatted before (same size object, same dp)."""
+    for p, q in top:
+        c = cache.get(p)
+        if c is None or c[0] is not q or c[1] != dp:
+            c = cache[p] = (q, dp, _ck(p, dp[0]) + _ck(q, dp[1]))
+        parts.append(c[2])
+
+
+def _cached_checksum(kb: _KBook, top_a, top_b, dp: tuple[int, int]) -> int:
+    """``checksum(top_a, top_b, *dp)`` with the per-level texts cached in ``kb``."""
+    parts: list[str] = []
+    _parts(top_a, kb.ca, dp, parts)
+    _parts(top_b, kb.cb, dp, parts)
+    return zlib.crc32("".join(parts).encode()) & 0xFFFFFFFF
 
 
 class KrakenAdapter(VenueAdapter):
@@ -398,27 +424,30 @@ class KrakenAdapter(VenueAdapter):
         depth = book_depth(self.depth)
         if snap:
             kb.clear(READY)
-        rows_b = [[float(lv.price), float(lv.qty)] for lv in bids]
-        rows_a = [[float(lv.price), float(lv.qty)] for lv in asks]
-        _set_levels(kb.bids, kb.bp, bids)
-        _set_levels(kb.asks, kb.ap, asks)
+        # price, size, ... of the bids then the asks, for one float array
+        rows_b = [x for lv in bids for x in (float(lv.price), float(lv.qty))]
+        rows_a = [x for lv in asks for x in (float(lv.price), float(lv.qty))]
+        _set_levels(kb.bids, kb.bp, bids, kb.cb)
+        _set_levels(kb.asks, kb.ap, asks, kb.ca)
         bp, ap = kb.bp, kb.ap
         if len(bp) > depth:                       # truncate: Kraken sends no delete for these
             cut = bp[:len(bp) - depth]
             del bp[:len(bp) - depth]
             for p in cut:
                 del kb.bids[p]
-                rows_b.append([float(p), 0.0])
+                kb.cb.pop(p, None)
+                rows_b += (float(p), 0.0)
         if len(ap) > depth:
             cut = ap[depth:]
             del ap[depth:]
             for p in cut:
                 del kb.asks[p]
-                rows_a.append([float(p), 0.0])
+                kb.ca.pop(p, None)
+                rows_a += (float(p), 0.0)
         top_a, top_b = kb.top()
         if top_a or top_b:
             dp = self.precision.get(sym)
-            ok = dp is not None and checksum(top_a, top_b, dp[0], dp[1]) == ck
+            ok = dp is not None and _cached_checksum(kb, top_a, top_b, dp) == ck
             if not ok and (dp is None or snap):
                 # not told yet, or told wrong (a snapshot checks itself): learn it from here
                 ok = self._learn_precision(sym, top_a, top_b, ck) is not None
@@ -431,6 +460,8 @@ class KrakenAdapter(VenueAdapter):
         if not snap:
             kb.last = key
         ts = rfc3339_ns(d.timestamp) if d.timestamp else 0
+        rows_b, rows_a = split_levels(np.array(rows_b + rows_a, np.float64).reshape(-1, 2),
+                                      len(rows_b) >> 1)
         if sink.book(inst.instrument_id, rows_b, rows_a, snap, max(ts, 0), 0) is None:
             kb.clear(WAIT)                        # refused (the sink counted why): resync
             return False
@@ -477,14 +508,15 @@ class KrakenAdapter(VenueAdapter):
         return None
 
 
-def _set_levels(side: dict, prices: list, levels) -> None:
+def _set_levels(side: dict, prices: list, levels, cache: dict) -> None:
     """Apply ``levels`` (absolute sizes, 0 removes) to one side: ``side`` price -> size,
-    ``prices`` its prices ascending."""
+    ``prices`` its prices ascending; ``cache``: the side's checksum texts."""
     for lv in levels:
         p, q = lv.price, lv.qty
         if q == 0:
             if side.pop(p, None) is not None:
                 del prices[bisect.bisect_left(prices, p)]
+                cache.pop(p, None)
         else:
             if p not in side:
                 bisect.insort(prices, p)

@@ -28,12 +28,15 @@ multiplied by ``contract_size``; the checksum uses the strings as sent.
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import re
 import zlib
 
 import msgspec
+import numpy as np
 
+from arbpipe.books.full import split_levels
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
 from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_SEQ, U4_END, book_reject, funding_ok,
                                          stale_reason)
@@ -102,15 +105,30 @@ def checksum(bids, asks) -> int:
 class _Sync:
     """Book sync state of one instId on its connection: ``seq`` / ``prev`` of the last
     applied message, ``synced`` (updates apply), ``pending`` (resync asked for), ``bids`` /
-    ``asks``: price -> (price, size) strings as sent, for the checksum."""
-    __slots__ = ("seq", "prev", "synced", "pending", "ignored", "bad", "bids", "asks")
+    ``asks``: price -> ``"price:size"`` as sent (for the checksum), ``bp`` / ``ap`` their
+    prices ascending (the top 25 is a slice, not a scan of the book)."""
+    __slots__ = ("seq", "prev", "synced", "pending", "ignored", "bad", "bids", "asks", "bp",
+                 "ap")
 
     def __init__(self):
         self.seq = self.prev = None
         self.synced = self.pending = False
         self.ignored = self.bad = 0
-        self.bids: dict[float, tuple[str, str]] = {}
-        self.asks: dict[float, tuple[str, str]] = {}
+        self.bids: dict[float, str] = {}
+        self.asks: dict[float, str] = {}
+        self.bp: list[float] = []
+        self.ap: list[float] = []
+
+
+def _joined_checksum(bids: list[str], asks: list[str]) -> int:
+    """``checksum`` of ``"price:size"`` strings (best first, at most 25 a side)."""
+    n = min(len(bids), len(asks))
+    parts = [""] * (2 * n)
+    parts[0::2] = bids[:n]                 # bid 1, ask 1, bid 2, ... in C, not per level
+    parts[1::2] = asks[:n]
+    parts += bids[n:] or asks[n:]
+    c = zlib.crc32(":".join(parts).encode())
+    return c - (1 << 32) if c >= 1 << 31 else c
 
 
 def _ms_to_ns(text: str) -> int:
@@ -283,34 +301,55 @@ class OkxAdapter(VenueAdapter):
     def _apply(self, st: _Sync, inst: Instrument, d: _Data, snapshot: bool, ts: int,
                sink) -> Control | None:
         cs = inst.contract_size
-        bm, am = ({}, {}) if snapshot else (st.bids, st.asks)
-        sides = []
+        if snapshot:
+            bm, am, bp, ap = {}, {}, None, None     # sorted once below
+        else:
+            bm, am, bp, ap = st.bids, st.asks, st.bp, st.ap
+        flat = []                  # price, size, ... of the bids then the asks: one array
+        nb = 0
+        odd = False                # a NaN price: sorted lists cannot hold it
         try:
-            for rows, m in ((d.bids, bm), (d.asks, am)):
-                out = []
+            for m, keys, rows in ((bm, bp, d.bids), (am, ap, d.asks)):
                 for r in rows:
                     px, sz = r[0], r[1]
                     p, q = float(px), float(sz) * cs
-                    out.append((p, q))
+                    flat.append(p)
+                    flat.append(q)
+                    if p != p:
+                        odd = True
                     if q == 0.0:
-                        m.pop(p, None)
+                        if m.pop(p, None) is not None and keys is not None and not odd:
+                            del keys[bisect.bisect_left(keys, p)]
                     else:
-                        m[p] = (px, sz)
-                sides.append(out)
+                        if keys is not None and not odd and p not in m:
+                            bisect.insort(keys, p)
+                        m[p] = px + ":" + sz
+                if m is bm:
+                    nb = len(flat) >> 1
         except (ValueError, IndexError):    # a level that is not [price, size, ...] numbers
             sink.reject("bad_shape")
             return self._broken(st, inst, BookFault.BAD_DATA, sink, snapshot)
+        if snapshot and not odd:
+            bp, ap = sorted(bm), sorted(am)
         ck = d.checksum
         if ck:                              # 0 / absent: not given (deprecated by OKX)
-            bk = heapq.nlargest(CHECKSUM_LEVELS, bm)
-            ak = heapq.nsmallest(CHECKSUM_LEVELS, am)
-            if checksum([bm[p] for p in bk], [am[p] for p in ak]) != ck:
+            if odd:                         # as the scan of every level did
+                bk = heapq.nlargest(CHECKSUM_LEVELS, bm)
+                ak = heapq.nsmallest(CHECKSUM_LEVELS, am)
+            else:
+                bk = bp[:-CHECKSUM_LEVELS - 1:-1]
+                ak = ap[:CHECKSUM_LEVELS]
+            if _joined_checksum(list(map(bm.__getitem__, bk)),
+                                list(map(am.__getitem__, ak))) != ck:
                 return self._broken(st, inst, BookFault.CHECKSUM, sink, snapshot)
-        fb = sink.book(inst.instrument_id, sides[0], sides[1], snapshot, ts, d.seqId)
+        bids, asks = split_levels(np.array(flat, np.float64).reshape(-1, 2), nb)
+        fb = sink.book(inst.instrument_id, bids, asks, snapshot, ts, d.seqId)
         if fb is None:          # refused: the sink counted why (BAD_DATA, no_snapshot)
             return self._lost(st, inst.native, snapshot, "refused")
         st.seq, st.prev = d.seqId, d.prevSeqId
         st.bids, st.asks = bm, am
+        if snapshot:
+            st.bp, st.ap = bp, ap
         st.synced = True
         st.pending = False
         st.bad = 0
