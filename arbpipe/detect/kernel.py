@@ -116,7 +116,7 @@ from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT
 from arbpipe.transport.casts import as_f64, f32_bits, f64_bits
 from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
 from arbpipe.detect.levels import on_book_resync, on_level
-from arbpipe.detect.walk import choose_size, round_to_lot, side_fill
+from arbpipe.detect.walk import choose_size_at, round_to_lot, side_fill_at
 from arbpipe.detect.state import (
     ACT_AS_SELL_SHIFT, ACT_LEGS_MASK, BK_ASK, BK_ASK_QTY, BK_BID, BK_BID_QTY, BK_EXCHANGE_NS,
     BK_FUNDING_IV_S, BK_FUNDING_RATE, BK_NEXT_FUNDING_NS, BK_RECV_NS, I_DEPTH, I_MAX_AGE,
@@ -130,7 +130,7 @@ from arbpipe.detect.state import (
     PO_PENDING_N, PO_PENDING_SINCE, PX_ASK, PX_BID, S_ACT, S_BOOK_F, S_BOOK_I, S_CTR,
     S_FPARAMS, S_INST_STATUS, S_IPARAMS, S_LEG_FEE_BPS, S_LEG_FUNDING_S, S_LEG_PERP,
     S_LEG_DEPTH, S_LEG_STATUS, S_LEG_TAB, S_LEG_VENUE, S_LVL_F, S_LVL_I, S_MAX_EXEC_QTY,
-    S_PAIR_F, S_PAIR_I, S_PX, S_SCRATCH, S_SIZE_RULE, S_USD_RATE, S_USD_REF)
+    S_PAIR_F, S_PAIR_I, S_PX, S_SCRATCH, S_SIZE_RULE, S_TOB, S_USD_RATE, S_USD_REF)
 from arbpipe.transport import kernels as K
 from arbpipe.transport import words as TW
 from shm_layouts import CloseReason, Kind, OppState, VenueStatus
@@ -325,27 +325,18 @@ def _funding_bps(S, i, leg):
 
 
 @njit(inline="always", **_KW)
-def _carry_rate(S, i, leg, h):
+def _carry_rate(bkf, bki, lperp, i, leg, h):
     """Funding over ``h`` seconds per unit of a perp leg's notional (a fraction; 0 for spot
     or with h = 0): what a long position pays, a short one receives, when > 0."""
-    if h <= 0.0 or S[S_LEG_PERP][leg] == 0:
+    if h <= 0.0 or lperp[leg] == 0:
         return 0.0
-    iv = S[S_BOOK_I][i, leg, BK_FUNDING_IV_S]
+    iv = bki[i, leg, BK_FUNDING_IV_S]
     if iv <= 0:
         return 0.0
-    return S[S_BOOK_F][i, leg, BK_FUNDING_RATE] * (h / iv)
+    return bkf[i, leg, BK_FUNDING_RATE] * (h / iv)
 
 
 @njit(inline="always", **_KW)
-def _has_book(S, i, leg, col):
-    """The leg's L2 block is ready with levels on side ``col`` (B_N_BID / B_N_ASK)."""
-    if S[S_LEG_DEPTH][leg] <= 0 or S[S_IPARAMS][I_DEPTH] <= 0:
-        return False
-    row = S[S_LVL_I][i * S[S_LEG_VENUE].shape[0] + leg]
-    return row[B_STATE] == _BOOK_READY and row[col] > 0
-
-
-@njit(**_KW)
 def _usd_rate(S, i):
     """USD per unit of instrument i's quote currency (NaN: unknown)."""
     r = S[S_USD_RATE][i]
@@ -361,55 +352,64 @@ def _usd_rate(S, i):
     return _NAN
 
 
-@njit(**_KW)
+@njit(inline="always", **_KW)
 def _size(S, i, b, s, vals):
     """Size pair (buy b, sell s) of instrument i on its ladders (the formulas above) into
-    ``vals`` (PF_* columns); -> the filter counter that refuses it, or -1."""
-    bkf, lfee, fp, ctr = S[S_BOOK_F], S[S_LEG_FEE_BPS], S[S_FPARAMS], S[S_CTR]
-    lvl_f, nl = S[S_LVL_F], S[S_LEG_VENUE].shape[0]
+    ``vals`` (PF_* columns); -> the filter counter that refuses it, or -1.
+
+    Ladders are passed as (2-D array, row, column offset) of the L2 blocks, or of the
+    two-row ``tob`` scratch for a leg without a book, never as slices: every array taken
+    out of the state or sliced costs reference-count updates (~10 ns each), which at ~25
+    per evaluation was most of its cost."""
+    bkf, bki, lvl_i, lvl_f = S[S_BOOK_F], S[S_BOOK_I], S[S_LVL_I], S[S_LVL_F]
+    lfee, lperp, ldepth, fp = S[S_LEG_FEE_BPS], S[S_LEG_PERP], S[S_LEG_DEPTH], S[S_FPARAMS]
+    ctr, sr, tob_l = S[S_CTR], S[S_SIZE_RULE], S[S_TOB]
+    nl = lfee.shape[0]
     n = S[S_IPARAMS][I_DEPTH]
     fb = lfee[b] / BPS
     fs = lfee[s] / BPS
     sl = fp[P_SLIP_BASE] / BPS
     h = fp[P_FUND_HORIZON_S]
-    cb = _carry_rate(S, i, b, h)
-    cs = _carry_rate(S, i, s, h)
+    cb = _carry_rate(bkf, bki, lperp, i, b, h)
+    cs = _carry_rate(bkf, bki, lperp, i, s, h)
     kb = 1.0 + fb + 0.5 * sl + cb
     ks = 1.0 - fs - 0.5 * sl + cs
-    book_b = _has_book(S, i, b, B_N_ASK)
-    book_s = _has_book(S, i, s, B_N_BID)
+    rb = i * nl + b
+    rs = i * nl + s
+    book_b = (n > 0 and ldepth[b] > 0 and lvl_i[rb, B_STATE] == _BOOK_READY
+              and lvl_i[rb, B_N_ASK] > 0)
+    book_s = (n > 0 and ldepth[s] > 0 and lvl_i[rs, B_STATE] == _BOOK_READY
+              and lvl_i[rs, B_N_BID] > 0)
     if book_b:
-        rb = i * nl + b
-        o = B_LEVELS + 2 * n
-        ap, aq = lvl_f[rb, o:o + n], lvl_f[rb, o + n:o + 2 * n]
-        na = S[S_LVL_I][rb, B_N_ASK]
+        la, ra, oa, na = lvl_f, rb, B_LEVELS + 2 * n, lvl_i[rb, B_N_ASK]
     else:
-        ap, aq = bkf[i, b, BK_ASK:BK_ASK + 1], bkf[i, b, BK_ASK_QTY:BK_ASK_QTY + 1]
-        na = 1
+        tob_l[0, 0] = bkf[i, b, BK_ASK]
+        tob_l[0, 1] = bkf[i, b, BK_ASK_QTY]
+        la, ra, oa, na = tob_l, 0, 0, 1
     if book_s:
-        rs = i * nl + s
-        bp, bq = lvl_f[rs, B_LEVELS:B_LEVELS + n], lvl_f[rs, B_LEVELS + n:B_LEVELS + 2 * n]
-        nb = S[S_LVL_I][rs, B_N_BID]
+        lb, rbid, ob, nb = lvl_f, rs, B_LEVELS, lvl_i[rs, B_N_BID]
     else:
-        bp, bq = bkf[i, s, BK_BID:BK_BID + 1], bkf[i, s, BK_BID_QTY:BK_BID_QTY + 1]
-        nb = 1
+        tob_l[1, 0] = bkf[i, s, BK_BID]
+        tob_l[1, 1] = bkf[i, s, BK_BID_QTY]
+        lb, rbid, ob, nb = tob_l, 1, 0, 1
+    na_q = n if book_b else 1          # column distance from a price to its size
+    nb_q = n if book_s else 1
     tob = not (book_b and book_s)
     if tob:
         ctr[C_WALKS_TOB] += 1
     else:
         ctr[C_WALKS] += 1
-    q, solved = choose_size(ap, aq, na, bp, bq, nb, kb, ks, fp[P_MIN_NET] / BPS,
-                            S[S_MAX_EXEC_QTY][i], fp[P_MAX_NOTIONAL])
+    q, solved = choose_size_at(la, ra, oa, oa + na_q, na, lb, rbid, ob, ob + nb_q, nb, kb, ks,
+                               fp[P_MIN_NET] / BPS, S[S_MAX_EXEC_QTY][i], fp[P_MAX_NOTIONAL])
     if q <= 0.0:
         return F_BELOW
-    sr = S[S_SIZE_RULE]
     lot = sr[i, b, SR_LOT] if sr[i, b, SR_LOT] > sr[i, s, SR_LOT] else sr[i, s, SR_LOT]
     q = round_to_lot(q, lot)
     if q <= 0.0:
         return F_SIZE
-    bn, lb = side_fill(ap, aq, na, q)
-    sn, ls = side_fill(bp, bq, nb, q)
-    ctr[C_WALK_LEVELS] += lb + ls
+    bn, lb_used = side_fill_at(la, ra, oa, oa + na_q, na, q)
+    sn, ls_used = side_fill_at(lb, rbid, ob, ob + nb_q, nb, q)
+    ctr[C_WALK_LEVELS] += lb_used + ls_used
     if bn < sr[i, b, SR_MIN_NOTIONAL] or sn < sr[i, s, SR_MIN_NOTIONAL]:
         return F_SIZE
     mn = 0.5 * (bn + sn)
@@ -418,9 +418,9 @@ def _size(S, i, b, s, vals):
     if tob and fp[P_SLIP_DEPTH] != 0.0:
         top = _INF
         if not book_b:
-            top = aq[0]
-        if not book_s and bq[0] < top:
-            top = bq[0]
+            top = tob_l[0, 1]
+        if not book_s and tob_l[1, 1] < top:
+            top = tob_l[1, 1]
         slip += fp[P_SLIP_DEPTH] / BPS * mn * (q / top)
     carry = cs * sn - cb * bn
     profit = (sn - bn) - fees - slip + carry
@@ -435,8 +435,8 @@ def _size(S, i, b, s, vals):
     vals[PF_PROFIT] = profit
     vals[PF_PROFIT_USD] = profit * _usd_rate(S, i)
     vals[PF_CARRY_BPS] = carry / mn * BPS
-    vals[PF_BUY_LEVELS] = lb
-    vals[PF_SELL_LEVELS] = ls
+    vals[PF_BUY_LEVELS] = lb_used
+    vals[PF_SELL_LEVELS] = ls_used
     vals[PF_TOP_OF_BOOK] = 1.0 if tob else 0.0
     return -1
 

@@ -40,6 +40,8 @@ Shapes: ``ni`` = instruments + 1 (canonical ids start at 1; row 0 is unused), ``
     leg_depth      (nl,)           i8     [venues.<v>] depth of each leg (0: no L2 book)
     scratch        (16,)           f8     the pair being evaluated, in PF_* columns (copied
                                           to pair_f when published)
+    tob            (2, 2)          f8     the one-level ladders (price, size) of a buy leg
+                                          (row 0) and a sell leg (row 1) without a book
     fparams        (16,)           f8     P_* float parameters (config ``[detector]``)
     iparams        (8,)            i8     I_* int parameters
     ctr            (N_COUNTERS,)   i8     counters (``shm_layouts.detector_stats`` C_* / F_*)
@@ -113,7 +115,7 @@ IO_WORDS = 8
 DetectorState = namedtuple("DetectorState", (
     "book_f", "book_i", "pair_i", "pair_f", "leg_tab", "leg_venue", "leg_perp", "leg_fee_bps",
     "leg_status", "leg_funding_s", "max_exec_qty", "fparams", "iparams", "ctr", "inst_status",
-    "px", "act", "lvl_i", "lvl_f", "size_rule", "usd_rate", "usd_ref", "leg_depth", "scratch"))
+    "px", "act", "lvl_i", "lvl_f", "size_rule", "usd_rate", "usd_ref", "leg_depth", "scratch", "tob"))
 
 # The kernels take the state as a plain tuple (``tuple(state)``) and read a field by its
 # index below: numba types a plain tuple argument from a fingerprint, but a named tuple
@@ -122,7 +124,7 @@ DetectorState = namedtuple("DetectorState", (
 (S_BOOK_F, S_BOOK_I, S_PAIR_I, S_PAIR_F, S_LEG_TAB, S_LEG_VENUE, S_LEG_PERP, S_LEG_FEE_BPS,
  S_LEG_STATUS, S_LEG_FUNDING_S, S_MAX_EXEC_QTY, S_FPARAMS, S_IPARAMS, S_CTR, S_INST_STATUS,
  S_PX, S_ACT, S_LVL_I, S_LVL_F, S_SIZE_RULE, S_USD_RATE, S_USD_REF,
- S_LEG_DEPTH, S_SCRATCH) = range(len(DetectorState._fields))
+ S_LEG_DEPTH, S_SCRATCH, S_TOB) = range(len(DetectorState._fields))
 assert DetectorState._fields.index("act") == S_ACT and DetectorState._fields.index("ctr") == S_CTR
 
 
@@ -233,4 +235,5 @@ def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
                                                                np.int64),
         px=np.zeros((ni, nl, 2), np.float64), act=np.zeros((ni, nl), np.int64),
         lvl_i=lvl_i, lvl_f=lvl_f, size_rule=size_rules(cfg, legs), usd_rate=usd_rate,
-        usd_ref=usd_ref, leg_depth=leg_depth, scratch=np.zeros(PAIR_F_COLS, np.float64))
+        usd_ref=usd_ref, leg_depth=leg_depth, scratch=np.zeros(PAIR_F_COLS, np.float64),
+        tob=np.zeros((2, 2), np.float64))

@@ -27,6 +27,7 @@ under the constraints.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
@@ -35,13 +36,15 @@ _KW = dict(cache=True, nogil=True, boundscheck=False)
 REM_EPS = 1e-12
 
 
-@njit(**_KW)
-def choose_size(ap, aq, na, bp, bq, nb, kb, ks, kmin, qmax, nmax):
-    """(size in base units, solved): asks ``ap``/``aq`` (``na`` levels) of the buy leg,
-    bids ``bp``/``bq`` (``nb``) of the sell leg, cost coefficients ``kb``/``ks``, ``kmin``
-    = min_net as a fraction, caps ``qmax`` (base) and ``nmax`` (buy notional); size 0.0
-    when not even the first unit qualifies; ``solved``: the size is where net reaches
-    min_net (its net may come out a rounding error under min_net)."""
+@njit(inline="always", **_KW)
+def choose_size_at(la, ra, apx, aqty, na, lb, rb, bpx, bqty, nb, kb, ks, kmin, qmax, nmax):
+    """(size in base units, solved): the buy leg's asks are ``la[ra, apx + k]`` (prices) and
+    ``la[ra, aqty + k]`` (sizes), k < ``na``; the sell leg's bids ``lb[rb, bpx + k]`` /
+    ``lb[rb, bqty + k]``, k < ``nb`` (rows of 2-D arrays, not slices: a slice costs a
+    reference-count update in the detector's hot path); cost coefficients ``kb``/``ks``,
+    ``kmin`` = min_net as a fraction, caps ``qmax`` (base) and ``nmax`` (buy notional);
+    size 0.0 when not even the first unit qualifies; ``solved``: the size is where net
+    reaches min_net (its net may come out a rounding error under min_net)."""
     if na <= 0 or nb <= 0:
         return 0.0, False
     a = ks - 0.5 * kmin
@@ -51,14 +54,14 @@ def choose_size(ap, aq, na, bp, bq, nb, kb, ks, kmin, qmax, nmax):
     sn = 0.0
     ia = 0
     ib = 0
-    ra = aq[0]
-    rb = bq[0]
+    rem_a = la[ra, aqty]
+    rem_b = lb[rb, bqty]
     while ia < na and ib < nb:
-        pa = ap[ia]
-        pb = bp[ib]
+        pa = la[ra, apx + ia]
+        pb = lb[rb, bpx + ib]
         if ks * pb - kb * pa <= 0.0 and q > 0.0:
             break                        # the marginal chunk earns nothing after costs
-        d = ra if ra < rb else rb
+        d = rem_a if rem_a < rem_b else rem_b
         last = False
         solved = False
         if q + d >= qmax:
@@ -81,36 +84,63 @@ def choose_size(ap, aq, na, bp, bq, nb, kb, ks, kmin, qmax, nmax):
         sn += d * pb
         if last:
             return q, solved
-        ra -= d
-        rb -= d
-        if ra <= 0.0:
+        rem_a -= d
+        rem_b -= d
+        if rem_a <= 0.0:
             ia += 1
             if ia < na:
-                ra = aq[ia]
-        if rb <= 0.0:
+                rem_a = la[ra, aqty + ia]
+        if rem_b <= 0.0:
             ib += 1
             if ib < nb:
-                rb = bq[ib]
+                rem_b = lb[rb, bqty + ib]
     return q, False
 
 
-@njit(**_KW)
-def side_fill(px, qty, n, q):
-    """(notional, levels used) of filling ``q`` on one ladder, best level first; the last
-    level used may be partial."""
+@njit(inline="always", **_KW)
+def side_fill_at(lad, r, px, qty, n, q):
+    """(notional, levels used) of filling ``q`` on the ladder ``lad[r, px + k]`` (prices)
+    / ``lad[r, qty + k]`` (sizes), k < ``n``, best level first; the last level used may be
+    partial."""
     rem = q
     notional = 0.0
     k = 0
     eps = q * REM_EPS
     while rem > eps and k < n:
-        take = qty[k] if qty[k] < rem else rem
-        notional += px[k] * take
+        x = lad[r, qty + k]
+        take = x if x < rem else rem
+        notional += lad[r, px + k] * take
         rem -= take
         k += 1
     return notional, k
 
 
+def _ladder(px, qty, n):
+    """A one-row ladder of the ``*_at`` functions from 1-D prices and sizes."""
+    return np.concatenate((np.asarray(px, np.float64)[:n], np.asarray(qty, np.float64)[:n]))[None, :]
+
+
+def choose_size(ap, aq, na, bp, bq, nb, kb, ks, kmin, qmax, nmax):
+    """``choose_size_at`` over 1-D ladders (tests, benchmarks)."""
+    return _choose(_ladder(ap, aq, na), na, _ladder(bp, bq, nb), nb, kb, ks, kmin, qmax, nmax)
+
+
+def side_fill(px, qty, n, q):
+    """``side_fill_at`` over a 1-D ladder (tests, benchmarks)."""
+    return _fill(_ladder(px, qty, n), n, q)
+
+
 @njit(**_KW)
+def _choose(la, na, lb, nb, kb, ks, kmin, qmax, nmax):
+    return choose_size_at(la, 0, 0, na, na, lb, 0, 0, nb, nb, kb, ks, kmin, qmax, nmax)
+
+
+@njit(**_KW)
+def _fill(lad, n, q):
+    return side_fill_at(lad, 0, 0, n, n, q)
+
+
+@njit(inline="always", **_KW)
 def round_to_lot(q, lot):
     """``q`` rounded down to a whole number of ``lot`` (0: no step); a quotient within
     1e-9 under a whole number counts as that number (0.3 / 0.1 is 2.9999999999999996)."""

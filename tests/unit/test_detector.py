@@ -213,7 +213,7 @@ class Ref:
         ap, aq = np.array([buy_ask]), np.array([qb[3]])
         bp, bq = np.array([sell_bid]), np.array([qs[2]])
         self.c["walks_top_of_book"] += 1
-        q, solved = choose_size.py_func(ap, aq, 1, bp, bq, 1, kb, ks,
+        q, solved = choose_size(ap, aq, 1, bp, bq, 1, kb, ks,
                                         self.d.min_net_bps / 1e4, self.maxq.get(i, math.inf),
                                         self.d.max_notional)
         if q <= 0.0:
