@@ -472,6 +472,10 @@ def _leaves():
                 (v + ("instruments",), subset_rule())]
         out += [(v + ("symbols", c), symbol_rule(venue, c, False))
                 for c in (INSTR[0], INSTR[4], "ZZZ/USDT", "btc/usdt")]
+        out += [(v + ("lot_size", INSTR[0]), Float(0.0, lo_open=True, default=ABSENT)),
+                (v + ("min_notional", INSTR[0]), Float(0.0, default=ABSENT)),
+                (v + ("lot_size", "ZZZ/USDT"), Never()),
+                (v + ("min_notional", "btc/usdt"), Never())]
         if "perp" in table:
             p = v + ("perp",)
             out += [(p + ("taker_fee_bps",), Float(0.0, 1000.0)),
@@ -492,6 +496,9 @@ def _leaves():
             ((d, "max_notional"), Float(0.0, lo_open=True, default=50_000.0)),
             ((d, "slippage_base_bps"), Float(0.0, default=0.0)),
             ((d, "slippage_depth_bps"), Float(0.0, default=2.0)),
+            ((d, "funding_horizon_s"), Float(0.0, 366 * 86400.0, default=0.0)),
+            ((d, "usd_rates", "EUR"), Float(0.0, lo_open=True, default=ABSENT)),
+            ((d, "usd_rates", "eur"), Never()),
             ((d, "update_threshold_bps"), Float(0.0, default=0.5)),
             ((d, "persist_updates"), Int(0, default=1)),
             ((d, "persist_ms"), Float(0.0, default=0.0)),
@@ -529,6 +536,24 @@ def _leaves():
             for f in ("max_orders_per_s", "max_orders_per_min", "max_open_orders")]
     out += [((s, "base_balances", a), Float(0.0, default=ABSENT)) for a in ("BTC", "ZZZ9")]
     out += [((s, "base_balances", a), Never()) for a in ("btc", "A" * 21, "BTC/USDT", "")]
+    # the trade's life (arbpipe.trading.depth / exits / inventory)
+    for f in ("limit_tolerance_bps", "max_hold_s", "stop_basis_bps", "transfer_delay_s",
+              "equity_sample_s"):
+        out.append(((s, f), Float(0.0, default=getattr(CFG0.strategy.__class__(), f))))
+    out += [((s, "exit_net_bps"), Float(-10_000.0, 10_000.0, default=0.0)),
+            ((s, "kill_switch_flatten"), Bool(False)), ((s, "flatten_on_stop"), Bool(False))]
+
+    def band(v):
+        return type(v) is list and len(v) == 3 and all(is_num(x) and float(x) >= 0 for x in v) \
+            and v[0] <= v[1] <= v[2]
+    out.append(((s, "inventory_bands", "ETH"),
+                Rule(band, [[19.0, 20.0, 21.0], [0.0, 0.0, 0.0], [1.0, 1.0, 2.0]],
+                     [[3.0, 2.0, 1.0], [1.0, 2.0], [-1.0, 0.0, 1.0], [], "x", 1.0,
+                      [0.0, 2.0, 1.0]], ABSENT)))
+    out += [((s, "inventory_bands", a), Never()) for a in ("eth", "A" * 21, "")]
+    out.append(((s, "withdrawal_fee", "binance", "ETH"), Float(0.0, default=ABSENT)))
+    out += [((s, "withdrawal_fee", "binance", a), Never()) for a in ("eth", "")]
+    out += [((s, "withdrawal_fee", v), Never()) for v in ("nowhere", "okx-perp")]
     for ring in ("feed", "opportunities", "trades", "events"):
         out += [(("rings", ring, "capacity"),
                  Int(2, 1 << 24, also=lambda x: x & (x - 1) == 0,
@@ -703,6 +728,7 @@ def test_one_key_bad_is_refused_naming_it_and_good_is_read_back(data):
 def _group(path):
     """Keys whose rules depend on each other share a group (one change per group)."""
     if path[0] == "instruments" or path[-1] == "instruments" or "symbols" in path \
+            or "lot_size" in path or "min_notional" in path \
             or path[:2] == ("detector", "max_exec_qty"):
         return "instrument references"
     if path[0] in ("venues", "bridge") or path[:2] == ("simulator", "faults"):
