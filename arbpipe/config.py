@@ -131,7 +131,7 @@ class DetectorConfig(_Base, kw_only=True):
     sweep_ms: float = 100.0              # staleness sweep period of open opportunities
     batch: int = 256                     # records popped per ring per kernel step
     max_records_per_call: int = 65_536   # bound on records between Python housekeeping
-    idle_poll_ms: float = 250.0          # idle: doorbell watcher threads re-arm this often
+    idle_poll_ms: float = 250.0          # idle: the longest sleep on the feed rings' bell
 
 
 class StrategyLimits(_Base, kw_only=True):
@@ -165,6 +165,17 @@ class StrategyLimits(_Base, kw_only=True):
     leverage: float = 5.0                # perp legs reserve notional / leverage of quote
     starting_balance: float = 100_000.0  # quote currency held on every venue at start
     base_balances: dict[str, float] = {}  # base asset -> units held on every spot venue at start
+    # -- the trade's life (arbpipe.trading.depth / inventory / exits / funding) --
+    limit_tolerance_bps: float = 0.0     # IOC limit = worst acceptable level price -/+ this
+    exit_net_bps: float = 0.0            # perp pairs: exit when closing costs <= this (bps of mid)
+    max_hold_s: float = 0.0              # perp pairs: exit after this long (0 = no limit)
+    stop_basis_bps: float = 0.0          # perp pairs: exit when the basis widened this much (0 = off)
+    kill_switch_flatten: bool = False    # kill switch on: also exit every open perp pair
+    flatten_on_stop: bool = False        # shutdown: exit every open perp pair first
+    inventory_bands: dict[str, list[float]] = {}  # asset -> [low, target, high] per spot venue
+    withdrawal_fee: dict[str, dict[str, float]] = {}  # venue -> asset -> fee, asset units
+    transfer_delay_s: float = 600.0      # simulated transfer time between venues
+    equity_sample_s: float = 60.0        # equity curve sample period (0 = off)
 
 
 RISK_KEYS = ("min_net_bps", "min_confidence", "max_quote_age_ms", "cooldown_ms",
@@ -267,7 +278,7 @@ class Config(_Base, kw_only=True):
     detector: DetectorConfig = msgspec.field(default_factory=DetectorConfig)
     strategy: StrategyLimits = msgspec.field(default_factory=StrategyLimits)
     rings: RingsConfig = msgspec.field(default_factory=RingsConfig)
-    cpu: dict[str, list[int] | Literal["auto"]] = {}   # role -> cores ("auto" = supervisor decides)
+    cpu: dict[str, list[int] | str] = {}   # role -> cores ("auto" = supervisor decides); profile
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
@@ -539,6 +550,30 @@ def _unique_natives(c, cfg: Config, name: str, v: VenueConfig) -> None:
           f"{prev.market} and {vi.canonical} {vi.market}")
 
 
+def _validate_trade_life(c, cfg: Config) -> None:
+    """``[strategy]`` keys of the trade's life: IOC limits, exits, inventory, transfers."""
+    s, k = cfg.strategy, "strategy"
+    for f in ("limit_tolerance_bps", "max_hold_s", "stop_basis_bps", "transfer_delay_s",
+              "equity_sample_s"):
+        _finite(c, getattr(s, f), f"{k}.{f}", 0.0)
+    _finite(c, s.exit_net_bps, f"{k}.exit_net_bps", -10_000.0, 10_000.0)
+    for asset, band in s.inventory_bands.items():
+        key = f"{k}.inventory_bands.{asset}"
+        c(bool(re.fullmatch(r"[A-Z0-9]{1,20}", asset)), key, "expected an upper-case asset name")
+        c(len(band) == 3, key, f"expected [low, target, high], got {band!r}")
+        if len(band) == 3:
+            c(all(math.isfinite(x) and x >= 0.0 for x in band), key,
+              f"expected finite numbers >= 0, got {band!r}")
+            c(band[0] <= band[1] <= band[2], key, f"expected low <= target <= high, got {band!r}")
+    for venue, fees in s.withdrawal_fee.items():
+        key = f"{k}.withdrawal_fee.{venue}"
+        c(venue in cfg.venues, key, "unknown venue (not in venues)")
+        for asset, x in fees.items():
+            c(bool(re.fullmatch(r"[A-Z0-9]{1,20}", asset)), f"{key}.{asset}",
+              "expected an upper-case asset name")
+            _finite(c, x, f"{key}.{asset}", 0.0)
+
+
 def validate_config(cfg: Config) -> None:
     c = _check
     _int64(c, cfg, "")
@@ -645,6 +680,7 @@ def validate_config(cfg: Config) -> None:
     c(s.max_open_orders >= 0, f"{k}.max_open_orders", "must be >= 0")
     c(s.max_order_notional <= s.max_position_notional or s.max_position_notional == 0,
       f"{k}.max_order_notional", "must be <= strategy.max_position_notional")
+    _validate_trade_life(c, cfg)
     for rname in RingsConfig.__struct_fields__:
         r, rk = getattr(cfg.rings, rname), f"rings.{rname}"
         c(r.capacity >= 2 and r.capacity & (r.capacity - 1) == 0, f"{rk}.capacity",
@@ -656,7 +692,13 @@ def validate_config(cfg: Config) -> None:
         else:
             c(r.policy != "overwrite", f"{rk}.policy", "'overwrite' is for broadcast rings only")
     for role, cores in cfg.cpu.items():
+        if role == "profile":       # [cpu] profile: how hot roles idle (arbpipe.transport.idle)
+            c(cores in CPU_PROFILES, "cpu.profile",
+              f"expected one of {', '.join(map(repr, CPU_PROFILES))}, got {cores!r}")
+            continue
         c(role in ROLES, f"cpu.{role}", f"unknown role; known: {', '.join(ROLES)}")
+        c(cores == "auto" or isinstance(cores, list), f"cpu.{role}",
+          f"expected \"auto\" or a list of cores, got {cores!r}")
         if cores != "auto":
             c(len(cores) > 0, f"cpu.{role}", "empty core list (use \"auto\")")
             for j, core in enumerate(cores):
@@ -801,7 +843,15 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
 
 def cpu_plan(cfg: Config) -> dict[str, list[int]]:
     """Explicit per-role core lists (roles set to "auto" or absent are left out)."""
-    return {r: list(c) for r, c in cfg.cpu.items() if c != "auto"}
+    return {r: list(c) for r, c in cfg.cpu.items() if r != "profile" and c != "auto"}
+
+
+CPU_PROFILES = ("default", "low-latency")
+
+
+def cpu_profile(cfg: Config) -> str:
+    """``[cpu] profile``: "default" (nothing spins) or "low-latency" (hot roles spin)."""
+    return str(cfg.cpu.get("profile", "default"))
 
 
 def to_sim_config(cfg: Config):

@@ -66,10 +66,12 @@ def bench_feeds(as_json: bool = typer.Option(False, "--json"),
 @bench_app.command("detect")
 def bench_detect(as_json: bool = typer.Option(False, "--json"),
                  instruments: int = typer.Option(1000, help="instruments (x 8 venues)"),
-                 updates: int = typer.Option(2_000_000, help="updates in the stream")):
+                 updates: int = typer.Option(2_000_000, help="updates in the stream"),
+                 depth: int = typer.Option(0, help="also L2 books of N levels: book "
+                                                   "messages, stress, ns per candidate walk")):
     """ns per update of the detector kernel, 8 venues x N instruments, batch mode."""
     from bench import detect as B  # lazy: saves 210 ms for every other arbpipe command
-    res = B.run(n_instruments=instruments, updates=updates)
+    res = B.run(n_instruments=instruments, updates=updates, depth=depth)
     typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
 
 
@@ -145,7 +147,10 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
                    tick_us: float = typer.Option(200.0, "--tick-us", help="generator's "
                                                  "shortest sleep between sends (0: per record)"),
                    repeat: int = typer.Option(1, help="run every setup N times, interleaved; "
-                                              "report medians with min-max spread")):
+                                              "report medians with min-max spread"),
+                   profile: str = typer.Option("default", help="the cpu profile of the tree's "
+                                               "detector and strategy: default (they sleep "
+                                               "when idle) | low-latency (they spin/yield)")):
     """Feed ring -> detector -> strategy latency per hop at fixed rates, vs mp.Queue,
     faster-fifo and pyzmq carrying the same pipeline."""
     from bench import pipeline as B  # lazy: saves 275 ms for every other arbpipe command
@@ -155,7 +160,7 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
             raise ValueError("--reader auto|strategy|bench, --duration > 0, --warmup >= 0")
         res = B.run(rate_list, duration, warmup, [t for t in transports.split(",") if t],
                     tree=tree, reader=reader, progress=True, instance=instance, nice=nice,
-                    tick_us=tick_us, repeat=repeat)
+                    tick_us=tick_us, repeat=repeat, profile=profile)
     except (ValueError, segments.SegmentError) as e:
         typer.echo(f"arbpipe bench pipeline: {e}", err=True)
         raise SystemExit(2)
@@ -177,30 +182,38 @@ def bench_reliability(as_json: bool = typer.Option(False, "--json", help="print 
                                                                    "0.5; 0: report the newest "
                                                                    "saved soak result)"),
                       only: Optional[List[str]] = typer.Option(None, "--only", help="chains, tree, "
-                                                               "faults, fuzz, soak"),
+                                                               "faults, fuzz, soak; not by "
+                                                               "default: fuzz-books, "
+                                                               "book-faults"),
                       soak_source: str = typer.Option("replay", "--soak-source", help="replay "
                                                       "(100K/s reachable) or sim"),
                       soak_rate: float = typer.Option(100_000.0, "--soak-rate",
                                                       help="soak updates/s"),
-                      out: Optional[str] = typer.Option(None, "--out", help="write JSON here too")):
+                      out: Optional[str] = typer.Option(None, "--out", help="write JSON here too"),
+                      merge: bool = typer.Option(False, "--merge", help="with --out: replace "
+                                                 "only the parts run in the file there")):
     """Kills of every role (sequence-checked rings), parser fuzzing, soak drift: the figures."""
     from bench import reliability as B  # lazy: saves 320 ms for every other arbpipe command
-    parts = tuple(only) if only else ("chains", "tree", "faults", "fuzz", "soak")
-    unknown = sorted(set(parts) - {"chains", "tree", "faults", "fuzz", "soak"})
-    if unknown or soak_source not in ("replay", "sim"):
-        typer.echo(f"arbpipe: --only {unknown[0]!r}: expected chains, tree, faults, fuzz, soak"
-                   if unknown else f"arbpipe: --soak-source {soak_source!r}: expected replay "
-                   f"or sim", err=True)
+    parts = tuple(only) if only else B.DEFAULT_PARTS
+    unknown = sorted(set(parts) - set(B.PARTS))
+    if unknown or soak_source not in ("replay", "sim") or (merge and not out):
+        typer.echo(f"arbpipe: --only {unknown[0]!r}: expected {', '.join(B.PARTS)}"
+                   if unknown else "arbpipe: --merge needs --out" if merge else
+                   f"arbpipe: --soak-source {soak_source!r}: expected replay or sim", err=True)
         raise SystemExit(2)
     res = B.run(quick=quick, kills=kills, fuzz_frames=fuzz_frames, soak_minutes=soak_minutes,
                 parts=parts, soak_source=soak_source, soak_rate=soak_rate)
     text = json.dumps(res, indent=1, default=str)
     if out:
+        if merge:
+            with open(out) as f:
+                text = json.dumps(B.merge(json.load(f), res), indent=1, default=str)
         with open(out, "w") as f:
             f.write(text)
-    typer.echo(text if as_json else B.render(res))
+    typer.echo(json.dumps(res, indent=1, default=str) if as_json else B.render(res))
     bad = res["records_lost"] or res["torn_records"] or res["crashes"] or \
-        res.get("venue_faults_ok") is False
+        res.get("venue_faults_ok") is False or res.get("fuzz_books_ok") is False or \
+        res.get("book_faults_ok") is False
     raise SystemExit(1 if bad else 0)
 
 

@@ -6,14 +6,14 @@ The detector: ``python -m procs.detector`` with the default config, in a private
 reading the 8 feed rings this process creates and publishing into ``opportunities``, which
 this process reads. The peer: one spawned process blocked in ``SpscRing.wait`` on one ring
 (re-armed every 0.25 s, the detector's ``idle_poll_ms``), that pops a record and stamps it:
-the doorbell alone, without the detector's watcher threads, Event and numba loop.
+the doorbell alone, without the detector's shared bell over 8 rings and its numba loop.
 
 1. idle: both processes idle in the same ``repeats`` windows of ``idle_s`` seconds; CPU %
    of one core = (user + system CPU time) / wall time of the window, per process (psutil),
    median of the windows; the detector's loop passes per second (``kernel_calls``) and idle
    waits per second (``idle_waits``), read from its stats segment.
 2. a record after an idle period: ``samples`` times, ``gap_s`` seconds after the previous
-   record (the detector has gone back to sleep on its doorbells; ``armed`` counts the
+   record (the detector has gone back to sleep on its bell; ``armed`` counts the
    samples where the trigger ring's doorbell had a sleeper at the push), one quote pushed
    on a spot venue's ring (rotating over the spot venues) that opens, then closes, an
    opportunity against a resting Binance quote (refreshed before each gap). Latency =
@@ -254,7 +254,7 @@ def render(res: dict) -> str:
         "one tick)",
         "ratio (detector / bare doorbell, p50 after idle): " + (f"{ratio:.2f}x" if ratio else "-"),
         f"detector idle: {d['kernel_calls_per_s']:.1f} loop passes/s, {d['idle_waits_per_s']:.1f} "
-        f"idle waits/s (sweep every {d['sweep_ms']:g} ms, watchers re-arm every "
+        f"idle waits/s (sweep every {d['sweep_ms']:g} ms, its bell sleeps at most "
         f"{d['idle_poll_ms']:g} ms); the trigger ring's doorbell armed at {dw['armed']} of "
         f"{dw['samples'] + dw['missed']} pushes; {dw['missed']} not detected within 10 s",
     ])

@@ -61,7 +61,8 @@ from bench.harness import cpu_name
 from bench.pipeline_repeat import combine
 from bench.pipeline_report import RESULTS_DIR, find_run, render, save
 from bench.pipeline_runs import (BATCH, CAP, TICK_US, TRANSPORTS, BenchError, Env, run_harness,
-                                 run_tree)
+                                 run_tree, tree_idle)
+from arbpipe.transport.idle import PROFILES
 from bench.recorded import detect_recording
 from bench.workload import write_workload
 from shm_layouts import OppState
@@ -97,24 +98,32 @@ def parse_rates(text: str) -> list[int]:
     return out
 
 
-def core_plan() -> tuple[dict, str]:
-    """Cores per role (gen, det, reader, parent) and a sentence saying how they are used."""
+def core_plan(profile: str = "default") -> tuple[dict, str]:
+    """Cores per role (gen, det, reader, parent) and a sentence saying how they are used.
+    With 2-3 cores it is the tree's plan (``arbpipe.ops.supervisor.cpu_plan``): the hot
+    path (detector, reader/strategy) together on the last core (one core each with 3 in
+    the low-latency profile), the generator/replay and this driver on the others."""
     try:
         avail = sorted(psutil.Process().cpu_affinity())
     except AttributeError:
         avail = list(range(os.cpu_count() or 1))
-    if len(avail) >= 4:
+    if len(avail) == 3 and profile == "low-latency":
+        plan = {"det": [avail[-1]], "reader": [avail[-2]], "gen": [avail[0]],
+                "parent": [avail[0]]}
+        note = (f"3 cores: detector on core {avail[-1]}, reader/strategy on core {avail[-2]}, "
+                f"the generator/replay and the bench driver share core {avail[0]}")
+    elif len(avail) >= 4:
         plan = {"det": [avail[-1]], "reader": [avail[-2]], "gen": [avail[-3]],
                 "parent": [avail[0]]}
         note = (f"{len(avail)} cores: each process pinned to its own core (detector {avail[-1]}, "
                 f"reader/strategy {avail[-2]}, generator/replay {avail[-3]}, bench driver "
                 f"{avail[0]})")
     elif len(avail) >= 2:
-        plan = {"det": [avail[-1]], "reader": [avail[0]], "gen": [avail[0]],
-                "parent": [avail[0]]}
-        note = (f"{len(avail)} cores: pinning is shared: detector on core {avail[-1]}; the "
-                f"generator/replay, the reader/strategy and the bench driver share core "
-                f"{avail[0]}")
+        rest = avail[:-1]
+        plan = {"det": [avail[-1]], "reader": [avail[-1]], "gen": rest, "parent": rest}
+        note = (f"{len(avail)} cores: pinning is shared, as the tree's CPU plan: the detector "
+                f"and the reader/strategy on core {avail[-1]}; the generator/replay and the "
+                f"bench driver on {', '.join(map(str, rest))}")
     else:
         plan = {r: list(avail) for r in ("det", "reader", "gen", "parent")}
         note = "1 core: every process shares it"
@@ -182,7 +191,7 @@ class Progress:
 def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANSPORTS,
         tree: bool = True, reader: str = "auto", progress: bool = True,
         instance: str | None = None, search_steps: int = 3, nice: int = 0,
-        tick_us: float = TICK_US, repeat: int = 1) -> dict:
+        tick_us: float = TICK_US, repeat: int = 1, profile: str = "default") -> dict:
     """Run the benchmark; returns the result document (see ``save`` / ``render``).
     ``nice`` < 0 (root): the measured processes get that CPU priority, so that on a host
     shared with other work they wait less for a core (every setup and transport alike).
@@ -191,7 +200,9 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
     which on a 2-core host costs the core the reader shares (~60 % CPU at 100K/s).
     ``repeat``: run every setup that many times, interleaved; ``runs`` then holds the
     medians with their min-max ``spread`` (bench/pipeline_repeat.py), ``runs_each`` every
-    repeat's own runs; the rate search runs once, after the last repeat."""
+    repeat's own runs; the rate search runs once, after the last repeat. ``profile``: the
+    ``[cpu] profile`` of the tree's detector and strategy ("default": they sleep when idle;
+    "low-latency": they busy-spin on cores of their own or yield on a shared one)."""
     rates = parse_rates(rates or DEFAULT_RATES) if not isinstance(rates, list) else rates
     for t in transports:
         if t not in TRANSPORTS:
@@ -202,7 +213,11 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
         raise ValueError(f"nice {nice}: use -20..19")
     if nice < 0 and os.geteuid() != 0:
         raise ValueError(f"nice {nice} needs root (or CAP_SYS_NICE)")
-    plan, note = core_plan()
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r}: use one of {', '.join(PROFILES)}")
+    plan, note = core_plan(profile)
+    note += f"; {profile} profile: detector {tree_idle(profile, plan)['det']}, reader/" \
+            f"strategy {tree_idle(profile, plan)['reader']} when idle"
     load0 = os.getloadavg()
 
     def on_term(signum, frame):
@@ -215,7 +230,7 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
     PW.pin(plan["parent"])
     if tick_us < 0:
         raise ValueError(f"tick {tick_us} us must be >= 0")
-    env = Env(instance, int(nice), int(tick_us * 1000))
+    env = Env(instance, int(nice), int(tick_us * 1000), profile)
     per_phase = warmup + duration + 0.5
     total_s = per_phase * (repeat * len(rates) * (len(transports) + (1 if tree else 0))
                            + (search_steps if tree else 0))
@@ -262,6 +277,7 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
     for r in (x for runs_i in each for x in runs_i) if repeat > 1 else ():
         r.pop("total_buckets", None)          # the median rows keep one spectrum each
     result = {"host": host, "pinning": {"cores": plan, "note": note}, "nice": int(nice),
+              "profile": profile,
               "repeat": int(repeat), "runs_each": each if repeat > 1 else None,
               "generator_tick_us": tick_us,
               "duration_s": duration, "warmup_s": warmup, "rates": rates,
@@ -337,6 +353,7 @@ def _verdicts(res: dict) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.pipeline")
     ap.add_argument("--rates", default=DEFAULT_RATES)
+    ap.add_argument("--profile", default="default", choices=PROFILES)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--transports", default=",".join(TRANSPORTS))
@@ -347,7 +364,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default=RESULTS_DIR)
     a = ap.parse_args(argv)
     res = run(a.rates, a.duration, a.warmup, [t for t in a.transports.split(",") if t],
-              tree=not a.no_tree, reader=a.reader, progress=True, repeat=a.repeat)
+              tree=not a.no_tree, reader=a.reader, progress=True, repeat=a.repeat,
+              profile=a.profile)
     paths = save(res, a.out_dir)
     print(json.dumps(res, indent=1) if a.json else render(res) + "\n\n" + "written: "
           + ", ".join(paths.values()))

@@ -33,6 +33,7 @@ from arbpipe.config import DEFAULT_PATH, load_config
 from arbpipe.detect.stats import read_stats
 from arbpipe.ops.tree import plan as tree_plan
 from arbpipe.transport import histogram as H
+from arbpipe.transport import idle as IDLE
 from arbpipe.transport import segments
 from arbpipe.transport.rings import BroadcastRing, SpscRing, attach_any
 from bench import pipeline_workers as PW
@@ -110,10 +111,12 @@ def _four(s: dict) -> dict:
 class Env:
     """Instance, temp dir, config and workload of one bench invocation; cleans up."""
 
-    def __init__(self, instance: str | None = None, nice: int = 0, tick_ns: int = 0):
+    def __init__(self, instance: str | None = None, nice: int = 0, tick_ns: int = 0,
+                 profile: str = "default"):
         self.instance = instance or f"bench-{os.getpid()}"
         self.nice = nice
         self.tick_ns = tick_ns
+        self.profile = profile      # [cpu] profile of the tree's detector and strategy
         segments.check_name(self.instance, "instance name")
         self.tmp = tempfile.mkdtemp(prefix="arbpipe-bench-pipeline-")
         self.config = os.path.join(self.tmp, "arbpipe.toml")
@@ -328,6 +331,15 @@ def run_harness(env: Env, transport: str, rates, duration, warmup, plan, prog) -
     return runs
 
 
+def tree_idle(profile: str, plan: dict) -> dict:
+    """The idle strategy of the tree's detector ("det") and strategy ("reader") under
+    ``profile`` and the bench's core plan, as the supervisor would choose them."""
+    roles = {"det": "detector", "reader": "strategy", "gen": "replay", "parent": "bench"}
+    chosen, problems = IDLE.plan_idle(profile, {k: plan[k] for k in roles}, roles)
+    bad = {p.split(" ", 1)[0] for p in problems}
+    return {k: IDLE.SleepingIdle.NAME if k in bad else v for k, v in chosen.items()}
+
+
 def _strategy_argv(env: Env) -> list[str] | None:
     """argv of the real strategy process from the supervisor's plan, if the tree has one."""
     try:
@@ -431,12 +443,13 @@ def run_tree(env: Env, rates, duration, warmup, plan, prog, reader: str = "auto"
     ctl, res = CTX.Queue(), CTX.Queue()
     child_env = dict(os.environ, ARBPIPE_INSTANCE=env.instance, PYTHONUNBUFFERED="1",
                      ARBPIPE_RUN_DIR=os.path.join(env.tmp, "run"))
+    idle = tree_idle(env.profile, plan)
     rings = _tree_rings(env)
     runs, search, reader_desc = [], [], "bench reader"
     procs = []
     opp_ring = None
     try:
-        det, _ = _start_detector(env, plan, child_env)
+        det, _ = _start_detector(env, plan, dict(child_env, **{IDLE.IDLE_ENV: idle["det"]}))
         pids = {"det": det.pid}
         strat = None
         if reader in ("auto", "strategy"):
@@ -445,7 +458,8 @@ def run_tree(env: Env, rates, duration, warmup, plan, prog, reader: str = "auto"
                 reader_desc = "bench reader (the tree has no strategy process yet)"
             else:
                 prog.label("starting procs.strategy")
-                strat, why = _start_strategy(env, argv, plan, child_env)
+                strat, why = _start_strategy(env, argv, plan,
+                                             dict(child_env, **{IDLE.IDLE_ENV: idle["reader"]}))
                 reader_desc = why if strat else f"bench reader ({why})"
                 if strat is None and reader == "strategy":
                     raise BenchError(why)

@@ -46,6 +46,11 @@ never couples a writer's line with a reader's).
                                `sleepers` now, 0 = none; MPMC/broadcast sleepers register
                                in their own reader / producer slot instead)
      +48                    8  sleepers_reclaimed (dead sleepers' registrations undone)
+     +56                    8  bell (SPSC only: token of a consumer that sleeps on one
+                               semaphore for several rings, 0 = none: a poster posts
+                               the bell named below instead of this ring's own)
+     +64                   64  bell_name (ASCII, NUL padded: the segment whose
+                               semaphore `<segment>.bell` is that consumer's doorbell)
     PRODUCER_DOORBELL (640)    producers waiting for space (policy BLOCK), same shape
     READER_SLOTS (1024)        max_readers blocks of READER_SLOT_SIZE (128) bytes
       +0                    8  position (broadcast: next record to read)
@@ -157,6 +162,9 @@ D_ARMED = 3
 D_POSTS = 4
 D_SLEEPER = 5        # SPSC sleeper registration (token)
 D_RECLAIMED = 6      # sleepers_reclaimed
+D_BELL = 7           # SPSC consumer: token of a shared-bell sleeper (0 = none)
+D_BELL_NAME_OFF = 64  # byte offset in the block of the bell's segment name
+BELL_NAME_LEN = 64
 # header words read by kernels (two u32 fields per word)
 W_GEOM = OFF_RECORD_SIZE // 8     # record_size | capacity << 32
 W_POLICY = OFF_CREATOR_PID // 8   # creator_pid | policy << 32

@@ -1,27 +1,27 @@
 """The detector process's body: ``DetectorService`` (feed rings in, ``opportunities`` out,
-stats segment, hop histograms), its numba loop ``pump`` and the idle wait ``RingWatchers``.
+stats segment, hop histograms), its numba loop ``pump`` and its idle wait.
 
 Loop: ``pump`` polls every input ring round robin in batches, applies the updates
 (``arbpipe.detect.kernel.apply_updates``) and publishes into the broadcast ring, returning to
 Python when all inputs are empty or after ``detector.max_records_per_call`` records.
-Housekeeping (staleness sweep, heartbeat) runs every ``detector.sweep_ms``. Idle: spin
-``SPIN_ROUNDS`` rounds over all inputs in numba, yield ``IDLE_YIELDS`` times, then sleep in
-``RingWatchers`` (one doorbell thread per input ring) until a record arrives or the next
-sweep is due: ~0% CPU when idle, a wake-up of tens of microseconds when data resumes.
+Housekeeping (staleness sweep, heartbeat) runs every ``detector.sweep_ms``. Idle: the idle
+strategy of the ``[cpu] profile`` (``arbpipe.transport.idle``). Default: spin
+``SPIN_ROUNDS`` rounds over all inputs in numba, yield ``IDLE_YIELDS`` times, then sleep on
+one ``SharedBell`` that the producer of every input ring posts (no helper threads: one
+wake-up per record burst) until a record arrives or the next sweep is due: ~0% CPU when
+idle. Low-latency: busy-spin (a core of its own) or yield (a hot core shared with the
+strategy).
 """
 from __future__ import annotations
 
-import os
-import threading
 import time
 
 import numpy as np
-import posix_ipc
 from numba import njit
 from numba.typed import List
 
 from arbpipe.clock import realtime_ns
-from arbpipe.config import Config
+from arbpipe.config import Config, cpu_profile
 from arbpipe.detect.detector import Detector, opp_id_base_now, wake_producer, wake_readers
 from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
 from arbpipe.books.segment import BooksSegment
@@ -31,10 +31,13 @@ from arbpipe.detect.state import (IO_HIST_DETECT, IO_HIST_FEED, IO_PWAKE, IO_REA
 from arbpipe.detect.stats import DetectorStats
 from arbpipe.transport import histogram as H
 from arbpipe.transport import kernels as K
+from arbpipe.transport import idle as IDLE
 from arbpipe.transport.rings import BroadcastRing, SpscRing
+from arbpipe.transport.rings.doorbell import SharedBell
 from arbpipe.transport.segments import SegmentExists, SegmentNotFound, default_instance
 from shm_layouts import words as W
-from shm_layouts.detector_stats import C_CALLS, C_HEARTBEAT, C_IDLE, C_OPEN_NOW, MAX_LEGS_IN_STATS
+from shm_layouts.detector_stats import C_CALLS, C_HEARTBEAT, C_IDLE, C_OPEN_NOW, \
+    MAX_LEGS_IN_STATS, STATS_NAME
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
 
@@ -90,59 +93,6 @@ def any_readable(rings, spins):
     return False
 
 
-class RingWatchers:
-    """Sleep until any of several SPSC rings has a record, without polling.
-
-    A process can block on one semaphore only, and each feed ring has its own doorbell;
-    so one small thread per ring blocks on that ring's doorbell (``SpscRing.wait``, GIL
-    released) while the main thread sleeps on an Event. Protocol (no lost wake-up): the
-    main thread sets every ``go[i]``, clears ``wake``, re-checks the rings, then waits on
-    ``wake``; watcher i waits for ``go[i]``, arms its doorbell and blocks; when its ring
-    becomes readable it clears ``go[i]`` and sets ``wake``. A watcher re-arms every
-    ``poll_s`` (so it notices ``close``); while nothing arrives the process makes only
-    those few wake-ups per second.
-    """
-
-    def __init__(self, rings: list, poll_s: float = 0.25):
-        self.poll_s = poll_s
-        self.wake = threading.Event()
-        self.go = [threading.Event() for _ in rings]
-        self.closing = False
-        self.threads = [threading.Thread(target=self._watch, args=(i, r), daemon=True,
-                                         name=f"doorbell-{i}") for i, r in enumerate(rings)]
-        for t in self.threads:
-            t.start()
-
-    def _watch(self, i, ring) -> None:
-        go = self.go[i]
-        while not self.closing:
-            if not go.wait(self.poll_s):
-                continue
-            try:
-                ready = ring.wait(self.poll_s)
-            except posix_ipc.SignalError:
-                continue
-            if ready and not self.closing:
-                go.clear()
-                self.wake.set()
-
-    def sleep(self, ready, timeout: float) -> bool:
-        """Block until a watched ring is readable, ``ready()`` is true, or ``timeout``."""
-        for g in self.go:
-            g.set()
-        self.wake.clear()
-        if ready():
-            return True
-        return self.wake.wait(timeout)
-
-    def close(self) -> None:
-        self.closing = True
-        for g in self.go:
-            g.set()
-        for t in self.threads:
-            t.join(timeout=5 * self.poll_s + 1.0)
-
-
 class DetectorService:
     """The detector process's body: feed rings in, ``opportunities`` out, stats segment,
     hop histograms ``hist.feed_to_detector`` and ``hist.detect`` (created here, unlinked at
@@ -151,10 +101,9 @@ class DetectorService:
     Loop: ``pump`` (numba) polls every input ring round robin in batches, applies the
     updates and publishes into the broadcast ring, returning to Python when all inputs
     are empty or after ``detector.max_records_per_call`` records. Housekeeping (staleness
-    sweep, heartbeat) runs every ``detector.sweep_ms``. Idle: spin ``SPIN_ROUNDS`` rounds
-    over all inputs in numba, yield ``IDLE_YIELDS`` times, then sleep in ``RingWatchers``
-    (one doorbell thread per input ring) until a record arrives or the next sweep is due:
-    ~0% CPU when idle, a wake-up of tens of microseconds when data resumes.
+    sweep, heartbeat) runs every ``detector.sweep_ms``. Idle: see the module docstring
+    (``self.idle``, an ``arbpipe.transport.idle`` strategy; ``self.bell``, the one
+    doorbell of every input ring).
     """
 
     def __init__(self, cfg: Config, instance: str | None = None, log=print):
@@ -165,7 +114,10 @@ class DetectorService:
         self.inputs: list = []
         self.opp = None
         self.created_opp = False
-        self.watchers = None
+        self.bell = None
+        self.idle = IDLE.for_role("detector", cpu_profile(cfg))
+        if isinstance(self.idle, IDLE.SleepingIdle):
+            self.idle.spins, self.idle.yields = SPIN_ROUNDS, IDLE_YIELDS
         self._loop_state = None
         self.stats_seg = DetectorStats.create(self.instance)
         self.hists = []
@@ -284,10 +236,18 @@ class DetectorService:
         nr = len(rings)
         S, out, io, ctr = det.S, det.out, det.io, det.counters
         sweep_s = self.cfg.detector.sweep_ms / 1e3
+        max_block_s = self.cfg.detector.idle_poll_ms / 1e3
         next_sweep = time.monotonic() + sweep_s
         if nr:
-            self.watchers = RingWatchers([r for _, r in self.inputs],
-                                         self.cfg.detector.idle_poll_ms / 1e3)
+            self.bell = SharedBell([r for _, r in self.inputs], STATS_NAME, self.instance)
+        idle, bell = self.idle, self.bell
+
+        def ready(spins):
+            return any_readable(rings, spins)
+
+        def sleep(timeout):
+            ctr[C_IDLE] += 1
+            return bell.sleep(lambda: any_readable(rings, 0), timeout)
         ctr[C_HEARTBEAT] = time.time_ns()
         while not stop():
             n = self._pump()
@@ -303,18 +263,7 @@ class DetectorService:
             if nr == 0:
                 time.sleep(max(next_sweep - now, 1e-3))
                 continue
-            if any_readable(rings, SPIN_ROUNDS):
-                continue
-            ready = False
-            for _ in range(IDLE_YIELDS):
-                os.sched_yield()
-                if any_readable(rings, 0):
-                    ready = True
-                    break
-            if ready:
-                continue
-            ctr[C_IDLE] += 1
-            self.watchers.sleep(lambda: any_readable(rings, 0), max(next_sweep - now, 1e-4))
+            idle.wait(ready, sleep, max(min(next_sweep - now, max_block_s), 1e-4))
 
     def _wakes(self, io) -> None:
         if io[IO_RWAKE]:
@@ -346,9 +295,9 @@ class DetectorService:
             return
         self._closed = True
         try:
-            if self.watchers is not None:
-                self.watchers.close()
-                self.watchers = None
+            if self.bell is not None:
+                self.bell.close()
+                self.bell = None
             if self.opp is not None:
                 self.drain()
                 close_all(self.det.S, self.det.out, self.det.ow, self.det.io, R_SHUTDOWN,

@@ -7,8 +7,14 @@
   segment's creator is alive); reclaims the stale segments of a dead one; creates every ring
   so that producers and consumers only attach (the supervisor is the creator, so the rings
   outlive any one child and become stale only if the supervisor itself dies).
-* CPU plan: explicit per-role core lists from the config, or automatic: with few cores the
-  detector gets a core of its own where possible and everything else shares the rest.
+* CPU plan: explicit per-role core lists from the config, or automatic: the hot path
+  (detector and strategy) together on the last core, everything else (feeds, simulator,
+  dashboard, persister, ...) on the others; with 3+ cores in the low-latency profile the
+  detector and the strategy get one core each. Hot roles are also niced (``HOT_NICE``)
+  where permitted (the plan says when not). Idle strategies: ``[cpu] profile``
+  (``arbpipe.transport.idle.plan_idle``): default, nothing spins; low-latency, the hot
+  roles busy-spin on cores of their own or yield on a shared hot core, and a spinning
+  role that would share a core with a cold one is named and made to sleep instead.
 * Watch: a child that exits is restarted after 0.1 s; one that dies within 2 s of its start
   (a crash loop) waits an exponential backoff instead (0.1 s doubling to 5 s, reset after
   30 s of uptime); restarts are counted. A restarted consumer resumes from its
@@ -38,6 +44,7 @@ import psutil
 from arbpipe.ops.control import SUPERVISOR_SEGMENT
 from arbpipe.ops.stat import snapshot
 from arbpipe.paths import run_dir
+from arbpipe.transport import idle as IDLE
 from arbpipe.transport import segments
 from shm_layouts import ring as L
 from shm_layouts.kinds import SegmentKind
@@ -45,6 +52,8 @@ from shm_layouts.kinds import SegmentKind
 SUPERVISOR_KIND = int(SegmentKind.SUPERVISOR)  # header kind of the liveness segment (not a ring)
 BACKOFF_MIN_S, BACKOFF_MAX_S, STABLE_S = 0.1, 5.0, 30.0
 CRASH_LOOP_S = 2.0  # a child that dies sooner than this after its start is crash-looping
+HOT_NICE = -10      # the hot roles' nice value, where permitted
+WATCH_S = 0.25      # the watch loop's longest sleep (a child's exit wakes it at once)
 
 
 @dataclasses.dataclass
@@ -54,6 +63,8 @@ class ProcessSpec:
     argv: list[str]
     stage: int                  # stop order: lower stops first (producers)
     cpus: list[int] | None = None
+    env: dict | None = None     # extra environment (the idle strategy, ARBPIPE_IDLE)
+    nice: int = 0               # nice value to set after the start (0: leave as is)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started: float = 0.0
@@ -66,26 +77,52 @@ class ProcessSpec:
         return self.proc is not None and self.proc.poll() is None
 
 
-def cpu_plan(specs: list[ProcessSpec], explicit: dict[str, list[int]] | None = None) -> dict:
-    """Cores per process: explicit per-role lists win; otherwise the detector gets the last
-    available core to itself (when there are 2+) and everything else shares the others."""
+def cpu_plan(specs: list[ProcessSpec], explicit: dict[str, list[int]] | None = None,
+             profile: str = "default", notes: list | None = None) -> dict:
+    """Cores per process: explicit per-role lists win; otherwise the hot roles (detector,
+    strategy) share the last available core (when there are 2+; in the low-latency
+    profile with 3+ cores, one core each) and everything else shares the others. Sets
+    each spec's ``cpus``, ``env`` (its idle strategy) and ``nice``; what the plan had to
+    change or could not do goes to ``notes`` (conflicts of spinning roles first)."""
     try:
         avail = sorted(psutil.Process().cpu_affinity())
     except AttributeError:
         avail = list(range(os.cpu_count() or 1))
     plan = {}
     explicit = explicit or {}
-    if len(avail) >= 2:
-        hot, rest = [avail[-1]], avail[:-1]
+    if profile == "low-latency" and len(avail) >= 3:
+        hot = {"detector": [avail[-1]], "strategy": [avail[-2]]}
+        rest = avail[:-2]
+    elif len(avail) >= 2:
+        hot = {r: [avail[-1]] for r in IDLE.HOT_ROLES}
+        rest = avail[:-1]
     else:
-        hot = rest = avail
+        hot = {r: avail for r in IDLE.HOT_ROLES}
+        rest = avail
     for s in specs:
         if s.role in explicit and explicit[s.role]:
             plan[s.name] = list(explicit[s.role])
         else:
-            plan[s.name] = hot if s.role == "detector" else rest
+            plan[s.name] = hot.get(s.role, rest)
         s.cpus = plan[s.name]
+    idle, problems = IDLE.plan_idle(profile, plan, {s.name: s.role for s in specs})
+    notes = notes if notes is not None else []
+    for p in problems:
+        notes.append(f"warning: {p}: it sleeps instead (give it a core of its own)")
+    bad = {p.split(" ", 1)[0] for p in problems}
+    for s in specs:
+        name = IDLE.SleepingIdle.NAME if s.name in bad else idle[s.name]
+        s.env = dict(s.env or {}, **{IDLE.IDLE_ENV: name})
+        if s.role in IDLE.HOT_ROLES:
+            s.nice = HOT_NICE
     return plan
+
+
+def idle_summary(specs: list[ProcessSpec]) -> str:
+    """One line: each hot process's idle strategy and nice value."""
+    return ", ".join(f"{s.name}={(s.env or {}).get(IDLE.IDLE_ENV, 'sleep')}"
+                     + (f" nice {s.nice}" if s.nice else "")
+                     for s in specs if s.role in IDLE.HOT_ROLES)
 
 
 class Supervisor:
@@ -103,6 +140,8 @@ class Supervisor:
         self.t0 = time.time()
         self.created: list = []
         self.marker = None
+        self.exited = threading.Event()   # set when a child's output ends (it exited)
+        self._nice_refused = False
 
     # -- events ---------------------------------------------------------------
     def event(self, what: str, **kw) -> None:
@@ -144,15 +183,25 @@ class Supervisor:
     def start(self, s: ProcessSpec) -> None:
         if s.log is None:
             s.log = open(os.path.join(self.dir, f"{s.name}.jsonl"), "a", buffering=1)
-        env = dict(os.environ, ARBPIPE_INSTANCE=self.instance, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, ARBPIPE_INSTANCE=self.instance, PYTHONUNBUFFERED="1",
+                   **(s.env or {}))
         s.proc = subprocess.Popen(s.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        threading.Thread(target=_log_lines, args=(s.proc, s.name, s.log), daemon=True).start()
+        threading.Thread(target=_log_lines, args=(s.proc, s.name, s.log, self.exited),
+                         daemon=True).start()
         if s.cpus:
             try:
                 psutil.Process(s.proc.pid).cpu_affinity(s.cpus)
             except (psutil.Error, OSError):
                 pass
+        if s.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, s.proc.pid, s.nice)
+            except OSError as e:
+                if not self._nice_refused:
+                    self._nice_refused = True
+                    self.event("nice_refused", process=s.name, nice=s.nice,
+                               error=e.strerror or str(e))
         s.started = time.monotonic()
         self.event("start", process=s.name, pid=s.proc.pid, cpus=s.cpus)
 
@@ -213,14 +262,25 @@ class Supervisor:
             signal.signal(signal.SIGINT, self._on_signal)
             last = 0.0
             while not self.stopping and not (until and until()):
+                self.exited.clear()
                 self.watch_once()
                 if time.monotonic() - last > 1.0:
                     self.write_status()
                     last = time.monotonic()
-                time.sleep(0.05)
+                self.exited.wait(self._idle_s())
         finally:
             self.shutdown()
         return 0
+
+    def _idle_s(self) -> float:
+        """How long the watch loop may sleep: until a child's output ends (it exited:
+        ``exited`` is set), the next restart is due, or ``WATCH_S`` (status, ``until``)."""
+        now = time.monotonic()
+        t = WATCH_S
+        for s in self.specs:
+            if s.proc is None:
+                t = min(t, s.next_start - now)
+        return max(t, 0.005)
 
     def _on_signal(self, signum, frame):
         self.stopping = True
@@ -263,12 +323,17 @@ class Supervisor:
             time.sleep(0.05)
 
 
-def _log_lines(proc: subprocess.Popen, name: str, log) -> None:
-    """Turn a child's output into its JSON-lines log: {"ts", "process", "pid", "line"}."""
-    for raw in proc.stdout:
-        rec = {"ts": time.time(), "process": name, "pid": proc.pid,
-               "line": raw.decode("utf-8", "replace").rstrip("\n")}
-        try:
-            log.write(json.dumps(rec) + "\n")
-        except ValueError:  # log closed at shutdown
-            return
+def _log_lines(proc: subprocess.Popen, name: str, log, exited=None) -> None:
+    """Turn a child's output into its JSON-lines log: {"ts", "process", "pid", "line"};
+    set ``exited`` when the output ends (the child exited)."""
+    try:
+        for raw in proc.stdout:
+            rec = {"ts": time.time(), "process": name, "pid": proc.pid,
+                   "line": raw.decode("utf-8", "replace").rstrip("\n")}
+            try:
+                log.write(json.dumps(rec) + "\n")
+            except ValueError:  # log closed at shutdown
+                return
+    finally:
+        if exited is not None:
+            exited.set()

@@ -14,6 +14,7 @@ runs.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -26,11 +27,12 @@ import numpy as np
 
 from arbpipe.bridge.link import configured_bridge_url
 from arbpipe.bridge.stats import local_ring
-from arbpipe.config import DEFAULT_PATH, ConfigError, load_config, to_sim_config
+from arbpipe.config import DEFAULT_PATH, ConfigError, cpu_plan as config_cpu_plan, cpu_profile, \
+    load_config, to_sim_config
 from arbpipe.ops import stat
 from arbpipe.ops.control import read_status
 from arbpipe.ops.http import check_bind
-from arbpipe.ops.supervisor import ProcessSpec, Supervisor, cpu_plan
+from arbpipe.ops.supervisor import ProcessSpec, Supervisor, cpu_plan, idle_summary
 from arbpipe.ops.tap import decode, fmt
 from arbpipe.paths import run_dir
 from arbpipe.persist.redis_embed import redis_available, supervisor_service
@@ -152,13 +154,18 @@ def feeds_text(rate: float, publishing: int, feeds: int) -> str:
 
 class Console:
     """The foreground view of `make up`: supervisor events plus a periodic one-line summary
-    of feed rates and the newest opportunity (read with a tap: consumes nothing)."""
+    of feed rates, the open opportunities' expected profit (USD, at the detector's
+    depth-walked sizes; those seen since the console started) and the newest opportunity
+    (read with a tap: consumes nothing)."""
+
+    MAX_TRACKED = 10_000           # open opportunities followed for the profit total
 
     def __init__(self, instance: str):
         self.instance = instance
         self.prev = None
         self.pos = None
         self.opens = 0
+        self.open_usd: dict[int, float | None] = {}   # opp_id -> profit_usd (None: no rate)
 
     def summary(self) -> str | None:
         rows = stat.snapshot(self.instance)
@@ -181,6 +188,8 @@ class Console:
             while True:
                 K.peek(ring.w, int(ring.KIND), pos, buf, 64, out)
                 k = int(out[1])
+                if int(out[0]) > pos:          # lapped: closes were missed, start over
+                    self.open_usd.clear()
                 if k == 0:
                     break
                 for rec in buf[:k * ring.rw].view(ring.dtype):
@@ -188,6 +197,11 @@ class Console:
                     if d["state"] == "open":
                         self.opens += 1
                         newest = fmt(d, "Opportunity")
+                    if d["state"] == "closed":
+                        self.open_usd.pop(d["opp_id"], None)
+                    elif d["opp_id"] in self.open_usd or len(self.open_usd) < self.MAX_TRACKED:
+                        usd = d["profit_usd"]
+                        self.open_usd[d["opp_id"]] = usd if math.isfinite(usd) else None
                 pos = int(out[2])
             self.pos = pos
             published = head
@@ -196,6 +210,12 @@ class Console:
         feed_rows = [r for r in rows if r["name"].startswith("feed.")]
         line = (feeds_text(feeds / 2, sum(1 for r in feed_rows if r["published"]), len(feed_rows))
                 + f" | opportunities published {published:,} (opened since start {self.opens})")
+        if self.open_usd:
+            usd = [v for v in self.open_usd.values() if v is not None]
+            line += f" | open {len(self.open_usd)}: expected ${sum(usd):,.2f}" + (
+                f", best ${max(usd):,.2f}" if usd else "") + (
+                f" ({len(self.open_usd) - len(usd)} without a USD rate)"
+                if len(usd) < len(self.open_usd) else "")
         return line + (f"\n    newest: {newest}" if newest else "")
 
 
@@ -246,9 +266,13 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
             time.sleep(0.1)
         return 1
     specs, rings = plan(cfg, path, instance, live, replay)
-    explicit = {k: v for k, v in cfg.cpu.items() if v != "auto"}
-    cplan = cpu_plan(specs, explicit)
+    explicit = config_cpu_plan(cfg)
+    notes: list[str] = []
+    cplan = cpu_plan(specs, explicit, cpu_profile(cfg), notes)
     print("[arbpipe] CPU plan: " + ", ".join(f"{k}={v}" for k, v in cplan.items()), flush=True)
+    print(f"[arbpipe] idle ({cpu_profile(cfg)} profile): {idle_summary(specs)}", flush=True)
+    for n in notes:
+        print(f"[arbpipe] CPU plan {n}", flush=True)
     kill = cfg.strategy.kill_switch
     sup = Supervisor(instance, specs, rings, console=lambda s: print(s, flush=True),
                      setups=[lambda inst: Control.create(inst, kill)])

@@ -10,9 +10,12 @@ Start: a journal file of this run is replayed (``arbpipe.trading.restore``); a n
 comes back halted when the last run's journal (kept by the supervisor as
 ``journal-<time>.jsonl``) ended halted, or when the breaker mirrored in Redis says so.
 
-Idle: blocks on the opportunities doorbell until the next fill is due or the next
-housekeeping tick (HOUSEKEEPING_S: risk changes from Redis, breaker, state blob), so an
-idle strategy costs ~10 wake-ups/s.
+Idle: waits with the idle strategy of the ``[cpu] profile`` (``arbpipe.transport.idle``;
+default: a short spin, then the opportunities doorbell; low-latency: busy-spin or yield)
+until the next fill is due or the next housekeeping tick (HOUSEKEEPING_S: risk changes
+from Redis, breaker, state blob). Housekeeping does its work only when something it
+depends on moved (feed heads, opportunities read, the control words, pending risk changes,
+a fill due) or ``IDLE_PUBLISH_S`` passed, so an idle strategy costs ~10 cheap wake-ups/s.
 """
 from __future__ import annotations
 
@@ -23,14 +26,16 @@ import time
 
 import numpy as np
 
-from arbpipe.config import Config
+from arbpipe.config import Config, cpu_profile
 from arbpipe.paths import run_dir
-from arbpipe.trading.book import LiveBook
+from arbpipe.trading.book import LiveBook, book_depth
 from arbpipe.trading.control import Control
 from arbpipe.trading.journal import Journal, describe_entry, read_journal
 from arbpipe.trading.strategy import Strategy
 from arbpipe.trading.view import STATE_NAME
 from arbpipe.transport import histogram as H
+from arbpipe.transport import idle as IDLE
+from arbpipe.transport import kernels as K
 from arbpipe.transport.rings import BroadcastRing, SpscRing
 from arbpipe.transport.segments import SegmentNotFound, default_instance
 from arbpipe.transport.stateblob import StateBlob
@@ -44,6 +49,7 @@ FEED_RING = "feed.{venue}"
 JOURNAL_FILE = "journal.jsonl"
 LAST_RUN_JOURNALS = "journal-*.jsonl"     # earlier runs' journals, kept by the supervisor
 HOUSEKEEPING_S = 0.1               # control word, marks, breaker, state blob
+IDLE_PUBLISH_S = 1.0               # ... and when nothing moved, the state blob this often
 BATCH = 256                        # opportunities read per pass
 
 _CLOSED = int(OppState.CLOSED)
@@ -69,6 +75,10 @@ class StrategyService:
         self.strategy = None
         self._mirrored = None
         self.buf = np.zeros(BATCH, OPPORTUNITY)
+        self.idle = IDLE.for_role("strategy", cpu_profile(cfg))
+        self._moved = None             # what housekeeping depends on, at its last full run
+        self._full_at = 0.0            # monotonic time of the last full housekeeping
+        self.housekeeping_skipped = 0
 
     def _jlog(self, d: dict) -> None:
         self.log(json.dumps({"ts": time.time(), **d}))
@@ -84,13 +94,14 @@ class StrategyService:
                     return False
                 time.sleep(retry_s)
         self.opps.join(READER_NAME)
+        self.opps.spin = self.opps.yields = 0     # the idle strategy spins, if anything
         try:
             self.jring = SpscRing.attach(JOURNAL_RING, instance=self.instance)
         except SegmentNotFound:
             self._jlog({"event": "no_journal_ring",
                         "note": "journal entries go to the file only"})
         legs = self.cfg.legs()
-        book = LiveBook(legs, len(self.cfg.instruments))
+        book = LiveBook(legs, len(self.cfg.instruments), book_depth(self.cfg))
         for v in self.cfg.enabled_venues():
             try:
                 r = SpscRing.attach(FEED_RING.format(venue=v), instance=self.instance)
@@ -185,8 +196,28 @@ class StrategyService:
             s.poll(now)
         return n
 
-    def housekeeping(self, now: int) -> None:
+    def _inputs_moved(self):
+        """A cheap fingerprint of what housekeeping reads: feed heads (marks), the
+        opportunities read, the control words, pending risk changes."""
+        rs = self.risk_source
+        return (tuple(int(K.head_of(r.w)) for r in self.feeds),
+                int(self.opps.w[self.opps.slot_w]) if self.opps is not None else 0,
+                self.control.w.tobytes() if self.control is not None else b"",
+                bool(rs is not None and rs._pending))
+
+    def housekeeping(self, now: int, force: bool = True) -> bool:
+        """Refresh marks, apply risk changes, check the breaker, fill what is due, publish
+        the state blob. Unless ``force``: only when something moved since the last run (or
+        ``IDLE_PUBLISH_S`` passed). Returns True if it did the work."""
         s = self.strategy
+        t = time.monotonic()
+        moved = self._inputs_moved()
+        if not force and moved == self._moved and t - self._full_at < IDLE_PUBLISH_S:
+            due = s.next_due()
+            if due is None or due > now:
+                self.housekeeping_skipped += 1
+                return False
+        self._moved, self._full_at = moved, t
         s.book.refresh()
         if self.risk_source is not None:
             try:
@@ -206,15 +237,21 @@ class StrategyService:
             except Exception as e:  # the cold path never stops the strategy
                 self._jlog({"event": "breaker_mirror_failed", "error": str(e)})
         self.publish(now)
+        return True
 
     def run(self, stop=lambda: False) -> None:
         s = self.strategy
         last = 0.0
+        opps, idle = self.opps, self.idle
+        w, sw = opps.w, opps.slot_w
+
+        def ready(spins):
+            return K.bcast_readable(w, sw, spins)
         while not stop():
             n = self.step()
             t = time.monotonic()
             if t - last >= HOUSEKEEPING_S:
-                self.housekeeping(time.time_ns())
+                self.housekeeping(time.time_ns(), force=False)
                 last = t
             if n == 0:
                 due = s.next_due()
@@ -222,11 +259,19 @@ class StrategyService:
                 if due is not None:
                     wait = min(wait, (due - time.time_ns()) / 1e9)
                 if wait > 0:
-                    self.opps.wait(wait)
+                    idle.wait(ready, opps.wait, wait)
         self.housekeeping(time.time_ns())
 
     def close(self) -> None:
         if self.strategy is not None:
+            if self.cfg.strategy.flatten_on_stop:
+                try:        # exit every open perp pair before going (flatten_on_stop)
+                    self.strategy.book.refresh()
+                    left = self.strategy.stop(time.time_ns(), clock=time.time_ns,
+                                              sleep=time.sleep)
+                    self._jlog({"event": "flatten_on_stop", "open_trades_left": left})
+                except Exception as e:  # closing must finish
+                    self._jlog({"event": "flatten_on_stop_failed", "error": str(e)})
             self.strategy.journal.close()
         for h in self.hists:
             h.close()

@@ -49,7 +49,8 @@ from shm_layouts import MARKET_UPDATE, OPPORTUNITY, Kind
 from shm_layouts import blocks as B
 from shm_layouts import feed_stats as FS
 from shm_layouts import words as W
-from shm_layouts.detector_stats import C_NLEGS, N_COUNTERS, STATS_KIND, STATS_NAME, STATS_WORD0
+from shm_layouts.detector_stats import C_CALLS, C_HEARTBEAT, C_IDLE, C_NLEGS, C_SWEEPS, \
+    N_COUNTERS, STATS_KIND, STATS_NAME, STATS_WORD0
 from shm_layouts.kinds import is_ring
 
 STRATEGY_BLOB = "strategy.state"
@@ -58,6 +59,9 @@ READER = "dashboard"
 BLOB_SIZE = 1 << 22             # 4 MiB: room for thousands of open rows (pages used on demand)
 MAX_POSITIONS = 200             # strategy positions carried into the view
 SKEW_RECORDS = 64               # newest records of a feed ring behind its clock skew
+IDLE_PUBLISH_S = 2.0            # nothing moved: the view is still published this often
+_FEED_W0 = FS.FEED_STATS_OFFSET // 8    # a feed stats record's first word, and its words
+_FEED_STAMPS = [FS.FEED_STATS.fields[f][1] // 8 for f in ("gen", "updated_ns")]  # move idle
 PERSISTER_KEYS = ("state", "connected", "backlog_by_stream", "buffer_records", "written",
                   "dropped", "lost", "reconnects")
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -165,6 +169,7 @@ class Dashboard:
         self.metrics_info: dict = {"enabled": False, "host": None, "port": None, "url": None,
                                    "error": None, "scrapes": 0}
         self.publishes = 0
+        self.skipped = 0               # refreshes skipped: nothing had moved
         self.blob = None
         self.last_state: dict | None = None
         self._hists: dict = {}
@@ -443,22 +448,58 @@ class Dashboard:
         ``_bucket`` series; a fresh dict per publication, safe to read from its thread)."""
         return self._hists
 
+    # -- what moved ------------------------------------------------------------------------------
+    def fingerprint(self) -> int:
+        """A cheap summary of what the view is made of, from the attached segments: ring
+        heads, feed counters (not their publication stamps), the detector's counters (not
+        its heartbeat and loop counts), histogram buckets, this reader's position. Equal
+        fingerprints: a refresh would read the same numbers (only ages would move). State
+        blobs (strategy, persister) are republished by their writers on timers: what moves
+        them moves a ring first, or shows at the next ``IDLE_PUBLISH_S`` publication."""
+        parts = [len(self.segs.segs)]
+        for name, (ident, seg, _) in self.segs.segs.items():
+            kind = ident[2]
+            w = seg.words
+            if is_ring(kind):
+                parts.append(int(K.head_of(w)))
+            elif kind == STATS_KIND and name == STATS_NAME:
+                c = np.array(w[STATS_WORD0:STATS_WORD0 + N_COUNTERS])
+                c[[C_HEARTBEAT, C_CALLS, C_IDLE, C_SWEEPS]] = 0
+                parts.append(hash(c.tobytes()))
+            elif kind == FS.FEED_STATS_KIND:
+                r = np.array(w[_FEED_W0:])
+                r[_FEED_STAMPS] = 0
+                parts.append(hash(r.tobytes()))
+            elif kind == B.HISTOGRAM_KIND and name.startswith(H.PREFIX):
+                parts.append(hash(w[:H.W_DATA + H.NB].tobytes()))
+        if self.ring is not None:
+            parts.append(self.ring.reader_stats()["position"])
+        return hash(tuple(parts))
+
     # -- the loop --------------------------------------------------------------------------------
     def run(self, stop, max_wake_hz: float = 20.0) -> None:
         """Until ``stop()``: sleep on the doorbell (timeout: the next publish), drain, and
-        publish at ``refresh_hz``; never wakes more than ``max_wake_hz`` times a second."""
+        publish at ``refresh_hz`` -- but only when something moved (``fingerprint``), or
+        at least every ``IDLE_PUBLISH_S`` (ages, rates decaying, processes); never wakes
+        more than ``max_wake_hz`` times a second."""
         period = 1.0 / self.refresh_hz
         gap = 1.0 / max_wake_hz
         next_pub = time.monotonic()
+        published_at, last_fp = -1e9, None
         while not stop():
             now = time.monotonic()
             if now >= next_pub:
                 self.drain()
-                try:
-                    self.refresh()
-                except Exception as e:          # a torn or vanishing segment: next time
-                    self.log(f"dashboard: refresh failed: {type(e).__name__}: {e}")
-                self.publish()
+                fp = self.fingerprint()
+                if fp != last_fp or now - published_at >= IDLE_PUBLISH_S:
+                    try:
+                        self.refresh()
+                    except Exception as e:          # a torn or vanishing segment: next time
+                        self.log(f"dashboard: refresh failed: {type(e).__name__}: {e}")
+                    self.publish()
+                    published_at, last_fp = time.monotonic(), self.fingerprint()
+                else:
+                    self.skipped += 1
                 next_pub = max(next_pub + period, time.monotonic() + period / 4)
             woke_at = time.monotonic()
             self.wait(next_pub - woke_at)

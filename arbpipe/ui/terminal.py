@@ -111,7 +111,7 @@ class ViewState:
     """What one attach remembers: sort, filter, scroll, the filter being typed."""
 
     def __init__(self):
-        self.sort = "net"
+        self.sort = SORTS[0]              # expected profit
         self.flt = ""
         self.scroll = 0
         self.typing: str | None = None    # not None while "/" input is open

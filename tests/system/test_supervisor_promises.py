@@ -113,9 +113,10 @@ def test_every_role_runs_on_the_cores_its_cpu_plan_printed(tree, instance):
     assert set(plan) == set(rows), (plan, sorted(rows))
     assert {"simulator", "detector", "strategy", "dashboard"} <= set(plan)
     usable = sorted(psutil.Process().cpu_affinity())
-    if len(usable) >= 2:   # the detector gets a core of its own
-        assert plan["detector"] == usable[-1:]
-        assert all(usable[-1] not in cores for n, cores in plan.items() if n != "detector")
+    if len(usable) >= 2:   # the hot path (detector, strategy) on a core the rest stays off
+        assert plan["detector"] == usable[-1:] and plan["strategy"] == usable[-1:]
+        assert all(usable[-1] not in cores for n, cores in plan.items()
+                   if n not in ("detector", "strategy"))
     for name, p in rows.items():
         assert p["cpus"] == plan[name], (name, p["cpus"], plan[name])
         wrong = {k: v for k, v in affinities(p["pid"]).items() if v != sorted(plan[name])}

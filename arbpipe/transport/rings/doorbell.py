@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import posix_ipc
 
 from arbpipe.transport import kernels as K
-from arbpipe.transport.segments import pid_alive, process_start_ticks
+from arbpipe.transport.segments import SegmentError, pid_alive, process_start_ticks, sem_name
 from shm_layouts import ring as L
 
 DEFAULT_SPIN = 20_000      # pause iterations (~tens of µs) before yielding
@@ -29,6 +30,7 @@ MAX_BLOCK_S = 1.0          # a sleeper re-checks at least this often
 RECLAIM_EVERY = 64         # fruitless wake-ups (sleepers > 0, none armed) per clock read
 RECLAIM_INTERVAL_S = 0.5   # ... and at most one dead-sleeper scan per this many seconds
 
+BELL_TAG = "bell"          # a shared bell's semaphore: <segment>.bell
 _me = (0, 0)               # (pid, start ticks) of this process, cached
 
 
@@ -61,10 +63,12 @@ class Doorbell:
     (``reclaim_registration``, ``note_fruitless_wake``)."""
 
     def __init__(self, ring, door_w: int, sem: posix_ipc.Semaphore, armed_w: int,
-                 sleeps_w: int, wakes_w: int, reg_w: int = 0):
+                 sleeps_w: int, wakes_w: int, reg_w: int = 0, bell_w: int = 0):
         self.ring, self.door_w, self.sem = ring, door_w, sem
         self.armed_w, self.sleeps_w, self.wakes_w = armed_w, sleeps_w, wakes_w
         self.reg_w = reg_w
+        self.bell_w = bell_w        # SPSC consumer side: word of a shared bell's token
+        self._bell = (0, None)      # (token, semaphore) of the last bell posted
 
     def wait(self, ready, timeout: float | None) -> bool:
         """Wait until ``ready(spins)`` is true or ``timeout`` s pass (None: forever)."""
@@ -78,6 +82,8 @@ class Doorbell:
         deadline = None if timeout is None else time.monotonic() + timeout
         w = r.w
         reg_w, token, door = self.reg_w, sleeper_token(), self.door_w
+        if self.bell_w and w[self.bell_w]:
+            w[self.bell_w] = 0     # a shared bell left here: this sleeper uses our semaphore
         if reg_w and int(w[reg_w]) not in (0, token):
             r.reclaim_registration(reg_w, door)   # left by a sleeper that died asleep?
         while True:
@@ -106,12 +112,125 @@ class Doorbell:
                 return True
 
     def post_if_armed(self) -> None:
-        """Called when a publish saw sleepers > 0: post if a sleeper is armed."""
-        if K.take_armed(self.ring.w, self.armed_w):
-            self.sem.release()
-            K.count_post(self.ring.w, self.door_w)
+        """Called when a publish saw sleepers > 0: post if a sleeper is armed (its shared
+        bell when it sleeps on one for several rings, see ``SharedBell``)."""
+        w = self.ring.w
+        if K.take_armed(w, self.armed_w):
+            sem = self.sem
+            if self.bell_w:
+                t = int(w[self.bell_w])
+                if t:
+                    sem = self._bell_sem(t) or sem
+            sem.release()
+            K.count_post(w, self.door_w)
         else:
             self.ring.note_fruitless_wake()
+
+    def _bell_sem(self, token: int):
+        """The semaphore of the shared bell ``token`` names (cached); None if it is gone
+        (its consumer died: the ring's own semaphore is posted instead, harmlessly)."""
+        t, sem = self._bell
+        if t == token:
+            return sem
+        if sem is not None:
+            try:
+                sem.close()
+            except posix_ipc.Error:
+                pass
+        self._bell = (0, None)
+        off = self.door_w * 8 + L.D_BELL_NAME_OFF
+        raw = bytes(self.ring.seg.bytes[off:off + L.BELL_NAME_LEN]).rstrip(b"\0")
+        try:
+            sem = posix_ipc.Semaphore(sem_name(self.ring.instance, raw.decode("ascii"),
+                                               BELL_TAG))
+        except (posix_ipc.Error, UnicodeDecodeError, SegmentError):
+            return None
+        self._bell = (token, sem)
+        return sem
+
+
+class SharedBell:
+    """One doorbell for a consumer that reads several SPSC rings (the detector reads every
+    ``feed.<venue>``): one semaphore ``<segment>.bell``, one wake-up, no helper threads.
+
+    The consumer writes its token and the bell's segment name into each ring's consumer
+    doorbell block (``bell``, ``bell_name``); a producer that takes the armed flag posts
+    the bell instead of the ring's own semaphore. Sleep is the same handshake as
+    ``Doorbell.wait``, over every ring at once: announce on each ring (count, register
+    the token, arm, fence), re-check every ring, block on the bell, then leave each ring
+    (a leave undoes what its announce did, or a reclaim did it already). A publisher
+    on any ring sees the armed flag or the sleeper sees its record: no lost wake-up.
+    Several posters may post one sleep; the surplus is taken back (non-blocking
+    acquires) after a wake-up. Crash: the registrations are per ring, as for one ring;
+    the semaphore goes with ``segment`` (unlinked with it, also when it is reclaimed
+    stale); a producer that cannot open it posts the ring's own semaphore."""
+
+    def __init__(self, rings: list, segment: str, instance: str):
+        self.rings = list(rings)
+        self.segment = segment
+        self.name = sem_name(instance, segment, BELL_TAG)
+        try:
+            posix_ipc.unlink_semaphore(self.name)       # a dead predecessor's
+        except posix_ipc.ExistentialError:
+            pass
+        self.sem = posix_ipc.Semaphore(self.name, posix_ipc.O_CREX, 0o600, 0)
+        self.token = sleeper_token()
+        raw = segment.encode("ascii")[:L.BELL_NAME_LEN]
+        self._words = []
+        for r in self.rings:
+            door = L.W_CDOOR
+            off = door * 8 + L.D_BELL_NAME_OFF
+            b = r.seg.bytes
+            b[off:off + L.BELL_NAME_LEN] = 0
+            b[off:off + len(raw)] = np.frombuffer(raw, np.uint8)
+            r.w[door + L.D_BELL] = self.token
+            self._words.append((r, door, *door_words(door, True)))
+        self.sleeps = self.wakes = 0
+
+    def sleep(self, ready, timeout: float) -> bool:
+        """Block until ``ready()`` (checks every ring, no spinning) or ``timeout`` s
+        (at most ``MAX_BLOCK_S``); True if ready."""
+        token = self.token
+        regs = []
+        for r, door, armed_w, _, _, reg_w in self._words:
+            if r.w[door + L.D_BELL] != token:
+                r.w[door + L.D_BELL] = token        # another sleeper cleared it meanwhile
+            if int(r.w[reg_w]) not in (0, token):
+                r.reclaim_registration(reg_w, door)
+            regs.append(K.announce_sleep(r.w, door, armed_w, reg_w, token))
+        woken = False
+        if not ready():
+            try:
+                self.sem.acquire(max(min(timeout, MAX_BLOCK_S), 0))
+                woken = True
+            except (posix_ipc.BusyError, posix_ipc.SignalError):
+                pass
+        for (r, door, armed_w, sleeps_w, wakes_w, reg_w), reg in zip(self._words, regs):
+            taken = woken and r.w[armed_w] == 0      # this ring's producer posted
+            K.leave_sleep(r.w, door, armed_w, sleeps_w, wakes_w, taken, reg_w, token, reg)
+        if woken:
+            self.wakes += 1
+            while True:                                # posts of the other rings' producers
+                try:
+                    self.sem.acquire(0)
+                except (posix_ipc.BusyError, posix_ipc.SignalError):
+                    break
+        self.sleeps += 1
+        return bool(ready())
+
+    def close(self) -> None:
+        for r, door, *_ in self._words:
+            if r.w is not None and r.w[door + L.D_BELL] == self.token:
+                r.w[door + L.D_BELL] = 0
+        self._words = []
+        try:
+            self.sem.close()
+        except posix_ipc.Error:
+            pass
+        try:
+            posix_ipc.unlink_semaphore(self.name)
+        except posix_ipc.ExistentialError:
+            pass
 
 
 def door_words(door: int, registered: bool) -> tuple[int, int, int, int]:
@@ -130,7 +249,8 @@ class QueueDoorbells:
     def __init__(self, ring, consumer_sem, producer_sem, registered: bool):
         self.ring = ring
         self.consumer = Doorbell(ring, L.W_CDOOR, consumer_sem,
-                                 *door_words(L.W_CDOOR, registered))
+                                 *door_words(L.W_CDOOR, registered),
+                                 bell_w=L.W_CDOOR + L.D_BELL if registered else 0)
         self.producer = Doorbell(ring, L.W_PDOOR, producer_sem,
                                  *door_words(L.W_PDOOR, registered))
 
