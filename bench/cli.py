@@ -150,7 +150,9 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
                                               "report medians with min-max spread"),
                    profile: str = typer.Option("default", help="the cpu profile of the tree's "
                                                "detector and strategy: default (they sleep "
-                                               "when idle) | low-latency (they spin/yield)")):
+                                               "when idle) | low-latency (they spin/yield)"),
+                   books: bool = typer.Option(False, "--books", help="the workload carries "
+                                              "L2 LEVEL records too (3 records per quote)")):
     """Feed ring -> detector -> strategy latency per hop at fixed rates, vs mp.Queue,
     faster-fifo and pyzmq carrying the same pipeline."""
     from bench import pipeline as B  # lazy: saves 275 ms for every other arbpipe command
@@ -160,7 +162,7 @@ def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, u
             raise ValueError("--reader auto|strategy|bench, --duration > 0, --warmup >= 0")
         res = B.run(rate_list, duration, warmup, [t for t in transports.split(",") if t],
                     tree=tree, reader=reader, progress=True, instance=instance, nice=nice,
-                    tick_us=tick_us, repeat=repeat, profile=profile)
+                    tick_us=tick_us, repeat=repeat, profile=profile, books=books)
     except (ValueError, segments.SegmentError) as e:
         typer.echo(f"arbpipe bench pipeline: {e}", err=True)
         raise SystemExit(2)

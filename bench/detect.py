@@ -51,7 +51,7 @@ from arbpipe.transport import segments
 from arbpipe.transport.rings import BroadcastRing, SpscRing
 from arbpipe.detect.walk import choose_size, side_fill
 from bench.harness import cpu_name
-from bench.workload import make_stream
+from bench.workload import make_stream, with_levels
 from shm_layouts import MARKET_UPDATE, Flag, Kind
 from shm_layouts.records import MARKET_UPDATE_LEVEL
 
@@ -94,29 +94,6 @@ def run_kernel(cfg, stream, batch=256, repeats=5, label="kernel") -> dict:
             "ns_per_update_median": statistics.median(times), "runs": times,
             "published_per_run": s["published"] // (repeats + 1),
             "evaluations_per_run": s["evaluations"] // (repeats + 1)}
-
-
-def with_levels(stream: np.ndarray) -> np.ndarray:
-    """The stream with L2 books on: each QUOTE preceded by the two LEVEL records of the depth
-    message that moved the top (the new best bid, then the new best ask with BOOK_END), as
-    a feed publishes them (``arbpipe.feeds.sinks.RingSink.book``); 3 records per quote."""
-    q = stream["kind"] == Kind.QUOTE
-    n = len(stream) + 2 * int(q.sum())
-    out = np.zeros(n, MARKET_UPDATE)
-    pos = np.arange(len(stream)) + 2 * np.cumsum(q) - 2 * q      # where each record lands
-    out[pos + 2 * q] = stream
-    quotes = stream[q]
-    for side, off in ((0, 0), (1, 1)):
-        lv = out[pos[q] + off].view(MARKET_UPDATE_LEVEL)
-        lv["instrument_id"] = quotes["instrument_id"]
-        lv["venue_id"] = quotes["venue_id"]
-        lv["kind"] = Kind.LEVEL
-        lv["flags"] = (Flag.BOOK_ASK | Flag.BOOK_END) if side else 0
-        lv["price"] = quotes["ask" if side else "bid"]
-        lv["qty"] = quotes["ask_qty" if side else "bid_qty"]
-        lv["depth"] = 20
-        lv["exchange_ts_ns"] = quotes["exchange_ts_ns"]
-    return out
 
 
 def with_depth(stream: np.ndarray, depth: int, records: int) -> np.ndarray:

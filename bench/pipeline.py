@@ -131,10 +131,14 @@ def core_plan(profile: str = "default") -> tuple[dict, str]:
 
 
 def make_workload(path: str, cfg, n: int = WORKLOAD_UPDATES, seed: int = 20261123,
-                  dislocation_p: float = 0.002) -> dict:
+                  dislocation_p: float = 0.002, books: bool = False) -> dict:
     """Write the synthetic workload recording; return its description (opportunity share
-    measured by running the detector kernel over it once)."""
-    write_workload(path, cfg, n, seed, dislocation_p, source="bench pipeline workload")
+    measured by running the detector kernel over it once). ``books``: every quote comes
+    with the two LEVEL records of its depth message (3 records per quote: the detector
+    keeps L2 books and sizes on them)."""
+    recs = write_workload(path, cfg, n, seed, dislocation_p, source="bench pipeline workload",
+                          books=books)
+    n = len(recs)
     opps = detect_recording(path, cfg)
     st = np.asarray(opps["state"]) if len(opps) else np.zeros(0, np.uint8)
     actionable = int(((st == OppState.OPEN) | (st == OppState.UPDATE)).sum())
@@ -142,7 +146,7 @@ def make_workload(path: str, cfg, n: int = WORKLOAD_UPDATES, seed: int = 2026112
             "venues": len(cfg.enabled_venues()), "legs": len(cfg.legs()),
             "instruments": len(cfg.instruments), "opportunity_records": int(len(opps)),
             "open_update_records": actionable,
-            "opportunity_share": actionable / n}
+            "opportunity_share": actionable / n, "books": books}
 
 
 # ------------------------------------------------------------------ progress --
@@ -191,7 +195,8 @@ class Progress:
 def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANSPORTS,
         tree: bool = True, reader: str = "auto", progress: bool = True,
         instance: str | None = None, search_steps: int = 3, nice: int = 0,
-        tick_us: float = TICK_US, repeat: int = 1, profile: str = "default") -> dict:
+        tick_us: float = TICK_US, repeat: int = 1, profile: str = "default",
+        books: bool = False) -> dict:
     """Run the benchmark; returns the result document (see ``save`` / ``render``).
     ``nice`` < 0 (root): the measured processes get that CPU priority, so that on a host
     shared with other work they wait less for a core (every setup and transport alike).
@@ -202,7 +207,8 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
     medians with their min-max ``spread`` (bench/pipeline_repeat.py), ``runs_each`` every
     repeat's own runs; the rate search runs once, after the last repeat. ``profile``: the
     ``[cpu] profile`` of the tree's detector and strategy ("default": they sleep when idle;
-    "low-latency": they busy-spin on cores of their own or yield on a shared one)."""
+    "low-latency": they busy-spin on cores of their own or yield on a shared one).
+    ``books``: the workload carries L2 LEVEL records besides the quotes (``make_workload``)."""
     rates = parse_rates(rates or DEFAULT_RATES) if not isinstance(rates, list) else rates
     for t in transports:
         if t not in TRANSPORTS:
@@ -240,7 +246,7 @@ def run(rates=None, duration: float = 3.0, warmup: float = 0.5, transports=TRANS
     skipped = set()
     try:
         prog.label("writing the workload")
-        workload = make_workload(env.workload, env.cfg)
+        workload = make_workload(env.workload, env.cfg, books=books)
         reader_desc = None
         for i in range(repeat):
             runs = []
@@ -359,13 +365,14 @@ def main(argv=None) -> int:
     ap.add_argument("--transports", default=",".join(TRANSPORTS))
     ap.add_argument("--no-tree", action="store_true")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--books", action="store_true")
     ap.add_argument("--reader", default="auto", choices=("auto", "strategy", "bench"))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out-dir", default=RESULTS_DIR)
     a = ap.parse_args(argv)
     res = run(a.rates, a.duration, a.warmup, [t for t in a.transports.split(",") if t],
               tree=not a.no_tree, reader=a.reader, progress=True, repeat=a.repeat,
-              profile=a.profile)
+              profile=a.profile, books=a.books)
     paths = save(res, a.out_dir)
     print(json.dumps(res, indent=1) if a.json else render(res) + "\n\n" + "written: "
           + ", ".join(paths.values()))

@@ -14,8 +14,8 @@ import numpy as np
 
 from arbpipe.config import PERP_ID_BIT
 from arbpipe.replay import file as RF
-from shm_layouts import MARKET_UPDATE, Kind
-from shm_layouts.records import MARKET_UPDATE_FUNDING
+from shm_layouts import MARKET_UPDATE, Flag, Kind
+from shm_layouts.records import MARKET_UPDATE_FUNDING, MARKET_UPDATE_LEVEL
 
 FUNDING_INTERVAL_S = 28800          # 8 h, as the perp venues pay it
 
@@ -58,10 +58,40 @@ def make_stream(cfg, n: int, seed: int = 20261123, dislocation_p: float = 0.002)
     return rec
 
 
+def with_levels(stream: np.ndarray) -> np.ndarray:
+    """The stream with L2 books on: each QUOTE preceded by the two LEVEL records of a depth
+    message that replaces its book by the quote's top level (the bid flagged SNAPSHOT, then
+    the ask flagged BOOK_END), so every book stays consistent with the quotes; 3 records
+    per quote, in the order a feed publishes them (``arbpipe.feeds.sinks.RingSink.book``)."""
+    q = stream["kind"] == Kind.QUOTE
+    n = len(stream) + 2 * int(q.sum())
+    out = np.zeros(n, MARKET_UPDATE)
+    pos = np.arange(len(stream)) + 2 * np.cumsum(q) - 2 * q      # where each record lands
+    out[pos + 2 * q] = stream
+    quotes = stream[q]
+    for side in (0, 1):
+        lv = np.zeros(len(quotes), MARKET_UPDATE_LEVEL)     # fancy indexing copies: build,
+        lv["instrument_id"] = quotes["instrument_id"]      # then store
+        lv["venue_id"] = quotes["venue_id"]
+        lv["kind"] = Kind.LEVEL
+        lv["flags"] = (Flag.BOOK_ASK | Flag.BOOK_END) if side else Flag.SNAPSHOT
+        lv["price"] = quotes["ask" if side else "bid"]
+        lv["qty"] = quotes["ask_qty" if side else "bid_qty"]
+        lv["depth"] = 20
+        lv["exchange_ts_ns"] = quotes["exchange_ts_ns"]
+        lv["recv_ts_ns"] = quotes["recv_ts_ns"]
+        lv["seq"] = quotes["seq"]
+        out[pos[q] + side] = lv.view(MARKET_UPDATE)
+    return out
+
+
 def write_workload(path: str, cfg, n: int, seed: int, dislocation_p: float,
-                   source: str) -> np.ndarray:
+                   source: str, books: bool = False) -> np.ndarray:
     """``make_stream(cfg, n, seed, dislocation_p)`` written as a recording at ``path``
-    (header names from ``cfg``, ``source`` said in it); returns the records."""
+    (header names from ``cfg``, ``source`` said in it; ``books``: each quote with the two
+    LEVEL records of its depth message, ``with_levels``); returns the records."""
     recs = make_stream(cfg, n, seed=seed, dislocation_p=dislocation_p)
+    if books:
+        recs = with_levels(recs)
     RF.write_recording(path, recs, RF.names_from_config(cfg, source=source))
     return recs
