@@ -8,7 +8,7 @@ ARGS    ?=
 PIPELINE_S ?= 1
 REPEAT  ?= 3
 
-.PHONY: up test check bench clean venv redis tmux promtool
+.PHONY: up test check bench clean venv redis tmux promtool sample
 
 venv: $(STAMP)
 
@@ -49,6 +49,11 @@ bench: venv redis
 	$(BIN)/arbpipe bench rings --out bench/results/rings.json $(ARGS)
 	$(BIN)/arbpipe bench pipeline --duration $(PIPELINE_S) --repeat $(REPEAT) --out-dir bench/results
 	scripts/bench-tables
+
+# a short simulator recording, books included, for the README's backtest quick start
+# (samples/ is ignored: about 14 MB a minute); SAMPLE_S=seconds, OUT=file
+sample: venv
+	bash scripts/make-sample
 
 # ignored build outputs only (bench/results holds the committed figures the README links);
 # shared memory: only segments whose creator is gone (a running pipeline is left alone)

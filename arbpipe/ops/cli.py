@@ -1,6 +1,6 @@
 """The operator commands of ``arbpipe`` (typer): up, down, status, stat, tap, attach, record,
-replay, clean, kill-switch, breaker, risk. ``procs.cli`` adds ``bench``, ``sim`` and ``feed``
-and is the console script. Exit codes: 0 ok, 1 runtime failure, 2 bad usage/config.
+replay, backtest, clean, kill-switch, breaker, risk. ``procs.cli`` adds ``bench``, ``sim``
+and ``feed`` and is the console script. Exit codes: 0 ok, 1 runtime failure, 2 bad usage/config.
 
 Quick commands (status, down, clean, stat feeds/detector/strategy/persister/bridge, kill-switch,
 breaker, risk) must start fast: what only a heavy command needs -- the numba ring kernels
@@ -21,7 +21,7 @@ import typer
 from arbpipe.bridge.stats import read_stats as read_bridge_stats, render_stats as \
     render_bridge_stats, status_line as bridge_line
 from arbpipe.config import ConfigError, load_config
-from arbpipe.detect.stats import read_stats, render_stats
+from arbpipe.detect.stats import read_stats, render_stats, top_of_book_legs
 from arbpipe.feeds.stats import read_feed_stats, render_feed_stats
 from arbpipe.books.segment import BooksSegment
 from arbpipe.ops import control
@@ -95,11 +95,45 @@ def stat_feeds(instance: Optional[str] = InstanceOpt,
     typer.echo(json.dumps(rows, indent=1, default=str) if as_json else render_feed_stats(rows))
 
 
+def _detector_config(path: str | None, d: dict | None):
+    """The config of ``arbpipe stat detector``: ``--config``, else the one the running
+    detector was started with (its ``--config`` argument, read from /proc; none: the
+    default config), else None. A bad ``--config`` exits 2 naming the key."""
+    if path is not None:
+        return _risk_cfg(path)
+    if d is None or not d.get("alive") or not d.get("pid"):
+        return None
+    pid = d["pid"]
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0")]
+        if not any(a.endswith("procs.detector") for a in argv):
+            return None
+        path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+        if path is None and "--config" in argv[:-1]:
+            path = argv[argv.index("--config") + 1]
+        if path is not None and not os.path.isabs(path):
+            path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), path)
+        return load_config(path)
+    except (OSError, ValueError, UnicodeDecodeError, ConfigError):
+        return None
+
+
 @stat_app.command("detector")
 def stat_detector(instance: Optional[str] = InstanceOpt,
-                  as_json: bool = typer.Option(False, "--json")):
-    """Detector counters: updates in, opportunities opened/updated/closed, filters by reason."""
+                  as_json: bool = typer.Option(False, "--json"),
+                  config: Optional[str] = typer.Option(
+                      None, "--config", help="config naming the legs (default: the running "
+                      "detector's)")):
+    """Detector counters: updates in, opportunities opened/updated/closed, filters by reason,
+    book walks; the legs sized on their top level (venues with depth = 0)."""
     d = read_stats(instance)
+    cfg = _detector_config(config, d)
+    if cfg is not None and d is not None:
+        names = cfg.legs().names
+        if len(names) == len(d.get("legs", {})):
+            d["legs"] = dict(zip(names, d["legs"].values()))
+        d["top_of_book_legs"] = top_of_book_legs(cfg)
     books = None
     try:
         seg = BooksSegment.attach(instance)
@@ -243,6 +277,27 @@ def replay(file: str = typer.Argument(..., help="a recording made by `arbpipe re
     from arbpipe.replay.commands import replay_command  # lazy: saves 190 ms (numba kernels)
     raise SystemExit(replay_command(file, speed, rate, loop, duration, create, on_full,
                                     instance, echo=typer.echo))
+
+
+@app.command()
+def backtest(recording: str = typer.Argument(..., help="a recording made by `arbpipe record`"),
+             config: Optional[str] = typer.Option(None, "--config", help="config file "
+                                                  "(default config/arbpipe.toml)"),
+             set_: Optional[List[str]] = typer.Option(None, "--set", help="section.key=value "
+                                                      "over the config (repeatable)"),
+             sweep: Optional[List[str]] = typer.Option(None, "--sweep", help="section.key="
+                                                       "v1,v2,... : one run per combination"),
+             latency_ms: Optional[str] = typer.Option(None, "--latency-ms", help="a,b,c: one "
+                                                      "run per strategy.latency_ms value"),
+             out: str = typer.Option("backtest-out", "--out", help="report directory"),
+             force: bool = typer.Option(False, "--force", help="replace an existing --out"),
+             as_json: bool = typer.Option(False, "--json", help="print report.json")):
+    """Run a recording through the detector and paper strategy on a simulated clock; write
+    report.md, report.json and PNGs into --out. Exit 1: bad recording; 2: bad arguments."""
+    from arbpipe.backtest.cli import backtest_command  # lazy: numba kernels, matplotlib
+    raise SystemExit(backtest_command(recording, config, set_, sweep, latency_ms, out, force,
+                                      as_json, echo=typer.echo,
+                                      err=lambda s: typer.echo(s, err=True)))
 
 
 attach_app = typer.Typer(no_args_is_help=True, help="Live views of a running pipeline.")

@@ -51,9 +51,11 @@ MAY_IMPORT = {
     "persist": BELOW_FEATURES,
     "replay": BELOW_FEATURES,
     "bridge": BELOW_FEATURES,      # Redis Streams between trees (a producer and a tap)
-    # layer 3: display, then operation (the operator commands run the terminal view)
+    # layer 3: display and the backtest (the detector and the strategy on a recording),
+    # then operation (the operator commands run the terminal view and the backtest)
     "ui": BELOW_FEATURES + FEATURES,
-    "ops": BELOW_FEATURES + FEATURES + ("ui",),
+    "backtest": BELOW_FEATURES + FEATURES,
+    "ops": BELOW_FEATURES + FEATURES + ("ui", "backtest"),
     # layer 4: benchmarks
     "bench": BELOW_FEATURES + FEATURES + ("ops", "ui"),
     # layer 5: the entry points
