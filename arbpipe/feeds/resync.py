@@ -1,9 +1,9 @@
 """Bringing an L2 book back after its adapter gave it up (``Control("resync")``).
 
-Two ways, by venue: a REST snapshot (the adapter names its path: Binance, Gate), fetched
+Two ways, by venue: a REST snapshot (the adapter names its path: Binance, Gate, OKX), fetched
 off the socket threads by one fetcher thread and applied under the feed's lock with the
 diffs the adapter buffered meanwhile; or the websocket itself (the adapter gives the frames
-that make the venue send a snapshot again: Bybit, OKX, Kraken; Coinbase reconnects, which
+that make the venue send a snapshot again: Bybit, Kraken; Coinbase reconnects, which
 the worker's planned reconnect already does). A failed REST request counts
 ``SNAPSHOT_FAILED`` and is retried after a growing pause (0.5 s doubling to 10 s) while the
 feed runs; a snapshot the adapter refuses (stale, unusable) is asked for again after a
@@ -141,4 +141,7 @@ class Resyncer:
                     self.pending.add(nat)
                     self._put(nat, p, min(max(pause * 2, REFUSED_MIN_S), REFUSED_MAX_S))
                 elif p is None:
-                    self.handle(None, None, ctl)
+                    # no REST path for it: only its socket thread can resubscribe (the
+                    # adapter asks from there with its next frame)
+                    log.warning("%s: snapshot of %s refused and no REST path to ask again",
+                                feed.venue, nat)

@@ -75,6 +75,8 @@ class FaultConfig(_Base):
     book_stale_snapshot_p: float = 0.0  # REST-snapshot venues (binance, gate): a depth snapshot
                                      # from a lagging replica, older than any buffered diff
     book_snapshot_fail_p: float = 0.0   # REST-snapshot venues: a depth snapshot request gets HTTP 503
+    book_no_ws_snapshot: bool = False   # okx: no depth snapshot on the websocket (as OKX since
+                                     # August 2026): books start from the REST snapshot
 
 
 class Timeouts(_Base):

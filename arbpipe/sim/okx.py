@@ -27,15 +27,26 @@ message carries the signed CRC32 ``checksum`` of its top 25 levels as sent
 its ``seqId`` counts as sent; ``book_checksum_p`` an update carries a wrong checksum;
 ``book_duplicate_p`` an update is sent twice; ``book_early_diff_p`` at (re)subscribe an
 update comes before the snapshot (the last update sent again, else a made-up one with
-the snapshot's ids).
+the snapshot's ids). ``book_no_ws_snapshot``: no snapshot on (re)subscribe, only the
+updates (OKX's announced change, docs/venues.md "OKX"); clients take the snapshot from REST.
+
+REST ``GET /api/v5/market/books?instId=..&sz=..`` (``rest_get``, on the venue's port):
+``{"code":"0","msg":"","data":[{"asks","bids","ts","seqId"}]}``, ``sz`` levels a side (1 by
+default, at most ``BOOK_LEVELS``), the book of the instrument's current quote with the
+``seqId`` an update of that quote carries (so an update after it has ``prevSeqId`` <=
+``seqId`` < its ``seqId``); an unknown ``instId`` gets ``code`` 51001, a bad ``sz`` 51000.
+Faults: ``book_snapshot_fail_p`` HTTP 503; ``book_stale_snapshot_p`` the book of an older
+quote (``STALE_LAG`` updates back) with its older ``seqId``, as a lagging replica.
 """
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import zlib
+from urllib.parse import parse_qs
 
-from arbpipe.sim.market import Quote, decimal_str, trim, wall_ms
+from arbpipe.sim.market import TAG_BOOK, Quote, decimal_str, mix64, stable_id, trim, wall_ms
 from arbpipe.sim.session import Session, decode_json, encode
 
 SEQ_BASE = 360_000_000
@@ -43,6 +54,8 @@ CHANNELS = ("bbo-tbt", "books", "tickers", "funding-rate")
 HOURLY_LIMIT = 480
 BOOK_LEVELS = 400
 CHECKSUM_LEVELS = 25
+REST_BOOKS = "/api/v5/market/books"
+STALE_LAG = 200                     # updates (venue-wide) behind a stale REST snapshot
 
 
 def okx_checksum(bids: list, asks: list) -> int:
@@ -61,6 +74,43 @@ class OkxSession(Session):
     venue = "okx"
     DEFAULTS = {"idle_timeout_s": 30.0, "repush_s": 60.0, "funding_push_s": 60.0}
     PATHS = ("/ws/v5/public",)
+    REST_PATHS = (REST_BOOKS,)          # served on the same port (rest_get)
+
+    @classmethod
+    def rest_get(cls, hub, path: str, query: str) -> tuple[int, bytes]:
+        """``GET /api/v5/market/books?instId=..&sz=..``: (HTTP status, JSON body)."""
+        args = {k: v[-1] for k, v in parse_qs(query).items()}
+        inst_id = args.get("instId", "")
+        im = hub.by_native.get(inst_id)
+        if not inst_id:
+            return 400, encode({"code": "50014", "msg": "Parameter instId can not be empty",
+                                "data": []})
+        if im is None:
+            return 400, encode({"code": "51001", "msg": "Instrument ID does not exist",
+                                "data": []})
+        sz = args.get("sz", "1")
+        if not (sz.isdigit() and 1 <= int(sz)):
+            return 400, encode({"code": "51000", "msg": "Parameter sz error", "data": []})
+        sz = min(int(sz), BOOK_LEVELS)
+        f = hub.vcfg.faults
+        rng = getattr(hub, "okx_rest_rng", None)
+        if rng is None:
+            rng = hub.okx_rest_rng = random.Random(
+                mix64(hub.cfg.seed ^ (TAG_BOOK << 56) ^ stable_id(hub.name)))
+        if f.book_snapshot_fail_p and rng.random() < f.book_snapshot_fail_p:
+            return 503, b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+        q = hub.current(im.idx)
+        if f.book_stale_snapshot_p and rng.random() < f.book_stale_snapshot_p:
+            q = hub.model.last_before(im.idx, max(0, q.n - STALE_LAG))
+        b, a = hub.model.instruments[im.idx].book(q, BOOK_LEVELS)
+        return 200, encode({"code": "0", "msg": "", "data": [{
+            "asks": cls._rows(hub.model, q, a[:sz]), "bids": cls._rows(hub.model, q, b[:sz]),
+            "ts": str(wall_ms()), "seqId": SEQ_BASE + q.n + 1}]})
+
+    @staticmethod
+    def _rows(model, q: Quote, levels: list) -> list:
+        im = model.instruments[q.inst]
+        return [[trim(im.px(p)), trim(im.qty(n)), "0", str(1 + n % 7)] for p, n in levels]
 
     @classmethod
     def match(cls, path: str, single_port: bool = False) -> bool:
@@ -181,7 +231,7 @@ class OkxSession(Session):
     def _levels(self, q: Quote, levels: list) -> list:
         im = self.model.instruments[q.inst]
         return [[trim(im.px(p)), trim(im.qty(n)), "0", str(1 + n % 7)] if n else
-                [trim(im.px(p)), "0", "0", "0"] for p, n in levels]
+                [trim(im.px(p)), "0", "0", "0"] for p, n in levels]   # as rest_get's rows
 
     def _book_checksum(self, q: Quote, bids: dict, asks: dict) -> int:
         im = self.model.instruments[q.inst]
@@ -200,8 +250,11 @@ class OkxSession(Session):
         b, a = self.model.instruments[q.inst].book(q, BOOK_LEVELS)
         bids, asks = dict(b), dict(a)
         seq = SEQ_BASE + q.n + 1
-        ck = self._book_checksum(q, bids, asks)
         f = self.faults
+        if f.book_no_ws_snapshot:         # updates only: the client takes the REST snapshot
+            self.books[inst_id] = [bids, asks, seq, time.monotonic()]
+            return
+        ck = self._book_checksum(q, bids, asks)
         if f.book_early_diff_p and self.rng.random() < f.book_early_diff_p:
             last = self.books_last.get(inst_id)
             early = last[0] if last is not None else self._books_frame(

@@ -8,8 +8,11 @@ Exactness is checked against the simulator's own model: the simulator's books ar
 ``InstrumentModel.book(quote, levels)`` of its deterministic quote sequence, so every top N
 the feed shows (its own book after each applied message, the book a consumer rebuilds from
 the LEVEL records of the ring, each ``--print`` book line) must be the model's top N of one
-quote of that instrument, in quote order. Each fault must be counted and resynced by
-resubscribing. Nothing asserts a duration; conditions are waited for with deadlines.
+quote of that instrument, in quote order. Each fault must be counted and resynced (Bybit by
+resubscribing, OKX from its REST snapshot ``GET /api/v5/market/books``, which the simulator
+serves on the venue's port, bridged by seqId/prevSeqId; with ``book_no_ws_snapshot`` OKX
+sends no websocket snapshot at all, as announced for production). Nothing asserts a
+duration; conditions are waited for with deadlines.
 """
 from __future__ import annotations
 
@@ -34,6 +37,11 @@ from tests.books import N, Consumer, RecordingSink, faults_of, model_checker
 DEADLINE = 60.0
 
 
+def rest_url(sim, venue: str) -> str:
+    """The simulator serves the venue's REST snapshots on its websocket port."""
+    return f"http://127.0.0.1:{sim.ports[venue]}"
+
+
 def run_feed(sim, cfg, venue, symbols, until, instance):
     """A Feed (depth N) of ``symbols`` against ``sim`` until ``until(feed, sink, consumer)``;
     returns (feed counters, sink, consumer, model check, natives)."""
@@ -42,7 +50,7 @@ def run_feed(sim, cfg, venue, symbols, until, instance):
     ring = SpscRing.create(f"feed.{venue}", 1 << 16, "MarketUpdate", policy="drop",
                            instance=instance)
     sink = RecordingSink(ring, adapter.venue_id, depth=N)
-    feed = Feed(adapter, sim.urls[venue], sink,
+    feed = Feed(adapter, sim.urls[venue], sink, rest_url=rest_url(sim, venue),
                 options=FeedOptions(backoff_initial_s=0.05, backoff_max_s=1.0))
     consumer = Consumer(ring)
     natives = {i.instrument_id: i.native for i in adapter.instruments}
@@ -65,7 +73,9 @@ def run_feed(sim, cfg, venue, symbols, until, instance):
         ring.close()
     upto = sim.call(lambda: sim.simulator.hubs[venue].n)
     assert sink.dropped == 0
-    return feed.counters(), sink, consumer, model_checker(cfg, venue, natives, upto), natives
+    counters = feed.counters()
+    counters["rest_requests"] = feed.resyncer.requests      # REST snapshots fetched
+    return counters, sink, consumer, model_checker(cfg, venue, natives, upto), natives
 
 
 def after_last_fault(sink, natives, k):
@@ -87,12 +97,19 @@ CASES = {
     "okx": (["BTC-USDT", "BTC-USDT-SWAP"], dict(book_gap_p=0.04, book_checksum_p=0.04,
                                                 book_early_diff_p=1.0, book_duplicate_p=0.1),
             {"GAP", "CHECKSUM", "EARLY_DIFF"}),
+    # no websocket snapshot (OKX since August 2026): every book starts from REST (the first
+    # update shows none is coming: EARLY_DIFF), and every resync is a REST snapshot
+    "okx-rest": (["BTC-USDT", "BTC-USDT-SWAP"], dict(book_no_ws_snapshot=True,
+                                                     book_gap_p=0.04, book_checksum_p=0.04,
+                                                     book_duplicate_p=0.1),
+                 {"GAP", "CHECKSUM", "EARLY_DIFF"}),
 }
 
 
-@pytest.mark.parametrize("venue", list(CASES))
-def test_book_faults_counted_resynced_and_exact(instance, venue):
-    symbols, faults, want = CASES[venue]
+@pytest.mark.parametrize("case", list(CASES))
+def test_book_faults_counted_resynced_and_exact(instance, case):
+    symbols, faults, want = CASES[case]
+    venue = case.split("-rest")[0]
     cfg = make_config([venue], rate_hz=100.0, bases=["BTC", "ETH"], faults={venue: faults})
     adapter, _ = build_adapter(venue, symbols)
     iids = {i.instrument_id for i in adapter.instruments}
@@ -123,6 +140,36 @@ def test_book_faults_counted_resynced_and_exact(instance, venue):
                            r["ask_qty"]) in tops for r in q)
     if venue == "bybit-linear":
         assert (recs["kind"] == Kind.FUNDING).any()
+    if venue == "okx":                  # resynced from REST snapshots, never resubscribed
+        assert counters["rest_requests"] > 0
+
+
+def test_okx_books_from_rest_snapshots_only(instance):
+    """OKX without websocket snapshots (``book_no_ws_snapshot``), with failing and lagging
+    REST snapshots: every book becomes ready from a REST snapshot bridged to the buffered
+    updates by seqId/prevSeqId, every failed or stale snapshot is counted and fetched again,
+    and every book the feed held or the ring carried is the simulator's."""
+    venue, symbols = "okx", ["BTC-USDT", "BTC-USDT-SWAP", "ETH-USDT"]
+    cfg = make_config([venue], rate_hz=100.0, bases=["BTC", "ETH"], faults={venue: dict(
+        book_no_ws_snapshot=True, book_snapshot_fail_p=0.3, book_stale_snapshot_p=0.3,
+        book_gap_p=0.03)})
+    adapter, _ = build_adapter(venue, symbols)
+    iids = {i.instrument_id for i in adapter.instruments}
+    want = {"EARLY_DIFF", "SNAPSHOT_FAILED", "STALE_SNAPSHOT", "GAP"}
+
+    def until(feed, sink):
+        return want <= set(faults_of(sink)) and after_last_fault(sink, iids, 20)
+
+    with SimulatorThread(cfg) as sim:
+        counters, sink, consumer, check, natives = run_feed(sim, cfg, venue, symbols, until,
+                                                            instance)
+    got = faults_of(sink)
+    assert want <= set(got) <= want | {"RECONNECT"}, got
+    assert counters["rest_requests"] >= len(natives) and "parse_error" not in sink.rejects and "bad_price" not in sink.rejects
+    assert all(sink.is_ready(i) for i in iids)
+    check([(iid, b, a) for iid, _, b, a in sink.tops], "feed book")
+    check(consumer.tops, "ring book")
+    assert len(consumer.tops) >= 20 * len(natives)
 
 
 # -- arbpipe feed --depth N --print ------------------------------------------------------
@@ -139,7 +186,8 @@ def test_cli_print_book_lines_are_the_simulators_books(venue):
     lines: list[dict] = []
     with SimulatorThread(cfg) as sim:
         p = subprocess.Popen([sys.executable, "-m", "procs.cli", "feed", venue, "--url",
-                              sim.urls[venue], "--symbol", native, "--depth", str(N), "--print"],
+                              sim.urls[venue], "--rest-url", rest_url(sim, venue),
+                              "--symbol", native, "--depth", str(N), "--print"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
         def read():
@@ -173,3 +221,56 @@ def test_cli_print_book_lines_are_the_simulators_books(venue):
     assert all(d["status"] == "STALE" and d["reason"] == "book_resync" for d in status)
     check = model_checker(cfg, venue, {iid: native}, upto)
     check([(iid, d["bids"], d["asks"]) for d in book_lines], "--print book line")
+
+
+# -- the simulator's OKX REST snapshot -------------------------------------------------------
+def _get(url):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_okx_sim_rest_books_shape_errors_and_no_ws_snapshot():
+    """``GET /api/v5/market/books`` on the venue's port: OKX's shape, ``sz`` levels a side
+    (default 1, at most 400), the venue's error codes; with ``book_no_ws_snapshot`` a
+    ``books`` subscribe gets its ack and then updates only, whose first ``prevSeqId`` a REST
+    snapshot taken after the subscribe reaches (prevSeqId <= seqId of the snapshot)."""
+    from websockets.sync.client import connect
+    cfg = make_config(["okx"], rate_hz=50.0, bases=["BTC"],
+                      faults={"okx": dict(book_no_ws_snapshot=True)})
+    with SimulatorThread(cfg) as sim:
+        base = rest_url(sim, "okx") + "/api/v5/market/books"
+        st, body = _get(base + "?instId=BTC-USDT-SWAP&sz=400")
+        r = json.loads(body)
+        assert st == 200 and r["code"] == "0" and r["msg"] == "" and len(r["data"]) == 1
+        d = r["data"][0]
+        assert set(d) == {"asks", "bids", "ts", "seqId"} and type(d["seqId"]) is int
+        assert len(d["bids"]) == len(d["asks"]) == 400 and d["ts"].isdigit()
+        assert all(len(x) == 4 and x[2] == "0" for x in d["bids"] + d["asks"])
+        assert float(d["bids"][0][0]) < float(d["asks"][0][0])
+        d1 = json.loads(_get(base + "?instId=BTC-USDT")[1])["data"][0]
+        assert len(d1["bids"]) == len(d1["asks"]) == 1
+        assert len(json.loads(_get(base + "?instId=BTC-USDT&sz=5000")[1])["data"][0]["asks"]) \
+            == 400
+        for q, code in (("", "50014"), ("?instId=NOPE-USDT", "51001"),
+                        ("?instId=BTC-USDT&sz=x", "51000")):
+            st, body = _get(base + q)
+            assert st == 400 and json.loads(body)["code"] == code
+        with connect(sim.urls["okx"] + "/ws/v5/public") as ws:
+            ws.send(json.dumps({"op": "subscribe",
+                                "args": [{"channel": "books", "instId": "BTC-USDT"}]}))
+            assert json.loads(ws.recv(timeout=10))["event"] == "subscribe"
+            snap = json.loads(_get(base + "?instId=BTC-USDT&sz=400")[1])["data"][0]
+            actions = []
+            first_prev = None
+            while len(actions) < 5:
+                m = json.loads(ws.recv(timeout=10))
+                actions.append(m["action"])
+                if first_prev is None:
+                    first_prev = m["data"][0]["prevSeqId"]
+            assert actions == ["update"] * 5
+            assert first_prev <= snap["seqId"]

@@ -20,15 +20,29 @@ chained); a repeat of the last message (same ``seqId`` and ``prevSeqId``) is ``d
 and dropped; any other ``prevSeqId`` is a GAP and an update before the snapshot an
 EARLY_DIFF. A non-zero ``checksum`` (signed CRC32 of the top 25 levels, bid and ask
 ``price:size`` strings interleaved, as sent) is verified on every message before it is
-published; OKX deprecated the field and sends 0, which means "not given". A broken rule
-marks the book not ready and ``Control("resync")`` makes the runtime send
-``resubscribe(native)`` (unsubscribe + subscribe: OKX answers with a new snapshot);
-updates meanwhile are dropped (``no_snapshot``). Sizes of SWAP levels are contracts,
+published; OKX deprecated the field and sends 0, which means "not given".
+
+Snapshots (docs/venues.md, "OKX", "No websocket snapshot"): OKX's changelog drops the
+websocket snapshot of ``books``; the snapshot comes from REST ``GET /api/v5/market/books``
+(``rest_snapshot_path``, ``sz`` 400) and is bridged to the updates by their ids. An update of
+a book without a snapshot is held (``HOLD_MAX``); the first counts EARLY_DIFF and makes the
+runtime fetch the REST snapshot, the later ones count ``no_snapshot``. The REST body
+(``_rest_snapshot``) drops the held updates with ``seqId`` <= its ``seqId``; the first left
+must have ``prevSeqId`` <= snapshot ``seqId`` (else STALE_SNAPSHOT, fetched again); the
+snapshot replaces the book and the held updates follow. Until the next update is applied
+the book is "bridged" (``_Sync.bridge``): an update the snapshot covers is dropped, one with
+``prevSeqId`` <= its ``seqId`` applies. A websocket ``snapshot`` is still taken whenever it
+comes (it drops what was held; a REST body after it is ignored). Every broken rule (GAP,
+CHECKSUM, BAD_DATA, ...) marks the book not ready and returns ``Control("resync")``: the
+runtime fetches the REST snapshot and updates meanwhile are held. A REST body without
+``seqId`` turns REST off (``rest_seq_ids``): resync is then ``resubscribe(native)``
+(unsubscribe + subscribe), as before the change. Sizes of SWAP levels are contracts,
 multiplied by ``contract_size``; the checksum uses the strings as sent.
 """
 from __future__ import annotations
 
 import bisect
+import collections
 import heapq
 import re
 import zlib
@@ -50,6 +64,8 @@ BOOK_LEVELS = 400
 BOOKS_PER_SOCKET = 29               # OKX: fewer than 30 depth channels per connection
 CHECKSUM_LEVELS = 25
 RESYNC_RETRY = 1000                 # dropped updates of a book awaiting its snapshot
+HOLD_MAX = 2000                     # updates held per book for the bridge to a REST snapshot
+REST_BOOKS_PATH = "/api/v5/market/books"
 _ID_END = 1 << 63                   # seqIds go into the records' u8 word
 
 
@@ -102,17 +118,58 @@ def checksum(bids, asks) -> int:
     return c - (1 << 32) if c >= 1 << 31 else c
 
 
+class _RestBook(msgspec.Struct):
+    """``data[]`` item of ``GET /api/v5/market/books``: levels, ``ts`` and ``seqId``."""
+    asks: list[list[str]] | None = None
+    bids: list[list[str]] | None = None
+    ts: str = ""
+    seqId: int | str | None = None
+
+
+class _RestBody(msgspec.Struct):
+    code: str = ""
+    msg: str = ""
+    data: list[_RestBook] | None = None
+
+
+_decode_rest = msgspec.json.Decoder(_RestBody).decode
+
+
+def _rest_seq(v) -> int | None:
+    """The REST ``seqId`` (a number, or a decimal string) as an int; None when unusable."""
+    if type(v) is str:
+        v = int(v) if v.isdigit() and v.isascii() and len(v) <= 19 else None
+    return v if type(v) is int and 0 <= v < _ID_END else None
+
+
+def _hold(st: "_Sync", seq: int, prev: int, d: "_Data", ts: int) -> None:
+    """Keep an update of a book that is not synced, for the bridge to a REST snapshot: only
+    a newer one (a repeat or an older one cannot be bridged); a sequence restart
+    (``seqId < prevSeqId``) starts the buffer again."""
+    buf = st.buf
+    if seq < prev:
+        buf.clear()
+    elif buf and seq <= buf[-1][0]:
+        return
+    buf.append((seq, prev, d, ts))
+
+
 class _Sync:
     """Book sync state of one instId on its connection: ``seq`` / ``prev`` of the last
     applied message, ``synced`` (updates apply), ``pending`` (resync asked for), ``bids`` /
     ``asks``: price -> ``"price:size"`` as sent (for the checksum), ``bp`` / ``ap`` their
     prices ascending (the top 25 is a slice, not a scan of the book)."""
     __slots__ = ("seq", "prev", "synced", "pending", "ignored", "bad", "bids", "asks", "bp",
-                 "ap")
+                 "ap", "buf", "bridge", "fresh", "seen")
 
     def __init__(self):
         self.seq = self.prev = None
         self.synced = self.pending = False
+        self.bridge = False     # the book is a REST snapshot (``seq`` its seqId): the next
+                                # update chains when prevSeqId <= seq < seqId
+        self.fresh = False      # ... and that snapshot is as new as every update seen
+        self.seen = -1          # highest update seqId seen
+        self.buf: collections.deque = collections.deque(maxlen=HOLD_MAX)  # (seq, prev, d, ts)
         self.ignored = self.bad = 0
         self.bids: dict[float, str] = {}
         self.asks: dict[float, str] = {}
@@ -148,12 +205,14 @@ class OkxAdapter(VenueAdapter):
     market = "spot"      # also serves SWAP instruments (native ends in "-SWAP")
     path = "/ws/v5/public"
     supports_depth = True
+    default_rest_url = "https://www.okx.com"
 
     def __init__(self, instruments: list[Instrument], venue_id: int = 0):
         super().__init__(instruments, venue_id)
         self._last_seq: dict[str, int] = {}
         self._sync: dict[str, _Sync] = {}       # depth mode: per instId
         self.applied = 0        # book messages applied (an unchanged one makes no record)
+        self.rest_seq_ids = True    # REST snapshots carry seqId (False: resubscribe instead)
 
     def groups(self) -> list[list[Instrument]]:
         """Instruments per socket: all on one in BBO mode; in depth mode at most
@@ -179,7 +238,8 @@ class OkxAdapter(VenueAdapter):
         return specs
 
     def resubscribe(self, native: str) -> list[str]:
-        """Unsubscribe + subscribe of ``native``'s ``books``: OKX answers with a snapshot."""
+        """Unsubscribe + subscribe of ``native``'s ``books`` (used only when REST is off:
+        ``rest_seq_ids``): an OKX that still pushes snapshots answers with one."""
         arg = [{"channel": BOOK_CHANNEL, "instId": native}]
         return [msgspec.json.encode({"op": op, "args": arg}).decode()
                 for op in ("unsubscribe", "subscribe")]
@@ -282,21 +342,104 @@ class OkxAdapter(VenueAdapter):
             if st.synced and seq == st.seq and prev == st.prev:
                 sink.reject("duplicate")
                 return None
-            return self._apply(st, inst, d, True, ts, sink)
+            ctl = self._apply(st, inst, d, True, ts, sink)
+            if st.synced:           # in stream order: what was held is older than it
+                st.buf.clear()
+            return ctl
+        if seq > st.seen:
+            st.seen = seq
         if not st.synced:
-            if st.pending:          # resync asked for: wait for the snapshot
+            _hold(st, seq, prev, d, ts)     # for the bridge to a REST snapshot
+            if st.pending:          # resync asked for: wait for a snapshot (REST or ws)
                 sink.reject("no_snapshot")
                 st.ignored += 1
                 if st.ignored % RESYNC_RETRY == 0:
                     return Control("resync", symbol=native, detail="retry")
                 return None
             return self._broken(st, inst, BookFault.EARLY_DIFF, sink)
+        return self._update(st, inst, d, seq, prev, ts, sink)
+
+    def _update(self, st: _Sync, inst: Instrument, d: _Data, seq: int, prev: int, ts: int,
+                sink) -> Control | None:
+        """An update of a synced book: chained to the last message, or (``st.bridge``)
+        bridged to the REST snapshot it follows."""
+        if st.bridge:               # the book is a REST snapshot at seqId st.seq
+            if prev <= seq <= st.seq:   # the snapshot covers it already
+                self.applied += 1
+                return None
+            if prev <= st.seq < seq:    # prevSeqId <= snapshot seqId < seqId: the first after it
+                return self._apply(st, inst, d, False, ts, sink)
+            # an update went missing after a snapshot as new as all we had seen (GAP), or
+            # the snapshot is older than an update seen but not held (STALE_SNAPSHOT); a
+            # sequence restart (seqId < prevSeqId) cannot be placed against it either
+            fault = BookFault.GAP if st.fresh else BookFault.STALE_SNAPSHOT
+            ctl = self._broken(st, inst, fault, sink)
+            _hold(st, seq, prev, d, ts)
+            return ctl
         if prev == st.seq:          # chained (seqId == prevSeqId: unchanged; smaller: reset)
             return self._apply(st, inst, d, False, ts, sink)
         if seq == st.seq and prev == st.prev:
             sink.reject("duplicate")
             return None
-        return self._broken(st, inst, BookFault.GAP, sink)
+        ctl = self._broken(st, inst, BookFault.GAP, sink)
+        _hold(st, seq, prev, d, ts)         # newer than the book: the bridge may start at it
+        return ctl
+
+    # -- REST snapshot (GET /api/v5/market/books) ----------------------------------------
+    def rest_snapshot_path(self, native: str) -> str | None:
+        """``GET /api/v5/market/books?instId=..&sz=400`` (spot and SWAP), unless a REST
+        body came without ``seqId`` (then books resync by resubscribing, as before)."""
+        if self.depth <= 0 or not self.rest_seq_ids:
+            return None
+        return f"{REST_BOOKS_PATH}?instId={native}&sz={BOOK_LEVELS}"
+
+    def _rest_snapshot(self, native: str, inst: Instrument, body: bytes,
+                       sink) -> Control | None:
+        iid = inst.instrument_id
+        st = self._sync.get(native)
+        if st is None:
+            st = self._sync[native] = _Sync()
+        if st.synced:
+            return None                     # a websocket snapshot (or a bridge) came first
+        r = decode_frame(_decode_rest, body, sink)      # counts not_json / bad_shape
+        d = r.data[0] if r is not None and r.code == "0" and r.data else None
+        seq = _rest_seq(d.seqId) if d is not None else None
+        ts = _ms_to_ns(d.ts) if d is not None else -1
+        if r is not None and (d is None or d.asks is None or d.bids is None or ts < 0
+                              or (d.seqId is not None and seq is None)):
+            sink.reject("bad_shape")        # an error answer (code != "0"), or unusable
+            d = None
+        if d is None:                       # counted; the runtime fetches it again
+            sink.book_broken(iid, BookFault.SNAPSHOT_FAILED)
+            return Control("resync", symbol=native, detail="snapshot_failed: bad body")
+        if seq is None:
+            # no seqId: the snapshot cannot be placed in the update chain. Fall back to
+            # websocket snapshots: the next update asks for a resubscribe.
+            self.rest_seq_ids = False
+            sink.book_broken(iid, BookFault.SNAPSHOT_FAILED)
+            st.pending = True
+            st.ignored = RESYNC_RETRY - 1
+            return None
+        buf = st.buf
+        while buf and buf[0][0] <= seq:     # covered by the snapshot
+            buf.popleft()
+        if buf and buf[0][1] > seq:         # the first update after it does not reach it
+            sink.book_broken(iid, BookFault.STALE_SNAPSHOT)
+            return Control("resync", symbol=native, detail="STALE_SNAPSHOT")
+        snap = _Data(asks=d.asks, bids=d.bids, ts=d.ts, seqId=seq, prevSeqId=-1)
+        ctl = self._apply(st, inst, snap, True, ts, sink)
+        if not st.synced:
+            return ctl
+        st.bridge, st.fresh = True, 0 <= st.seen <= seq
+        held = list(buf)
+        buf.clear()
+        for k, (s, p, item, t) in enumerate(held):
+            ctl = self._update(st, inst, item, s, p, t, sink)
+            if not st.synced:               # broke again: keep what followed for the next one
+                for h in held[k + 1:]:
+                    _hold(st, *h)
+                return ctl
+        return None
 
     def _apply(self, st: _Sync, inst: Instrument, d: _Data, snapshot: bool, ts: int,
                sink) -> Control | None:
@@ -351,7 +494,7 @@ class OkxAdapter(VenueAdapter):
         if snapshot:
             st.bp, st.ap = bp, ap
         st.synced = True
-        st.pending = False
+        st.pending = st.bridge = False
         st.bad = 0
         self.applied += 1
         return None

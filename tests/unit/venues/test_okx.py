@@ -679,3 +679,230 @@ def test_books_generated_streams_match_the_reference(inst, with_checksum, first_
     seq += 1
     deliver(bk("snapshot", seq, -1, _sorted(ref[0], True), _sorted(ref[1], False), inst=native,
                ck=ck()), "applied")
+
+
+# -- REST snapshots (GET /api/v5/market/books), bridged by seqId / prevSeqId ---------------
+# OKX's changelog ("Delist initial snapshot and checksum field in order book channels"):
+# the books channels stop sending the snapshot; the client buffers the updates, takes the
+# snapshot from REST, drops the updates with seqId <= the snapshot's seqId, and the first
+# one left must have prevSeqId <= snapshot seqId < seqId (docs/venues.md, "OKX").
+def rest(seq, bids=SB, asks=SA, ts="1597026383085", code="0", **extra) -> bytes:
+    item = {"asks": [[p, q, "0", "1"] for p, q in asks],
+            "bids": [[p, q, "0", "1"] for p, q in bids], "ts": ts, "seqId": seq, **extra}
+    if seq is None:
+        del item["seqId"]
+    return json.dumps({"code": code, "msg": "", "data": [item]}).encode()
+
+
+def test_rest_snapshot_path_spot_and_swap():
+    a = deep()
+    assert type(a).default_rest_url == "https://www.okx.com"
+    assert a.rest_snapshot_path("BTC-USDT") == "/api/v5/market/books?instId=BTC-USDT&sz=400"
+    assert a.rest_snapshot_path("BCH-USDT-SWAP") == \
+        "/api/v5/market/books?instId=BCH-USDT-SWAP&sz=400"
+    assert okx().rest_snapshot_path("BTC-USDT") is None            # BBO mode: no books
+
+
+def test_rest_bridge_buffered_updates():
+    """Updates without a websocket snapshot are held; the REST snapshot (seqId 20, between
+    two updates' ids) drops those it covers and the first left has prevSeqId <= 20 < seqId."""
+    a, sink = deep(), dsink()
+    ctl = a.parse(bk("update", 12, 8, [("99", "9")]), RECV, sink)      # covered by the snapshot
+    assert ctl.kind == "resync" and ctl.symbol == "BTC-USDT" and ctl.detail == "EARLY_DIFF"
+    assert a.parse(bk("update", 18, 12, [("99.5", "9")]), RECV, sink) is None
+    assert a.parse(bk("update", 25, 18, [("99", "7")]), RECV, sink) is None   # 18 <= 20 < 25
+    assert a.parse(bk("update", 31, 25, [], [("100", "0")]), RECV, sink) is None
+    assert sink.rejects == {"no_snapshot": 3} and not sink.is_ready(1) and books(sink) == []
+    assert a.on_rest_snapshot("BTC-USDT", rest(20), sink) is None
+    assert sink.is_ready(1) and faults(sink) == {"EARLY_DIFF": 1}
+    assert books(sink)[-1] == ([[99.5, 1.0], [99.0, 7.0], [98.5, 3.0]],
+                               [[100.5, 2.0], [101.0, 3.0], [101.5, 4.0]])
+    assert sink.book_of(1).update_id == 31
+    sink.clear()
+    assert a.parse(bk("update", 40, 31, [("98", "1")]), RECV, sink) is None   # chained on
+    assert a.parse(bk("update", 44, 39, [("98", "2")]), RECV, sink).detail == "GAP"
+    assert not sink.is_ready(1)
+
+
+def test_rest_bridge_checksum_and_swap_contracts():
+    a, sink = deep(), dsink()
+    b, s = [("111.05", "57745"), ("111", "3")], [("111.06", "55154")]
+    a.parse(bk("update", 7, 5, [("111", "4")], inst="BCH-USDT-SWAP"), RECV, sink)
+    nb = [("111.05", "57745"), ("111", "4")]
+    assert a.parse(bk("update", 9, 7, [], [("111.07", "1")], inst="BCH-USDT-SWAP",
+                      ck=ck_of(nb, s + [("111.07", "1")])), RECV, sink) is None
+    assert a.on_rest_snapshot("BCH-USDT-SWAP", rest(6, b, s), sink) is None
+    assert books(sink)[-1] == ([[111.05, 57745 * 0.1], [111.0, 4 * 0.1]],
+                               [[111.06, 55154 * 0.1], [111.07, 0.1]])
+    assert sink.is_ready(7) and a.parse(bk("update", 10, 9, [("111", "5")], inst="BCH-USDT-SWAP",
+                                            ck=123), RECV, sink).detail == "CHECKSUM"
+
+
+def test_rest_snapshot_after_every_buffered_update_then_next_update_bridges():
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 12, 8, [("99", "9")]), RECV, sink)
+    assert a.on_rest_snapshot("BTC-USDT", rest(15), sink) is None    # newer than all held
+    assert sink.is_ready(1) and books(sink)[-1][0] == [[99.5, 1.0], [99.0, 2.0], [98.5, 3.0]]
+    assert a.parse(bk("update", 14, 12, [("99", "1")]), RECV, sink) is None   # covered: dropped
+    assert a.parse(bk("update", 15, 15), RECV, sink) is None                  # idle, covered
+    assert books(sink)[-1][0][1] == [99.0, 2.0] and not sink.rejects.get("duplicate")
+    assert a.parse(bk("update", 19, 14, [("99", "3")]), RECV, sink) is None   # 14 <= 15 < 19
+    assert books(sink)[-1][0][1] == [99.0, 3.0]
+    assert a.parse(bk("update", 23, 19, [("99", "4")]), RECV, sink) is None
+    assert books(sink)[-1][0][1] == [99.0, 4.0] and faults(sink) == {"EARLY_DIFF": 1}
+
+
+def test_rest_stale_snapshot_is_fetched_again():
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 30, 22, [("99", "9")]), RECV, sink)
+    a.parse(bk("update", 35, 30, [("99", "8")]), RECV, sink)
+    ctl = a.on_rest_snapshot("BTC-USDT", rest(20), sink)           # 20 < prevSeqId 22: stale
+    assert ctl.kind == "resync" and ctl.symbol == "BTC-USDT"
+    assert faults(sink) == {"EARLY_DIFF": 1, "STALE_SNAPSHOT": 1} and not sink.is_ready(1)
+    assert books(sink) == []
+    assert a.on_rest_snapshot("BTC-USDT", rest(22), sink) is None   # 22 <= 22 < 30: bridges
+    assert sink.is_ready(1) and books(sink)[-1][0][1] == [99.0, 8.0]
+
+
+def test_rest_snapshot_older_than_an_update_not_held_is_stale():
+    """A CHECKSUM break drops its update; a snapshot older than it is found out by the next
+    update (STALE_SNAPSHOT), one as new as it makes a later miss a GAP."""
+    a, sink = deep(), dsink()
+    a.parse(SNAP, RECV, sink)
+    assert a.parse(bk("update", 14, 10, [("99", "5")], ck=7), RECV, sink).detail == "CHECKSUM"
+    assert a.on_rest_snapshot("BTC-USDT", rest(12), sink) is None and sink.is_ready(1)
+    assert a.parse(bk("update", 16, 14, [("99", "6")]), RECV, sink).detail == "STALE_SNAPSHOT"
+    assert a.on_rest_snapshot("BTC-USDT", rest(16), sink) is None and sink.is_ready(1)
+    assert books(sink)[-1][0][1] == [99.0, 2.0]         # the REST book (16 is held: covered)
+    assert a.parse(bk("update", 21, 18, [("99", "6")]), RECV, sink).detail == "GAP"
+    assert faults(sink) == {"CHECKSUM": 1, "STALE_SNAPSHOT": 1, "GAP": 1}
+
+
+def test_rest_gap_among_the_held_updates():
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 12, 8, [("99", "9")]), RECV, sink)
+    a.parse(bk("update", 17, 13, [("99", "8")]), RECV, sink)        # 12 -> 13: one lost
+    a.parse(bk("update", 20, 17, [("99", "7")]), RECV, sink)
+    ctl = a.on_rest_snapshot("BTC-USDT", rest(10), sink)
+    assert ctl.kind == "resync" and ctl.detail == "GAP" and not sink.is_ready(1)
+    assert faults(sink) == {"EARLY_DIFF": 1, "GAP": 1}
+    assert a.on_rest_snapshot("BTC-USDT", rest(18), sink) is None   # the rest was kept
+    assert sink.is_ready(1) and books(sink)[-1][0][1] == [99.0, 7.0]
+
+
+@pytest.mark.parametrize("body", [
+    b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+    b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}',
+    b'{"code":"0","msg":"","data":[]}',
+    rest(20).replace(b'"asks"', b'"x"'),
+    rest(20, ts="x"),
+    rest("2x"),
+    rest(-1),
+    rest(2**64),
+    rest(20, bids=[("abc", "1")]),
+    rest(20, bids=[("101", "1")]),                                  # crossed
+])
+def test_rest_unusable_body_is_snapshot_failed_and_fetched_again(body):
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 25, 18, [("99", "7")]), RECV, sink)
+    ctl = a.on_rest_snapshot("BTC-USDT", body, sink)
+    assert ctl is not None and ctl.kind == "resync" and ctl.symbol == "BTC-USDT"
+    assert not sink.is_ready(1) and books(sink) == []
+    assert set(faults(sink)) - {"EARLY_DIFF"} in ({"SNAPSHOT_FAILED"}, {"BAD_DATA"})
+    assert a.on_rest_snapshot("BTC-USDT", rest(20), sink) is None   # the held update is kept
+    assert sink.is_ready(1) and books(sink)[-1][0][1] == [99.0, 7.0]
+
+
+def test_rest_numeric_string_seq_id():
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 25, 18, [("99", "7")]), RECV, sink)
+    assert a.on_rest_snapshot("BTC-USDT", rest("20"), sink) is None and sink.is_ready(1)
+
+
+def test_websocket_snapshot_wins_and_a_late_rest_body_is_ignored():
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 12, 8, [("99", "9")]), RECV, sink)     # the sim's early diff
+    a.parse(SNAP, RECV, sink)
+    assert sink.is_ready(1) and len(books(sink)) == 1
+    assert a.on_rest_snapshot("BTC-USDT", rest(5, [("90", "1")], [("91", "1")]), sink) is None
+    assert len(books(sink)) == 1 and sink.is_ready(1)
+    assert a.on_rest_snapshot("BTC-USDT", b"junk", sink) is None and sink.is_ready(1)
+    assert a.parse(bk("update", 11, 10, [("99", "1")]), RECV, sink) is None
+
+
+def test_rest_without_seq_id_falls_back_to_resubscribing():
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 12, 8, [("99", "9")]), RECV, sink)
+    assert a.on_rest_snapshot("BTC-USDT", rest(None), sink) is None
+    assert faults(sink) == {"EARLY_DIFF": 1, "SNAPSHOT_FAILED": 1} and not sink.is_ready(1)
+    assert a.rest_snapshot_path("BTC-USDT") is None                 # -> resubscribe
+    ctl = a.parse(bk("update", 14, 12, [("99", "8")]), RECV, sink)
+    assert ctl.kind == "resync" and ctl.detail == "retry" and ctl.symbol == "BTC-USDT"
+    a.parse(SNAP, RECV, sink)
+    assert sink.is_ready(1)
+
+
+def test_rest_reconnect_forgets_held_updates():
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 12, 8, [("99", "9")]), RECV, sink)
+    a.on_connect(0)
+    assert a.on_rest_snapshot("BTC-USDT", rest(20), sink) is None and sink.is_ready(1)
+    assert books(sink)[-1][0][1] == [99.0, 2.0]                      # the REST book alone
+    assert a.parse(bk("update", 26, 22, [("99", "7")]), RECV, sink).detail == "STALE_SNAPSHOT"
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(CHANGES, st.integers(1, 9)), min_size=1, max_size=30),
+       at=st.integers(0, 30), lag=st.integers(0, 30), extra=st.booleans(),
+       inst=st.sampled_from([("BTC-USDT", 1, 1.0), ("BCH-USDT-SWAP", 7, 0.1)]))
+def test_rest_bridge_generated_streams_are_exact(steps, at, lag, extra, inst):
+    """A stream of updates (seqId steps of 1..9; no change: an idle keep-alive, seqId ==
+    prevSeqId) with no websocket snapshot; the REST snapshot is the reference book after
+    update ``at``, its seqId that update's or (``extra``) one between it and the next
+    update's, delivered ``lag`` updates later. After the last update the book is the
+    reference's, exactly."""
+    native, iid, ct = inst
+    a, sink = deep(), dsink()
+    ref = ({}, {})
+    seq = 1000
+    at = min(at, len(steps) - 1)
+    frames, seqs, snap_book = [], [], None
+    for k, (changes, step) in enumerate(steps):
+        step = step if any(changes) else 0
+        for side, rows in zip(ref, changes):
+            for p, q in rows:
+                side.pop(p, None) if q == "0" else side.__setitem__(p, q)
+        frames.append(bk("update", seq + step, seq, *changes, inst=native))
+        seq += step
+        seqs.append(seq)
+        if k == at:
+            snap_book = (_sorted(ref[0], True), _sorted(ref[1], False))
+    nxt = next((x for x in seqs[at + 1:] if x > seqs[at]), None)
+    gap_after = nxt is None or nxt - seqs[at] >= 2
+    snap = rest(seqs[at] + (1 if extra and gap_after else 0), *snap_book)
+    ref_at_end = tuple([[float(p), float(q) * ct] for p, q in _sorted(side, bids)[:N]]
+                       for side, bids in zip(ref, (True, False)))
+    due = at + lag
+    for k, f in enumerate(frames):
+        a.parse(f, RECV, sink)
+        if k == due:
+            assert a.on_rest_snapshot(native, snap, sink) is None
+    if due >= len(frames):
+        assert a.on_rest_snapshot(native, snap, sink) is None
+    assert sink.is_ready(iid), (faults(sink), sink.rejects)
+    b, s = sink.book_of(iid).top()
+    assert (b.tolist(), s.tolist()) == ref_at_end
+    assert set(faults(sink)) == {"EARLY_DIFF"}
+
+
+def test_rest_bridge_sequence_restart_is_not_taken_as_covered():
+    """A restart (seqId < prevSeqId) right after a REST snapshot cannot be placed against
+    it: fetched again; a snapshot in the new numbering then bridges it."""
+    a, sink = deep(), dsink()
+    a.parse(bk("update", 12, 8, [("99", "9")]), RECV, sink)
+    assert a.on_rest_snapshot("BTC-USDT", rest(500), sink) is None and sink.is_ready(1)
+    ctl = a.parse(bk("update", 3, 520, [("99", "6")]), RECV, sink)      # restart: 3 < 520
+    assert ctl.kind == "resync" and not sink.is_ready(1)
+    a.parse(bk("update", 7, 3, [("99", "5")]), RECV, sink)
+    assert a.on_rest_snapshot("BTC-USDT", rest(3, [("99.5", "1"), ("99", "6")]), sink) is None
+    assert sink.is_ready(1) and books(sink)[-1][0][1] == [99.0, 5.0]
