@@ -57,13 +57,27 @@ def test_attach_refuses_wrong_header(instance, what, off, dtype, value, msg):
 
 def test_attach_refuses_wrong_record_size_and_kind(instance):
     r = SpscRing.create("x", 64, "MarketUpdate", instance=instance)
-    with pytest.raises(segments.SegmentError, match="record size 64 bytes, expected 128"):
+    with pytest.raises(segments.SegmentError, match="record size 64 bytes, expected 192"):
         SpscRing.attach("x", instance=instance, record="Opportunity")
     with pytest.raises(segments.SegmentError, match="ring kind"):
         BroadcastRing.attach("x", instance=instance)
     assert isinstance(attach_any("x", instance=instance), SpscRing)
     r.unlink()
     r.close()
+
+
+def test_an_opportunity_ring_of_layout_1_is_refused_by_name(instance):
+    """A ring an older arbpipe made for 128-byte Opportunity records (record type 2)."""
+    r = BroadcastRing.create("opportunities", 64, 128, instance=instance)
+    _poke(instance, "opportunities", L.OFF_RECORD_TYPE, np.uint32, 2)
+    try:
+        with pytest.raises(segments.SegmentError, match=r"Opportunity layout 1 records "
+                           r"\(128 bytes\) of an older arbpipe.*Opportunity records of 192 "
+                           r"bytes: stop that tree \(arbpipe down\)"):
+            BroadcastRing.attach("opportunities", instance=instance, record="Opportunity")
+    finally:
+        r.unlink()
+        r.close()
 
 
 def test_attach_refuses_a_non_arbpipe_segment(instance):
