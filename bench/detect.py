@@ -49,7 +49,7 @@ from arbpipe.detect import kernel as KN
 from arbpipe.detect import service as DS
 from arbpipe.transport import segments
 from arbpipe.transport.rings import BroadcastRing, SpscRing
-from arbpipe.detect.walk import choose_size, side_fill
+from arbpipe.detect.walk import choose_size_at, side_fill_at
 from bench.harness import cpu_name
 from bench.workload import make_stream, with_levels
 from shm_layouts import MARKET_UPDATE, Flag, Kind
@@ -139,37 +139,36 @@ def depth_config(cfg, depth: int):
 
 
 @njit(cache=True, nogil=True)
-def _walks(ladders, n, fee_bps):
+def _walks(asks, bids, n, fee_bps):
     kb = 1.0 + fee_bps / 1e4
     ks = 1.0 - fee_bps / 1e4
     acc = 0.0
-    for r in range(ladders.shape[0]):
-        ap, aq = ladders[r, 0], ladders[r, 1]
-        bp, bq = ladders[r, 2], ladders[r, 3]
-        q, _ = choose_size(ap, aq, n, bp, bq, n, kb, ks, 1e-4, np.inf, np.inf)
+    for r in range(asks.shape[0]):
+        q, _ = choose_size_at(asks, r, 0, n, n, bids, r, 0, n, n, kb, ks, 1e-4, np.inf, np.inf)
         if q > 0.0:
-            bn, _ = side_fill(ap, aq, n, q)
-            sn, _ = side_fill(bp, bq, n, q)
+            bn, _ = side_fill_at(asks, r, 0, n, n, q)
+            sn, _ = side_fill_at(bids, r, 0, n, n, q)
             acc += sn - bn
     return acc
 
 
 def run_walk(depth: int, pairs: int = 200_000, repeats: int = 5, seed: int = 3) -> dict:
     """ns per candidate walk on ``pairs`` pairs of ``depth``-level ladders (the books
-    crossed by 0..30 bp, 10 bp taker fee a side, sizes 0.1..3 per level)."""
+    crossed by 0..30 bp, 10 bp taker fee a side, sizes 0.1..3 per level), each ladder one
+    row of prices then sizes, as the detector's L2 blocks hold them."""
     rng = np.random.default_rng(seed)
-    lad = np.zeros((pairs, 4, depth))
     j = np.arange(depth)
     cross = rng.uniform(0, 30e-4, pairs)[:, None]
-    lad[:, 0] = 100.0 * (1 + 1e-4 * j)[None, :]
-    lad[:, 2] = 100.0 * (1 + cross) * (1 - 1e-4 * j)[None, :]
-    lad[:, 1] = rng.uniform(0.1, 3.0, (pairs, depth))
-    lad[:, 3] = rng.uniform(0.1, 3.0, (pairs, depth))
-    _walks(lad[:10], depth, 10.0)
+    asks = np.concatenate([np.broadcast_to(100.0 * (1 + 1e-4 * j), (pairs, depth)),
+                           rng.uniform(0.1, 3.0, (pairs, depth))], axis=1)
+    bids = np.concatenate([100.0 * (1 + cross) * (1 - 1e-4 * j)[None, :],
+                           rng.uniform(0.1, 3.0, (pairs, depth))], axis=1)
+    asks, bids = np.ascontiguousarray(asks), np.ascontiguousarray(bids)
+    _walks(asks[:10], bids[:10], depth, 10.0)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter_ns()
-        _walks(lad, depth, 10.0)
+        _walks(asks, bids, depth, 10.0)
         times.append((time.perf_counter_ns() - t0) / pairs)
     return {"mode": f"walk, depth {depth}", "pairs": pairs, "ns_per_walk_best": min(times),
             "ns_per_walk_median": statistics.median(times), "runs": times}

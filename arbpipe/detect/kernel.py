@@ -546,28 +546,6 @@ def _scan(S, out, ow, io, i, k, t):
 
 
 @njit(**_KW)
-def _book_end(S, out, ow, io, i, k, t):
-    """After a book message of (i, k): evaluate now when the top is the stored quote (else
-    the QUOTE that follows the message does)."""
-    bkf = S[S_BOOK_F]
-    n = S[S_IPARAMS][I_DEPTH]
-    r = i * S[S_LEG_VENUE].shape[0] + k
-    row_i, row_f = S[S_LVL_I][r], S[S_LVL_F][r]
-    if row_i[B_STATE] != _BOOK_READY or row_i[B_N_BID] <= 0 or row_i[B_N_ASK] <= 0:
-        return
-    if bkf[i, k, BK_ASK] <= 0.0:
-        return
-    a0 = B_LEVELS + 2 * n
-    if (row_f[B_LEVELS] != bkf[i, k, BK_BID] or row_f[B_LEVELS + n] != bkf[i, k, BK_BID_QTY]
-            or row_f[a0] != bkf[i, k, BK_ASK] or row_f[a0 + n] != bkf[i, k, BK_ASK_QTY]):
-        return
-    if S[S_INST_STATUS][i, k] != _UP:
-        return
-    S[S_BOOK_I][i, k, BK_RECV_NS] = t
-    _scan(S, out, ow, io, i, k, t)
-
-
-@njit(**_KW)
 def _invalid_quote(S, out, ow, io, i, k, t):
     """Rare path of a QUOTE that fails validation: clear the leg, drop its pairs."""
     nl = S[S_LEG_VENUE].shape[0]
@@ -660,6 +638,9 @@ def apply_updates(S, bi, n, out, ow, io):
     """
     bkf, bki, tab, lven, ctr = S[S_BOOK_F], S[S_BOOK_I], S[S_LEG_TAB], S[S_LEG_VENUE], S[S_CTR]
     istat, px, act = S[S_INST_STATUS], S[S_PX], S[S_ACT]
+    lvl_i, lvl_f = S[S_LVL_I], S[S_LVL_F]
+    depth = S[S_IPARAMS][I_DEPTH]
+    a0 = B_LEVELS + 2 * depth           # column of the best ask in an L2 block
     ni = bkf.shape[0]
     nl = lven.shape[0]
     ntab = tab.shape[0]
@@ -701,12 +682,21 @@ def apply_updates(S, bi, n, out, ow, io):
             continue
         if kind == _LEVEL:
             fl = TW.mu_flags(w0)
-            on_level(S[S_LVL_I], S[S_LVL_F], S[S_IPARAMS][I_DEPTH], i * nl + k,
-                     fl, as_f64(bi[o + W.MU_LEVEL_PRICE]),
+            rb = i * nl + k
+            on_level(lvl_i, lvl_f, depth, rb, fl, as_f64(bi[o + W.MU_LEVEL_PRICE]),
                      as_f64(bi[o + W.MU_LEVEL_QTY]), bi[o + W.MU_LEVEL_UPDATE_ID],
                      bi[o + W.MU_EXCHANGE_TS], t)
-            if (fl & _END) != 0:
-                _book_end(S, out, ow, io, i, k, t)
+            # after a book message: evaluate now when its top is the stored quote (levels
+            # changed under it); a changed top is followed by its QUOTE, which evaluates
+            if ((fl & _END) != 0 and lvl_i[rb, B_STATE] == _BOOK_READY
+                    and lvl_i[rb, B_N_BID] > 0 and lvl_i[rb, B_N_ASK] > 0
+                    and bkf[i, k, BK_ASK] > 0.0 and istat[i, k] == _UP
+                    and lvl_f[rb, B_LEVELS] == bkf[i, k, BK_BID]
+                    and lvl_f[rb, B_LEVELS + depth] == bkf[i, k, BK_BID_QTY]
+                    and lvl_f[rb, a0] == bkf[i, k, BK_ASK]
+                    and lvl_f[rb, a0 + depth] == bkf[i, k, BK_ASK_QTY]):
+                bki[i, k, BK_RECV_NS] = t
+                _scan(S, out, ow, io, i, k, t)
             continue
         if kind != _QUOTE:
             ctr[F_UNKNOWN] += 1
