@@ -246,6 +246,12 @@ class DashboardConfig(_Base, kw_only=True):
     closed_keep: int = 200               # recently closed opportunities kept in the view
 
 
+class SupervisorConfig(_Base, kw_only=True):
+    """How `arbpipe up` starts the roles (``arbpipe.ops.supervisor``)."""
+    fork_server: bool = True             # fork the Python roles from one preloaded process
+    #                                      (arbpipe.ops.forkserver): shared imports, less memory
+
+
 class BridgeConfig(_Base, kw_only=True):
     """Rings of one tree copied to another over Redis Streams (``arbpipe.bridge``; README
     "Two hosts"). Out side (process ``bridge.out``): ``out_rings`` of this tree -> streams
@@ -283,6 +289,7 @@ class Config(_Base, kw_only=True):
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
     bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
 
     # -- derived views ---------------------------------------------------------
     def instrument_ids(self) -> dict[str, int]:

@@ -128,6 +128,30 @@ def bench_idle(as_json: bool = typer.Option(False, "--json", help="print JSON on
     typer.echo(json.dumps(res, indent=1) if as_json else B.render(res))
 
 
+@bench_app.command("footprint")
+def bench_footprint(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                    settle: float = typer.Option(10.0, "--settle", help="seconds every role "
+                                                 "runs before the measurement"),
+                    fork_server: str = typer.Option("config", "--fork-server",
+                                                    help="on | off | config ([supervisor] "
+                                                    "fork_server of config/arbpipe.toml)"),
+                    instance: Optional[str] = typer.Option(None, "--instance", help="private "
+                                                           "instance to run in (fp<random>)")):
+    """Memory of a default tree: USS and PSS per process (psutil), the fork server on/off."""
+    from bench import footprint as B  # lazy: keeps psutil work out of every other command
+    if fork_server not in ("on", "off", "config") or not settle >= 0:
+        typer.echo("arbpipe bench footprint: --fork-server on|off|config; --settle >= 0",
+                   err=True)
+        raise SystemExit(2)
+    try:
+        res = B.run(settle_s=settle, fork_server={"on": True, "off": False}.get(fork_server),
+                    instance=instance, progress=not as_json)
+    except RuntimeError as e:      # the tree did not start
+        typer.echo(f"arbpipe bench footprint: {e}", err=True)
+        raise SystemExit(1)
+    typer.echo(json.dumps(res, indent=1) if as_json else B.render(res))
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(rates: str = typer.Option("10k,100k,1m", help="fixed rates, updates/s"),
                    duration: float = typer.Option(3.0, help="measured seconds per rate"),

@@ -22,6 +22,10 @@
 * Stop (Ctrl-C, SIGTERM, ``arbpipe down``): producers first (simulator, feeds), then the
   detector once its input rings are drained (bounded wait), then the rest; every segment of
   the instance is unlinked.
+* Fork server (``[supervisor] fork_server``; ``arbpipe.ops.forkserver``): the Python roles
+  are forked from one preloaded process instead of exec'd, sharing what they all import
+  copy-on-write; cores, nice, output capture, restarts and the stop order stay as above.
+  A role is exec'd whenever no fork server is ready.
 * Files: ``<run dir>/<process>.jsonl`` (each child's output as JSON lines), ``supervisor.jsonl`` (one
   JSON object per event), ``status.json`` (what ``arbpipe status`` prints).
 
@@ -42,6 +46,7 @@ import time
 import psutil
 
 from arbpipe.ops.control import SUPERVISOR_SEGMENT
+from arbpipe.ops.forkserver import ForkServer, forkable
 from arbpipe.ops.stat import snapshot
 from arbpipe.paths import run_dir
 from arbpipe.transport import idle as IDLE
@@ -127,7 +132,8 @@ def idle_summary(specs: list[ProcessSpec]) -> str:
 
 class Supervisor:
     def __init__(self, instance: str, specs: list[ProcessSpec], rings: list[tuple],
-                 console=print, drain_s: float = 2.0, setups: list | None = None):
+                 console=print, drain_s: float = 2.0, setups: list | None = None,
+                 fork_server: bool = False):
         self.instance = instance
         self.specs = specs
         self.rings = rings            # (RingClass, name, capacity, record, policy)
@@ -142,6 +148,15 @@ class Supervisor:
         self.marker = None
         self.exited = threading.Event()   # set when a child's output ends (it exited)
         self._nice_refused = False
+        self._fs_waited = False
+        self.fork_server = ForkServer(self.event, self._log_fork_server) if fork_server else None
+        self._fs_log = None
+
+    def _log_fork_server(self, proc) -> None:
+        if self._fs_log is None:
+            self._fs_log = open(os.path.join(self.dir, "forkserver.jsonl"), "a", buffering=1)
+        threading.Thread(target=_log_lines, args=(proc, "forkserver", self._fs_log),
+                         daemon=True).start()
 
     # -- events ---------------------------------------------------------------
     def event(self, what: str, **kw) -> None:
@@ -185,8 +200,14 @@ class Supervisor:
             s.log = open(os.path.join(self.dir, f"{s.name}.jsonl"), "a", buffering=1)
         env = dict(os.environ, ARBPIPE_INSTANCE=self.instance, PYTHONUNBUFFERED="1",
                    **(s.env or {}))
-        s.proc = subprocess.Popen(s.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        s.proc = None
+        if self.fork_server is not None and forkable(s.argv):  # None: no server ready
+            s.proc = self.fork_server.spawn(s.argv, env, os.getcwd(), s.cpus, s.nice,
+                                            wait=not self._fs_waited)
+            self._fs_waited = True        # only the first start waits for the server
+        if s.proc is None:
+            s.proc = subprocess.Popen(s.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         threading.Thread(target=_log_lines, args=(s.proc, s.name, s.log, self.exited),
                          daemon=True).start()
         if s.cpus:
@@ -225,6 +246,8 @@ class Supervisor:
         os.replace(tmp, os.path.join(self.dir, "status.json"))
 
     def watch_once(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.check()
         now = time.monotonic()
         for s in self.specs:
             if s.proc is not None and s.proc.poll() is not None:
@@ -253,6 +276,8 @@ class Supervisor:
         """Run until a signal (or ``until()`` is true). Returns the exit code."""
         self.claim()
         try:
+            if self.fork_server is not None:
+                self.fork_server.launch()    # preloads while the segments are made
             self.create_rings()
             for s in sorted(self.specs, key=lambda s: -s.stage):  # consumers first
                 self.start(s)
@@ -302,6 +327,8 @@ class Supervisor:
                     s.proc.kill()
                     s.proc.wait(5)
                 self.event("stopped", process=s.name, code=s.proc.returncode)
+        if self.fork_server is not None:
+            self.fork_server.close()
         for r in self.created:
             r.close()
         removed = segments.clean(self.instance, everything=True)

@@ -275,7 +275,8 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
         print(f"[arbpipe] CPU plan {n}", flush=True)
     kill = cfg.strategy.kill_switch
     sup = Supervisor(instance, specs, rings, console=lambda s: print(s, flush=True),
-                     setups=[lambda inst: Control.create(inst, kill)])
+                     setups=[lambda inst: Control.create(inst, kill)],
+                     fork_server=cfg.supervisor.fork_server)
     redis_svc = supervisor_service(cfg, instance, sup.dir, console=lambda s: print(s, flush=True))
     if redis_svc is not None:  # no Redis configured: a private redis-server, up before the children
         sup.setups.append(lambda inst: redis_svc.setup(sup))

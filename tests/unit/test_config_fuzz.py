@@ -598,6 +598,8 @@ def _leaves():
             ((b, "health_grace_s"), Float(0.0, 3600.0, default=10.0)),
             ((b, "refresh_hz"), Float(1.0, 100.0, default=10.0)),
             ((b, "closed_keep"), Int(1, 5000, default=200))]
+    # [supervisor] fork_server: fork the Python roles from a preloaded process (issue 18)
+    out.append((("supervisor", "fork_server"), Bool(True)))
     return out + bridge_rules()
 
 

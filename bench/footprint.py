@@ -1,0 +1,128 @@
+"""``arbpipe bench footprint``: the memory a default tree takes (issue 18).
+
+A tree of the default config (config/arbpipe.toml, metrics on a free port) is started with
+`arbpipe up --detach` under a private instance and run dir; once every role has run for
+``settle_s`` seconds (status.json), every process of the tree -- the supervisor and every
+process below it (the roles, the embedded redis-server, the fork server when on) -- is
+measured with psutil ``memory_full_info()``: USS (pages private to the process: what
+stopping it would free) and PSS (its proportional share of what it shares), summed per
+process name; then `arbpipe down` (nothing of the instance is left in /dev/shm).
+
+``fork_server``: None keeps the config's ``[supervisor] fork_server``; True / False
+override it in the copy of the config. Figures only: nothing here fails on a figure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+
+import psutil
+
+from arbpipe.config import DEFAULT_PATH
+from arbpipe.transport import segments
+from bench.harness import Tree
+
+MIB = 1024 * 1024
+
+
+def _config(path: str, fork_server: bool | None) -> str:
+    text = open(DEFAULT_PATH).read()
+    text = re.sub(r"(?m)^metrics_port = .*$", "metrics_port = 0", text, count=1)
+    if fork_server is not None:
+        value = "true" if fork_server else "false"
+        text, n = re.subn(r"(?m)^fork_server = .*$", f"fork_server = {value}", text, count=1)
+        if n == 0 and fork_server:     # no such key: the switch is off
+            text += f"\n[supervisor]\nfork_server = {value}\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _all_running(tree: Tree, settle_s: float) -> dict | None:
+    st = tree.status()
+    if not st or not psutil.pid_exists(st.get("supervisor_pid", 0)):
+        return None
+    rows = st.get("processes", [])
+    if rows and all(p["state"] == "running" and p["pid"] and p["uptime_s"] >= settle_s
+                    for p in rows):
+        return st
+    return None
+
+
+def measure(st: dict) -> dict:
+    """{name: {"pid", "uss_mib", "pss_mib", "rss_mib"}} of the supervisor and everything
+    below it; roles by their status.json name, other processes by their process name."""
+    names = {p["pid"]: p["name"] for p in st["processes"]}
+    sup = psutil.Process(st["supervisor_pid"])
+    out = {}
+    for p in [sup] + sup.children(recursive=True):
+        try:
+            m = p.memory_full_info()
+            name = "supervisor" if p.pid == sup.pid else names.get(p.pid)
+            if name is None:
+                cmd = " ".join(p.cmdline())
+                name = "fork-server" if "arbpipe.ops.forkserver" in cmd else p.name()
+        except psutil.Error:
+            continue
+        key, k = name, 2
+        while key in out:
+            key, k = f"{name}#{k}", k + 1
+        out[key] = {"pid": p.pid, "uss_mib": round(m.uss / MIB, 1),
+                    "pss_mib": round(m.pss / MIB, 1), "rss_mib": round(m.rss / MIB, 1)}
+    return out
+
+
+def run(settle_s: float = 10.0, fork_server: bool | None = None, instance: str | None = None,
+        timeout_s: float = 300.0, progress: bool = False) -> dict:
+    inst = instance or "fp" + uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="arbpipe-footprint-") as work:
+        tree = Tree(inst, work, _config(os.path.join(work, "arbpipe.toml"), fork_server))
+        t0 = time.monotonic()
+        try:
+            tree.up()
+            st = None
+            while time.monotonic() - t0 < timeout_s:
+                st = _all_running(tree, settle_s)
+                if st:
+                    break
+                time.sleep(0.5)
+            if not st:
+                raise RuntimeError(f"the tree did not run for {settle_s} s within {timeout_s} s")
+            if progress:
+                print(f"footprint: tree {inst!r} up; measuring", flush=True)
+            procs = measure(st)
+        finally:
+            tree.down()
+        left = segments.list_segments(inst)
+    total = {k: round(sum(p[k] for p in procs.values()), 1)
+             for k in ("uss_mib", "pss_mib", "rss_mib")}
+    return {"instance": inst, "settle_s": settle_s, "fork_server": fork_server,
+            "processes": procs, "total": total, "segments_left": len(left)}
+
+
+def render(res: dict) -> str:
+    fs = res["fork_server"]
+    lines = [f"tree footprint (fork server: {'config' if fs is None else ('on' if fs else 'off')};"
+             f" after {res['settle_s']:g} s running)",
+             f"{'process':<22}{'pid':>8}{'USS MiB':>10}{'PSS MiB':>10}{'RSS MiB':>10}"]
+    for name, p in sorted(res["processes"].items(), key=lambda kv: -kv[1]["uss_mib"]):
+        lines.append(f"{name:<22}{p['pid']:>8}{p['uss_mib']:>10.1f}{p['pss_mib']:>10.1f}"
+                     f"{p['rss_mib']:>10.1f}")
+    t = res["total"]
+    lines.append(f"{'total':<22}{'':>8}{t['uss_mib']:>10.1f}{t['pss_mib']:>10.1f}"
+                 f"{t['rss_mib']:>10.1f}")
+    if res["segments_left"]:
+        lines.append(f"warning: {res['segments_left']} segments of the instance left in /dev/shm")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+    arg = sys.argv[1] if len(sys.argv) > 1 else "config"
+    r = run(fork_server={"on": True, "off": False}.get(arg), progress=True)
+    print(render(r))
+    print(json.dumps(r))
