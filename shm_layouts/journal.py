@@ -31,8 +31,31 @@ JournalEntry -- 128 bytes, two cache lines, little-endian
        112    8 i8    detect_ns        Opportunity.detect_ns (published by the detector)
        120    8 i8    read_ns          when the strategy read the opportunity
 
+Fields used by the kinds of the trade's life (the others as above):
+
+    kind           fields
+    -------------  ------------------------------------------------------------------------
+    TRANSFER       order_id: transfer id (1, 2, ...); venue_id: from; opp_id: to venue id;
+                   reason: TransferAsset; instrument_id: an instrument naming the asset (its
+                   base for BASE, its quote for QUOTE); qty: units debited at the source;
+                   value: the withdrawal fee, asset units; price: the asset's mid used to
+                   value it (1 for the quote asset); fee: value x price, quote currency (the
+                   transfer fee in PnL); trigger_recv_ns: when it arrives
+    TRANSFER_DONE  order_id, venue_id, opp_id, reason, instrument_id as its TRANSFER; qty:
+                   units credited at the destination (qty - value of the TRANSFER)
+    FUNDING        venue_id, instrument_id (perp leg); qty: the signed position paid on;
+                   price: the mid it was valued at; value: the funding rate; realized_pnl:
+                   the payment, signed (+ received, - paid), quote currency;
+                   trigger_recv_ns: the funding time it settles
+    EXIT           order_id: the entry pair's buy-leg order id (the trade); reason:
+                   ExitReason; qty: the larger open leg; value: the exit spread (bps);
+                   limit: the rule's threshold. The exit's two legs follow as ORDER entries
+                   with flag EXIT_LEG, ids ``exit_order_id``
+    EQUITY         a sample of the PnL: value: net; realized_pnl: fills; fee: trading fees;
+                   limit: transfer fees; price: funding; notional: unrealized
+
 Units: prices and money in the instrument's quote currency (USDT in the default config).
-Order ids: ``pair_order_ids``, ``pair_of`` and ``UNWIND_ID_OFFSET`` below.
+Order ids: ``pair_order_ids``, ``pair_of``, ``UNWIND_ID_OFFSET`` and ``exit_order_id``.
 """
 import enum
 
@@ -47,8 +70,19 @@ def pair_order_ids(pair_id):
 
 
 def pair_of(order_id):
-    """The pair id an order id (a leg's or an unwind's) belongs to."""
+    """The pair id an order id (a leg's, an unwind's or an exit's) belongs to."""
     return (order_id % UNWIND_ID_OFFSET - 1) // 2
+
+
+def exit_order_id(order_id, attempt):
+    """order_id of attempt ``attempt`` (0, 1, ...) to close the leg of entry order
+    ``order_id``: the entry's id + (2 + attempt) x UNWIND_ID_OFFSET."""
+    return order_id % UNWIND_ID_OFFSET + (2 + attempt) * UNWIND_ID_OFFSET
+
+
+def is_buy_leg(order_id):
+    """True for an order of a pair's buy leg (its entry, unwind or exit)."""
+    return (order_id % UNWIND_ID_OFFSET) % 2 == 1
 
 
 class JournalKind(enum.IntEnum):
@@ -60,6 +94,26 @@ class JournalKind(enum.IntEnum):
     RESET = 6           # the breaker was reset by an operator
     KILL_SWITCH = 7     # the kill switch was flipped; ``flags`` has KILL_ON when now on
     MISSED = 8          # an order that got no fill (quote moved, nothing left)
+    TRANSFER = 9        # a simulated transfer between venues left its source
+    TRANSFER_DONE = 10  # ... and arrived
+    FUNDING = 11        # funding paid or received on a perp leg at a funding time
+    EXIT = 12           # an exit rule fired on a pair with a perp leg; ``reason``: ExitReason
+    EQUITY = 13         # a sample of the equity curve (the PnL components)
+
+
+class ExitReason(enum.IntEnum):
+    NONE = 0
+    CONVERGED = 1       # closing costs <= exit_net_bps
+    MAX_HOLD = 2        # held max_hold_s
+    STOP = 3            # the basis widened stop_basis_bps against the entry
+    KILL_SWITCH = 4     # kill switch on with kill_switch_flatten
+    SHUTDOWN = 5        # stop with flatten_on_stop
+
+
+class TransferAsset(enum.IntEnum):
+    NONE = 0
+    BASE = 1
+    QUOTE = 2
 
 
 class Side(enum.IntEnum):
@@ -109,6 +163,7 @@ class JournalFlag(enum.IntFlag):
     KILL_ON = 8         # KILL_SWITCH: the switch is now on
     RESTORED = 16       # written while rebuilding state after a restart
     OBSERVE = 32        # ORDER in observe mode: would have been sent, nothing simulated
+    EXIT_LEG = 64       # ORDER / FILL / MISSED of an exit
 
 
 JOURNAL = np.dtype({

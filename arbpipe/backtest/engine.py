@@ -38,14 +38,8 @@ from shm_layouts import MARKET_UPDATE
 from shm_layouts.journal import JournalFlag, JournalKind, pair_of
 from shm_layouts.records import OppState
 
-try:   # the live service's housekeeping period (module imports the rings: optional)
-    from arbpipe.trading.service import HOUSEKEEPING_S
-except ImportError:  # pragma: no cover
-    HOUSEKEEPING_S = 0.1
-try:   # the strategy's L2 depth (books the strategy keeps for depth fills), where it has one
-    from arbpipe.trading.book import book_depth
-except ImportError:  # pragma: no cover
-    book_depth = None
+from arbpipe.trading.book import book_depth
+from arbpipe.trading.service import HOUSEKEEPING_S
 
 CHUNK = 65536                     # records per detector call
 DRAIN_S = 60.0                    # the clock runs on at most this long after the last record
@@ -80,9 +74,7 @@ class Run:
 def live_book(cfg: Config) -> LiveBook:
     """The strategy's book as the live service builds it (the L2 depth of the config where
     ``LiveBook`` keeps levels), fed here from the records instead of the rings."""
-    if book_depth is not None:
-        return LiveBook(cfg.legs(), len(cfg.instruments), book_depth(cfg))
-    return LiveBook(cfg.legs(), len(cfg.instruments))
+    return LiveBook(cfg.legs(), len(cfg.instruments), book_depth(cfg))
 
 
 class Engine:

@@ -16,6 +16,7 @@ import numpy as np
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, VENUE_NAMES
 from shm_layouts import (BreakerReason, CloseReason, JournalFlag, JournalKind, OppState,
                          RejectReason, Side)
+from shm_layouts.journal import ExitReason, TransferAsset
 from shm_layouts.records import OPP_BUY_PERP, OPP_SELL_PERP, OPP_TOP_OF_BOOK
 
 EVENT_JOURNAL_KINDS = (int(JournalKind.BREAKER), int(JournalKind.RESET),
@@ -139,6 +140,10 @@ def _reason(kind: int, reason: int) -> str:
         return _enum_name(RejectReason, reason)
     if kind == JournalKind.BREAKER:
         return _enum_name(BreakerReason, reason)
+    if kind == JournalKind.EXIT:
+        return _enum_name(ExitReason, reason)
+    if kind in (JournalKind.TRANSFER, JournalKind.TRANSFER_DONE):
+        return _enum_name(TransferAsset, reason)
     return _enum_name(RejectReason, reason) if reason else "none"
 
 

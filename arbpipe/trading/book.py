@@ -7,6 +7,14 @@ of MarketUpdate words into them: QUOTE stores the top of book, a STATUS other th
 clears the quotes it is about. Every word index and bit field comes from
 ``shm_layouts.words`` (the accessors inlined by ``arbpipe.transport.words``).
 
+L2 books: LEVEL records are applied, as the detector applies them, to private top-N blocks
+laid out as ``shm_layouts.books`` (one block per (instrument, leg): version, state, n_bid,
+n_ask, bid_px[N], bid_qty[N], ask_px[N], ask_qty[N]; N = the deepest enabled ``[venues.X]
+depth``), so simulated fills walk the strategy's own live books (``ladder``); a block is
+used only when READY and not half-way through a book message; a leg without one fills on
+its top quote. FUNDING records store the leg's funding rate, next funding time and
+interval (``funding``), which the funding accrual reads (``arbpipe.trading.funding``).
+
 The strategy never consumes a feed ring (the detector does): ``refresh`` copies what was
 committed since its last look (``arbpipe.transport.kernels.peek``) and skips ahead when
 it fell more than a ring behind, since the newest quotes are the ones that matter.
@@ -18,19 +26,22 @@ import typing
 import numpy as np
 from numba import njit
 
-from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, LegTable
+from arbpipe.books.kernels import apply_level
+from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, Config, LegTable
 from arbpipe.transport import kernels as K
 from arbpipe.transport import words as TW
 from shm_layouts import words as W
-from shm_layouts.records import Kind, VenueStatus
+from shm_layouts.books import (B_LEVELS, B_N_ASK, B_N_BID, B_RESYNCS, B_STATE, B_UPDATED_NS,
+                               B_VERSION, BookState, block_words)
+from shm_layouts.records import STATUS_REASON_MASK, Flag, Kind, StatusReason, VenueStatus
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
 
 # float columns of LiveBook.bf[i, leg] and int columns of LiveBook.bi[i, leg]
-BF_BID, BF_ASK, BF_BQ, BF_AQ = range(4)
-BF_COLUMNS = 4
-BI_RECV, BI_SEEN = range(2)
-BI_COLUMNS = 2
+BF_BID, BF_ASK, BF_BQ, BF_AQ, BF_FUNDING_RATE = range(5)
+BF_COLUMNS = 5
+BI_RECV, BI_SEEN, BI_NEXT_FUNDING, BI_FUNDING_IV = range(4)
+BI_COLUMNS = 4
 
 PEEK_BATCH = 4096                  # MarketUpdates copied per peek call
 
@@ -38,7 +49,45 @@ PEEK_BATCH = 4096                  # MarketUpdates copied per peek call
 MARKET_SPOT, MARKET_PERP = 0, 1
 
 _QUOTE, _STATUS = int(Kind.QUOTE), int(Kind.STATUS)
+_FUNDING, _LEVEL = int(Kind.FUNDING), int(Kind.LEVEL)
 _UP = int(VenueStatus.UP)
+_SNAP, _BOOK_ASK, _END = int(Flag.SNAPSHOT), int(Flag.BOOK_ASK), int(Flag.BOOK_END)
+_READY, _RESYNCING = int(BookState.READY), int(BookState.RESYNCING)
+_BOOK_RESYNC = int(StatusReason.BOOK_RESYNC)
+
+
+def book_depth(cfg: Config) -> int:
+    """N of the strategy's L2 books: the deepest ``[venues.<v>] depth`` of an enabled venue
+    (the detector's rule)."""
+    return max([v.depth for v in cfg.enabled_venues().values()] + [0])
+
+
+@njit(**_KW)
+def on_level(lvl_i, lvl_f, depth, b, flags, price, qty, recv_ns):
+    """Apply one LEVEL record to block ``b`` (odd version from a message's first record to
+    its BOOK_END, as the detector's ``arbpipe.detect.levels``; private, so plain stores)."""
+    if depth <= 0 or b < 0 or b >= lvl_i.shape[0]:
+        return
+    row_i = lvl_i[b]
+    row_f = lvl_f[b]
+    if row_i[B_VERSION] & 1 == 0:
+        row_i[B_VERSION] += 1
+    if flags & _SNAP:
+        row_i[B_N_BID] = 0
+        row_i[B_N_ASK] = 0
+    if price > 0.0:
+        if flags & _BOOK_ASK:
+            o = B_LEVELS + 2 * depth
+            apply_level(row_f[o:o + depth], row_f[o + depth:o + 2 * depth],
+                        row_i[B_N_ASK:B_N_ASK + 1], True, price, qty)
+        else:
+            o = B_LEVELS
+            apply_level(row_f[o:o + depth], row_f[o + depth:o + 2 * depth],
+                        row_i[B_N_BID:B_N_BID + 1], False, price, qty)
+    if flags & _END:
+        row_i[B_STATE] = _READY
+        row_i[B_UPDATED_NS] = recv_ns
+        row_i[B_VERSION] += 1
 
 
 class Quote(typing.NamedTuple):
@@ -51,12 +100,15 @@ class Quote(typing.NamedTuple):
 
 
 @njit(**_KW)
-def apply_updates(words, fwords, n, tab, bf, bi):
+def apply_updates(words, fwords, n, tab, bf, bi, lvl_i, lvl_f, depth):
     """Apply n MarketUpdates (int64 ``words`` and their float64 view ``fwords``) to the
-    book: QUOTE stores the top of book of (canonical instrument, leg); a STATUS other than
-    UP clears the quotes it is about (a venue: every leg of it). Returns records applied."""
+    book: QUOTE stores the top of book of (canonical instrument, leg); LEVEL goes to the
+    leg's L2 block, FUNDING to its funding columns; a STATUS other than UP clears the
+    quotes it is about (a venue: every leg of it), a BOOK_RESYNC one the leg's L2 block.
+    Returns records applied."""
     applied = 0
     ni = bf.shape[0]
+    nl = bf.shape[1]
     for r in range(n):
         b = r * W.MU_WORDS
         w0 = words[b + W.MU_HEAD]
@@ -82,11 +134,39 @@ def apply_updates(words, fwords, n, tab, bf, bi):
             bi[i, leg, BI_RECV] = words[b + W.MU_RECV_TS]
             bi[i, leg, BI_SEEN] += 1
             applied += 1
+        elif kind == _LEVEL or kind == _FUNDING:
+            leg = tab[vid, MARKET_PERP if (iid & PERP_ID_BIT) else MARKET_SPOT]
+            i = iid & CANONICAL_MASK
+            if leg < 0 or i <= 0 or i >= ni:
+                continue
+            if kind == _LEVEL:
+                on_level(lvl_i, lvl_f, depth, i * nl + leg, TW.mu_flags(w0),
+                         fwords[b + W.MU_LEVEL_PRICE], fwords[b + W.MU_LEVEL_QTY],
+                         words[b + W.MU_RECV_TS])
+            else:
+                rate = fwords[b + W.MU_FUNDING_RATE]
+                if not abs(rate) < 1.0:
+                    continue
+                bf[i, leg, BF_FUNDING_RATE] = rate
+                bi[i, leg, BI_NEXT_FUNDING] = words[b + W.MU_NEXT_FUNDING]
+                bi[i, leg, BI_FUNDING_IV] = TW.mu_funding_interval(
+                    words[b + W.MU_FUNDING_INTERVAL])
+            applied += 1
         elif kind == _STATUS:
-            status = TW.mu_status(words[b + W.MU_STATUS])
+            sw = words[b + W.MU_STATUS]
+            status = TW.mu_status(sw)
+            i = iid & CANONICAL_MASK
+            if i != 0 and (TW.mu_status_reason(sw) & STATUS_REASON_MASK) == _BOOK_RESYNC \
+                    and 0 < i < ni and depth > 0:
+                lg = tab[vid, MARKET_PERP if (iid & PERP_ID_BIT) else MARKET_SPOT]
+                if lg >= 0:
+                    r = lvl_i[i * nl + lg]
+                    r[B_STATE] = _RESYNCING
+                    r[B_RESYNCS] += 1
+                    r[B_N_BID] = 0
+                    r[B_N_ASK] = 0
             if status == _UP:
                 continue
-            i = iid & CANONICAL_MASK
             for market in range(MARKET_SPOT, MARKET_PERP + 1):
                 lg = tab[vid, market]
                 if lg < 0:
@@ -107,11 +187,15 @@ def apply_updates(words, fwords, n, tab, bf, bi):
 class LiveBook:
     """Top of book per (canonical instrument, leg); see the module docstring."""
 
-    def __init__(self, legs: LegTable, n_instruments: int):
+    def __init__(self, legs: LegTable, n_instruments: int, depth: int = 0):
         self.legs = legs
         nl = len(legs)
         self.bf = np.zeros((n_instruments + 1, nl, BF_COLUMNS), np.float64)
         self.bi = np.zeros((n_instruments + 1, nl, BI_COLUMNS), np.int64)
+        self.depth = int(depth)
+        bw = block_words(max(self.depth, 1))
+        self.lvl_i = np.zeros(((n_instruments + 1) * nl, bw), np.int64)
+        self.lvl_f = self.lvl_i.view(np.float64)
         self.rings: list = []
         self.pos: list[int] = []
         self.buf = np.zeros(W.MU_WORDS * PEEK_BATCH, np.int64)
@@ -136,7 +220,8 @@ class LiveBook:
                 self.pos[j] = int(self.out[2])
                 if k == 0:
                     break
-                total += apply_updates(self.buf, self.fbuf, k, self.legs.tab, self.bf, self.bi)
+                total += apply_updates(self.buf, self.fbuf, k, self.legs.tab, self.bf, self.bi,
+                                       self.lvl_i, self.lvl_f, self.depth)
                 if k < PEEK_BATCH:
                     break
         self.applied += total
@@ -146,7 +231,7 @@ class LiveBook:
         """Apply MarketUpdate records directly (tests, replay)."""
         w = np.ascontiguousarray(updates).reshape(-1).view(np.int64)
         return apply_updates(w, w.view(np.float64), len(w) // W.MU_WORDS, self.legs.tab,
-                             self.bf, self.bi)
+                             self.bf, self.bi, self.lvl_i, self.lvl_f, self.depth)
 
     def set_quote(self, i: int, leg: int, bid: float, ask: float, bid_qty: float,
                   ask_qty: float, recv_ns: int) -> None:
@@ -165,3 +250,52 @@ class LiveBook:
     def mid(self, i: int, leg: int) -> float | None:
         q = self.quote(i, leg)
         return None if q is None else (q.bid + q.ask) / 2.0
+
+    # -- L2 books and funding -----------------------------------------------------------
+    def _block(self, i: int, leg: int) -> int:
+        return i * self.bf.shape[1] + leg
+
+    def ladder(self, i: int, leg: int, ask: bool) -> tuple[list[float], list[float]] | None:
+        """(prices, quantities) of one side of the leg's L2 book, best first; None when the
+        leg has no usable book (no depth, not READY, mid-message, or that side empty)."""
+        if self.depth <= 0:
+            return None
+        b = self._block(i, leg)
+        ri = self.lvl_i[b]
+        if ri[B_STATE] != _READY or ri[B_VERSION] & 1:
+            return None
+        n = int(ri[B_N_ASK] if ask else ri[B_N_BID])
+        if n <= 0:
+            return None
+        d = self.depth
+        o = B_LEVELS + (2 * d if ask else 0)
+        rf = self.lvl_f[b]
+        return [float(x) for x in rf[o:o + n]], [float(x) for x in rf[o + d:o + d + n]]
+
+    def set_levels(self, i: int, leg: int, bids, asks, recv_ns: int = 0) -> None:
+        """Replace the leg's L2 book (tests, replay): ``bids`` / ``asks`` are (price, qty)
+        pairs, best first (at most ``depth`` per side are kept)."""
+        if self.depth <= 0:
+            raise ValueError("this LiveBook keeps no L2 levels (depth 0)")
+        b = self._block(i, leg)
+        ri, rf, d = self.lvl_i[b], self.lvl_f[b], self.depth
+        bids, asks = list(bids)[:d], list(asks)[:d]
+        for o, side in ((B_LEVELS, bids), (B_LEVELS + 2 * d, asks)):
+            for j, (px, q) in enumerate(side):
+                rf[o + j], rf[o + d + j] = px, q
+        ri[B_N_BID], ri[B_N_ASK] = len(bids), len(asks)
+        ri[B_STATE] = _READY
+        ri[B_UPDATED_NS] = recv_ns
+
+    def set_funding(self, i: int, leg: int, rate: float, next_ns: int,
+                    interval_s: int = 0) -> None:
+        self.bf[i, leg, BF_FUNDING_RATE] = rate
+        self.bi[i, leg, BI_NEXT_FUNDING] = next_ns
+        self.bi[i, leg, BI_FUNDING_IV] = interval_s
+
+    def funding(self, i: int, leg: int) -> tuple[float, int] | None:
+        """(rate per interval, next funding time ns) last published for a perp leg, or None."""
+        t = int(self.bi[i, leg, BI_NEXT_FUNDING])
+        if t <= 0:
+            return None
+        return float(self.bf[i, leg, BF_FUNDING_RATE]), t

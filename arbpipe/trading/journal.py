@@ -1,9 +1,10 @@
 """The strategy's trade journal: writing entries, reading a journal file back, naming fields.
 
-Every ORDER, FILL, REJECT, UNWIND, MISSED, BREAKER, RESET and KILL_SWITCH entry is a
-``shm_layouts.journal.JOURNAL`` record pushed to the SPSC ring ``journal`` (for the
-persister; drop policy, drops counted) and a JSON line in ``<run dir>/journal.jsonl``.
-A restarted strategy replays that file (``arbpipe.trading.restore``).
+Every ORDER, FILL, REJECT, UNWIND, MISSED, BREAKER, RESET, KILL_SWITCH, TRANSFER,
+TRANSFER_DONE, FUNDING, EXIT and EQUITY entry is a ``shm_layouts.journal.JOURNAL`` record
+pushed to the SPSC ring ``journal`` (for the persister; drop policy, drops counted) and a
+JSON line in ``<run dir>/journal.jsonl``. A restarted strategy replays that file
+(``arbpipe.trading.restore``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import time
 import numpy as np
 
 from arbpipe.config import Config
-from shm_layouts.journal import JOURNAL, BreakerReason, JournalKind, RejectReason, Side
+from shm_layouts.journal import (JOURNAL, BreakerReason, ExitReason, JournalKind, RejectReason,
+                                 Side, TransferAsset)
 
 
 class Journal:
@@ -81,6 +83,12 @@ def describe_entry(cfg: Config):
             d["reason_name"] = RejectReason(int(d["reason"])).name.lower()
         elif k == JournalKind.BREAKER:
             d["reason_name"] = BreakerReason(int(d["reason"])).name.lower()
+        elif k == JournalKind.EXIT:
+            d["reason_name"] = ExitReason(int(d["reason"])).name.lower()
+        elif k in (JournalKind.TRANSFER, JournalKind.TRANSFER_DONE):
+            d["asset_kind"] = TransferAsset(int(d["reason"])).name.lower()
+            if d.get("opp_id"):
+                d["to_venue"] = cfg.venue_name(int(d["opp_id"]))
         if d.get("venue_id"):
             d["venue"] = cfg.venue_name(int(d["venue_id"]))
         if d.get("instrument_id"):

@@ -1,7 +1,9 @@
 """What the strategy knows about each leg and each instrument, from the config.
 
 A leg is one (enabled venue, market) of ``arbpipe.config.LegTable``: its venue id, whether
-it is a perp market and its taker fee. An instrument (canonical id 1..n) has a base and a
+it is a perp market, its taker fee (every simulated fill takes liquidity) and its maker fee
+(``[venues.X] maker_fee_bps``, or its ``perp`` table's: kept for resting orders, which the
+paper exchange does not simulate yet; ``Order.maker`` selects it). An instrument (canonical id 1..n) has a base and a
 quote asset. The values are copied into plain lists and dicts once, since every decision
 reads them.
 """
@@ -20,6 +22,10 @@ class Markets:
         self.base = {k + 1: n.split("/")[0] for k, n in enumerate(cfg.instruments)}
         self.quote = {k + 1: n.split("/")[1] for k, n in enumerate(cfg.instruments)}
         self.fee_bps = [float(x) for x in t.taker_fee_bps]
+        venues = cfg.enabled_venues()
+        self.maker_fee_bps = [float(venues[n].maker_fee_bps if n in venues else
+                                    venues[n.removesuffix("-perp")].perp.maker_fee_bps)
+                              for n in t.names]
         self.is_perp = [bool(x) for x in t.is_perp]
         self.venue = [int(x) for x in t.venue]
         self.names = list(t.names)

@@ -1,9 +1,19 @@
 """Positions, balances and PnL of the paper account, and its exposure to orders in flight.
 
-PnL (quote currency): per (instrument, leg), an average-cost position; realized on
-reductions; unrealized = qty x (live mid - average price), the mid of the live book, else
-the last mark seen, else the average price; fees separate; net = realized + unrealized -
-fees. Daily figures restart at 00:00 UTC (day_net = net - net at the day's first look);
+PnL (quote currency), in components that are each journaled: ``realized`` (the fills':
+average-cost positions, realized on reductions), ``fees`` (trading fees, FILL entries),
+``transfer_fees`` (TRANSFER entries), ``funding`` (signed, + received; FUNDING entries) and
+``unrealized``; realized_net = realized - fees - transfer_fees + funding; net =
+realized_net + unrealized (``components``). The PnL positions (``pnl_positions``) pool every
+spot leg of an instrument into one (base is base on any venue: a spot <-> spot pair's
+profit is locked at its fills, and the inventory it moved between venues is the inventory
+manager's, ``arbpipe.trading.inventory``) and keep each perp leg apart. ``positions`` (per
+(instrument, leg): the quantity and average price traded on that venue market, with the
+realized PnL its fills closed in the PnL position) serve the exposure checks, the display
+and the marks: unrealized = the sum over legs of qty x (mark - the average price of the
+leg's PnL position), the mark being the leg's live mid, else the last mark seen, else the
+average price (so a flat spot pool whose legs are long on one venue and short on another
+carries the two venues' mid difference, and nothing when the mids agree). Daily figures restart at 00:00 UTC (day_net = net - net at the day's first look);
 the peak of net is kept for the drawdown.
 
 Balances: every venue starts with ``starting_balance`` of each quote asset, and spot
@@ -28,6 +38,9 @@ from arbpipe.trading.markets import Markets
 from shm_layouts.journal import Side
 
 
+SPOT_POOL = -1          # pnl_positions key of an instrument's pooled spot legs
+
+
 @dataclasses.dataclass
 class Position:
     qty: float = 0.0
@@ -35,9 +48,12 @@ class Position:
     realized: float = 0.0
     fees: float = 0.0
     mark: float = 0.0
+    funding: float = 0.0
+    opened_ns: int = 0      # PnL positions: when it last left zero
 
-    def fill(self, signed_qty: float, price: float) -> float:
-        """Apply a fill; returns the realized PnL it closed (before fees)."""
+    def fill(self, signed_qty: float, price: float, book: bool = True) -> float:
+        """Apply a fill; returns the realized PnL it closed (before fees), added to
+        ``realized`` when ``book``."""
         q0 = self.qty
         if q0 == 0.0 or (q0 > 0) == (signed_qty > 0):
             new = q0 + signed_qty
@@ -46,7 +62,8 @@ class Position:
             return 0.0
         closing = min(abs(signed_qty), abs(q0))
         pnl = closing * (price - self.avg) * (1.0 if q0 > 0 else -1.0)
-        self.realized += pnl
+        if book:
+            self.realized += pnl
         new = q0 + signed_qty
         if abs(signed_qty) > abs(q0):
             self.avg = price
@@ -54,6 +71,10 @@ class Position:
             self.avg = 0.0
         self.qty = new
         return pnl
+
+
+EQUITY_KEEP = 1440      # equity curve samples kept (a day at the default 60 s)
+EQUITY_SHOWN = 120      # ... and published in the state document
 
 
 def utc_day(ns: int) -> str:
@@ -80,8 +101,12 @@ class Portfolio:
                 for a in sorted(set(m.base.values())):
                     bal[a] = float(cfg.strategy.base_balances.get(a, 0.0))
             self.balances[vid] = bal
+        self.pnl_positions: dict[tuple[int, int], Position] = {}
         self.realized = 0.0
         self.fees = 0.0
+        self.transfer_fees = 0.0
+        self.funding = 0.0
+        self.equity: collections.deque = collections.deque(maxlen=EQUITY_KEEP)
         self.peak_net = 0.0
         self.day = None
         self.day_start_net = 0.0
@@ -106,12 +131,43 @@ class Portfolio:
             return p.mark
         return p.avg if p is not None else 0.0
 
+    def pnl_key(self, i: int, leg: int) -> tuple[int, int]:
+        """The PnL position a leg's fills go to: the instrument's spot pool, or the perp leg."""
+        return (i, leg) if self.m.is_perp[leg] else (i, SPOT_POOL)
+
+    def pnl_pos(self, i: int, leg: int) -> Position:
+        return self.pnl_positions.get(self.pnl_key(i, leg)) or Position()
+
     def unrealized(self) -> float:
-        return sum(p.qty * (self.mark_price(i, leg) - p.avg)
-                   for (i, leg), p in self.positions.items() if p.qty != 0.0)
+        u = 0.0
+        for (i, leg), p in sorted(self.positions.items()):
+            if p.qty != 0.0:
+                u += self.leg_unrealized(i, leg, p)
+        return u
+
+    def leg_unrealized(self, i: int, leg: int, p: Position) -> float:
+        return p.qty * (self.mark_price(i, leg) - self.pnl_pos(i, leg).avg)
+
+    def realized_net(self) -> float:
+        """realized - fees - transfer_fees + funding (the journal's components, in order)."""
+        return self.realized - self.fees - self.transfer_fees + self.funding
 
     def net(self) -> float:
-        return self.realized + self.unrealized() - self.fees
+        return self.realized_net() + self.unrealized()
+
+    def components(self) -> dict:
+        """Every PnL component and the totals they make (the state document's ``pnl``)."""
+        unreal = self.unrealized()
+        rn = self.realized_net()
+        return {"fills": self.realized, "fees": self.fees,
+                "transfer_fees": self.transfer_fees, "funding": self.funding,
+                "realized_net": rn, "unrealized": unreal, "net": rn + unreal}
+
+    def sample_equity(self, now: int) -> dict:
+        """Append an equity curve sample (ts_ns, net) and return the components."""
+        c = self.components()
+        self.equity.append((int(now), c["net"]))
+        return c
 
     def watch_loss(self, now: int) -> tuple[float, float]:
         """(the day's net PnL, drawdown from the peak) at ``now``; rolls the day over at
@@ -124,13 +180,23 @@ class Portfolio:
         return net - self.day_start_net, self.peak_net - net
 
     def apply_fill(self, i: int, leg: int, side: int, qty: float, price: float,
-                   fee: float) -> float:
+                   fee: float, now: int = 0) -> float:
         """Book a fill into position, balances, realized PnL and fees (the one code path
         used live and when restoring from the journal). Returns realized PnL."""
         m = self.m
         sign = 1.0 if side == Side.BUY else -1.0
-        pnl = self.pos(i, leg).fill(sign * qty, price)
-        p = self.positions[(i, leg)]
+        key = self.pnl_key(i, leg)
+        pp = self.pnl_positions.get(key)
+        if pp is None:
+            pp = self.pnl_positions[key] = Position()
+        q0 = pp.qty
+        pnl = pp.fill(sign * qty, price)
+        if abs(pp.qty) > abs(q0) and (q0 == 0.0 or (q0 > 0) != (pp.qty > 0)):
+            pp.opened_ns = int(now)
+        pp.fees += fee
+        p = self.pos(i, leg)
+        p.fill(sign * qty, price, book=False)
+        p.realized += pnl
         p.fees += fee
         self.realized += pnl
         self.fees += fee
@@ -142,6 +208,35 @@ class Portfolio:
             bal[q] -= sign * qty * price + fee
             bal[m.base[i]] = bal.get(m.base[i], 0.0) + sign * qty
         return pnl
+
+    def apply_funding(self, i: int, leg: int, amount: float) -> None:
+        """Book a funding payment (signed, + received) of a perp leg: PnL and its venue's
+        quote balance (the one code path used live and when restoring)."""
+        self.funding += amount
+        self.pos(i, leg).funding += amount
+        pp = self.pnl_positions.get(self.pnl_key(i, leg))
+        if pp is not None:
+            pp.funding += amount
+        q = self.m.quote[i]
+        bal = self.balances[self.m.venue[leg]]
+        bal[q] = bal.get(q, 0.0) + amount
+
+    def move_balance(self, vid: int, asset: str, qty: float) -> None:
+        """Add ``qty`` (negative: take) of ``asset`` on venue ``vid`` (transfers)."""
+        bal = self.balances[vid]
+        bal[asset] = bal.get(asset, 0.0) + qty
+
+    def charge_transfer_fee(self, fee: float) -> None:
+        self.transfer_fees += fee
+
+    def move_position(self, i: int, src_leg: int, dst_leg: int, qty: float) -> None:
+        """A transfer of ``qty`` base of instrument ``i`` between two spot legs: the legs'
+        positions (what each venue's mid marks) move with it, the PnL position and the
+        realized PnL do not (the asset is still ours; its fee is a transfer fee)."""
+        for leg, q in ((src_leg, -qty), (dst_leg, qty)):
+            if leg >= 0:
+                p = self.pos(i, leg)
+                p.fill(q, p.mark if p.mark > 0 else p.avg, book=False)
 
     # -- exposure -----------------------------------------------------------------------
     @staticmethod
@@ -201,24 +296,26 @@ class Portfolio:
     def report(self, now: int) -> tuple[list[dict], dict, dict]:
         """(positions, pnl, balances) of the state document (``arbpipe.trading.view``)."""
         m = self.m
-        unreal = 0.0
         positions = []
         for (i, leg), p in sorted(self.positions.items()):
-            if p.qty == 0.0 and p.realized == 0.0 and p.fees == 0.0:
+            if p.qty == 0.0 and p.realized == 0.0 and p.fees == 0.0 and p.funding == 0.0:
                 continue
             mark = self.mark_price(i, leg)
-            u = p.qty * (mark - p.avg) if p.qty else 0.0
-            unreal += u
+            u = self.leg_unrealized(i, leg, p) if p.qty else 0.0
             positions.append({"instrument": m.instruments[i - 1],
                               "venue": m.venue_names[m.venue[leg]],
                               "market": "perp" if m.is_perp[leg] else "spot",
                               "qty": p.qty, "avg_price": p.avg, "mark": mark, "unrealized": u,
-                              "realized": p.realized, "fees": p.fees})
-        net = self.realized + unreal - self.fees
+                              "realized": p.realized, "fees": p.fees, "funding": p.funding})
+        c = self.components()
+        net = c["net"]
         if self.day is None:
             self.day, self.day_start_net = utc_day(now), net
-        pnl = {"realized": self.realized, "unrealized": unreal, "fees": self.fees,
+        pnl = {"realized": self.realized, "unrealized": c["unrealized"], "fees": self.fees,
                "net": net, "day": self.day, "day_net": net - self.day_start_net,
-               "peak_net": max(self.peak_net, net), "drawdown": max(self.peak_net, net) - net}
+               "peak_net": max(self.peak_net, net), "drawdown": max(self.peak_net, net) - net,
+               "fills": c["fills"], "transfer_fees": self.transfer_fees,
+               "funding": self.funding, "realized_net": c["realized_net"],
+               "equity": [list(e) for e in list(self.equity)[-EQUITY_SHOWN:]]}
         balances = {m.venue_names[v]: dict(b) for v, b in self.balances.items()}
         return positions, pnl, balances

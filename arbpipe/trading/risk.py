@@ -25,6 +25,12 @@ max_quote_age_ms, net >= min_net_bps, confidence >= min_confidence. A money/bps 
 disables its check; the count limits (max_open_orders, rates) mean what they say (0: none
 allowed). Worst-case positions are valued at the order price (its own leg) or the mark
 (the others; ``arbpipe.trading.portfolio``).
+
+Exits (pairs with a perp leg, ``arbpipe.trading.exits``) go through the exit checks only:
+the live-quote check of each leg (no quote, stale quote), fat finger, balance (a spot leg),
+then the two rate limits; every other check above is entry-only, so an exit is never
+blocked by an entry-only limit. Sizing with L2 books: the top quantities are those of the
+whole book held (``Strategy.depth_quotes``), the detector's depth-walked exec_qty caps it.
 """
 from __future__ import annotations
 

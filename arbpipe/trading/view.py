@@ -47,6 +47,11 @@ def render_state(d: dict | None) -> str:
              f"  pnl net {p['net']:,.2f}  realized {p['realized']:,.2f}  unrealized "
              f"{p['unrealized']:,.2f}  fees {p['fees']:,.2f}  day {p['day_net']:,.2f}  "
              f"drawdown {p['drawdown']:,.2f}"]
+    if "funding" in p:
+        lines.append(f"  pnl components: fills {p['fills']:,.2f}  - fees {p['fees']:,.2f}  - "
+                     f"transfer fees {p['transfer_fees']:,.2f}  + funding {p['funding']:+,.2f}"
+                     f"  = realized net {p['realized_net']:,.2f}  + unrealized "
+                     f"{p['unrealized']:,.2f}  = net {p['net']:,.2f}")
     if d["rejects"]:
         lines.append("  rejects: " + ", ".join(f"{k} {v:,}" for k, v in
                                                sorted(d["rejects"].items(), key=lambda kv: -kv[1])))
@@ -55,4 +60,14 @@ def render_state(d: dict | None) -> str:
             lines.append(f"  {pos['instrument']:<10} {pos['venue']:<13} {pos['market']:<4} qty "
                          f"{pos['qty']:+.6g} @ {pos['avg_price']:.6g} mark {pos['mark']:.6g} "
                          f"upnl {pos['unrealized']:+.2f}")
+    for t in (d.get("trades") or {}).get("open", []):
+        x = t.get("exit_spread_bps")
+        lines.append(f"  trade #{t['pair']} {t['instrument']} long {t['buy']} "
+                     f"{t['qty_buy_leg']:.6g} short {t['sell']} {t['qty_sell_leg']:.6g}  entry "
+                     f"{t['entry_spread_bps']:.2f} bps  exit "
+                     f"{'-' if x is None else format(x, '.2f')} bps  held {t['held_s']:.0f}s  "
+                     f"funding {t.get('funding', 0.0):+,.2f}")
+    for x in (d.get("inventory") or {}).get("in_flight", []):
+        lines.append(f"  transfer #{x['id']} {x['qty']:.6g} {x['asset']} {x['from']} -> "
+                     f"{x['to']} (fee {x['fee_units']:.6g} {x['asset']}, {x['fee']:,.2f})")
     return "\n".join(lines)

@@ -300,10 +300,16 @@ def _strategy(x: Exposition, s: dict | None) -> None:
     for key, help_ in (("realized", "Realized PnL (quote currency)."),
                        ("unrealized", "Unrealized PnL at marks (quote currency)."),
                        ("fees", "Fees paid (quote currency)."),
-                       ("net", "Net PnL: realized + unrealized - fees (quote currency)."),
+                       ("net", "Net PnL: realized - fees - transfer fees + funding + "
+                               "unrealized (quote currency)."),
                        ("day_net", "Net PnL since 00:00 UTC (quote currency)."),
-                       ("drawdown", "Net PnL below its running peak (quote currency).")):
-        name = f"arbpipe_strategy_{key}_pnl" if key not in ("fees", "drawdown") else \
+                       ("drawdown", "Net PnL below its running peak (quote currency)."),
+                       ("transfer_fees", "Withdrawal fees of simulated transfers (quote "
+                                         "currency)."),
+                       ("funding", "Funding received (+) or paid (-) on perp legs (quote "
+                                   "currency).")):
+        name = f"arbpipe_strategy_{key}_pnl" if key not in ("fees", "drawdown",
+                                                            "transfer_fees") else \
             f"arbpipe_strategy_{key}"
         x.family(name, "gauge", help_)
         if key in pnl:
