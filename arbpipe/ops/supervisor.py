@@ -61,6 +61,11 @@ HOT_NICE = -10      # the hot roles' nice value, where permitted
 WATCH_S = 0.25      # the watch loop's longest sleep (a child's exit wakes it at once)
 
 
+SIMULATOR_READY_S = 15.0     # the longest wait for the simulator's ready line at start
+# the start of a role's {"event": "ready", ...} line as its JSON log record quotes it
+READY_MARK = b'{\\"event\\": \\"ready\\"'
+
+
 @dataclasses.dataclass
 class ProcessSpec:
     name: str                   # unique, e.g. "feed.binance"
@@ -279,8 +284,15 @@ class Supervisor:
             if self.fork_server is not None:
                 self.fork_server.launch()    # preloads while the segments are made
             self.create_rings()
-            for s in sorted(self.specs, key=lambda s: -s.stage):  # consumers first
-                self.start(s)
+            # the simulator first, until it listens (it stands in for the venues the feeds
+            # connect to: a feed forked in milliseconds would otherwise find no server and
+            # count a connect failure); then every ring role, consumers first
+            sims = [s for s in self.specs if s.role == "simulator"]
+            for s in sims:
+                self._start_and_wait_ready(s, SIMULATOR_READY_S)
+            for s in sorted(self.specs, key=lambda s: -s.stage):
+                if s.role != "simulator":
+                    self.start(s)
             self.event("up", instance=self.instance, processes=len(self.specs),
                        run_dir=self.dir)
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -296,6 +308,23 @@ class Supervisor:
         finally:
             self.shutdown()
         return 0
+
+    def _start_and_wait_ready(self, s: ProcessSpec, timeout: float) -> None:
+        """Start ``s`` and wait until its output has a ``"event": "ready"`` line (at most
+        ``timeout`` s; a role that never says so just costs the wait)."""
+        path = os.path.join(self.dir, f"{s.name}.jsonl")
+        start = os.path.getsize(path) if os.path.exists(path) else 0
+        self.start(s)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and s.proc is not None and s.proc.poll() is None:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    if READY_MARK in f.read():
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
 
     def _idle_s(self) -> float:
         """How long the watch loop may sleep: until a child's output ends (it exited:
