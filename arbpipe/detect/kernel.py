@@ -18,7 +18,7 @@ Book (per canonical instrument i, leg l)
 ----------------------------------------
 bid, ask, bid_qty, ask_qty (a leg "has a quote" when ask > 0), exchange ts, recv ts,
 funding rate, next funding time, funding interval (s). Per leg: venue status (starts UP).
-The L2 top N of (i, l) is its block in ``lvl_i`` / ``lvl_f`` (``arbpipe.detect.levels``):
+The L2 top N of (i, l) is its block in ``lvl_i`` / ``lvl_f`` (``arbpipe.books.blocks``):
 LEVEL records are applied there; a leg "has a book" when its venue's depth > 0 and its
 block is READY with levels on the side a pair needs.
 
@@ -115,7 +115,7 @@ from arbpipe.clock import realtime_ns
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT
 from arbpipe.transport.casts import as_f64, f32_bits, f64_bits
 from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
-from arbpipe.detect.levels import on_book_resync, on_level
+from arbpipe.books.blocks import on_book_resync, on_level
 from arbpipe.detect.walk import choose_size_at, round_to_lot, side_fill_at
 from arbpipe.detect.state import (
     ACT_AS_SELL_SHIFT, ACT_LEGS_MASK, BK_ASK, BK_ASK_QTY, BK_BID, BK_BID_QTY, BK_EXCHANGE_NS,

@@ -54,7 +54,7 @@ Shapes: ``ni`` = instruments + 1 (canonical ids start at 1; row 0 is unused), ``
     lvl_i          (ni*nl, bw)     i8     the L2 top-N blocks (``shm_layouts.books``), block
     lvl_f          (ni*nl, bw)     f8     i * nl + leg; two views of the same words: the
                                           ``books`` segment's in the detector process, private
-                                          ones otherwise (``arbpipe.detect.levels``)
+                                          ones otherwise (``arbpipe.books.blocks``)
 
 ``io`` is a separate small int64 array (the kernel's scratch words, never shared): IO_N
 records staged in ``out``, IO_RWAKE / IO_PWAKE (wake the output ring's readers / input ring

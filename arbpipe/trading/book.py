@@ -7,10 +7,11 @@ of MarketUpdate words into them: QUOTE stores the top of book, a STATUS other th
 clears the quotes it is about. Every word index and bit field comes from
 ``shm_layouts.words`` (the accessors inlined by ``arbpipe.transport.words``).
 
-L2 books: LEVEL records are applied, as the detector applies them, to private top-N blocks
-laid out as ``shm_layouts.books`` (one block per (instrument, leg): version, state, n_bid,
-n_ask, bid_px[N], bid_qty[N], ask_px[N], ask_qty[N]; N = the deepest enabled ``[venues.X]
-depth``), so simulated fills walk the strategy's own live books (``ladder``); a block is
+L2 books: LEVEL records are applied by the detector's kernels (``arbpipe.books.blocks``)
+to private top-N blocks laid out as ``shm_layouts.books`` (one block per (instrument, leg):
+version, state, n_bid, n_ask, bid_px[N], bid_qty[N], ask_px[N], ask_qty[N]; N = the
+deepest enabled ``[venues.X] depth``), so simulated fills walk the strategy's own live books
+(``ladder``); a block is
 used only when READY and not half-way through a book message; a leg without one fills on
 its top quote. FUNDING records store the leg's funding rate, next funding time and
 interval (``funding``), which the funding accrual reads (``arbpipe.trading.funding``).
@@ -26,14 +27,15 @@ import typing
 import numpy as np
 from numba import njit
 
-from arbpipe.books.kernels import apply_level
+from arbpipe.books.blocks import on_book_resync, on_level
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, Config, LegTable
 from arbpipe.transport import kernels as K
 from arbpipe.transport import words as TW
 from shm_layouts import words as W
-from shm_layouts.books import (B_LEVELS, B_N_ASK, B_N_BID, B_RESYNCS, B_STATE, B_UPDATED_NS,
-                               B_VERSION, BookState, block_words)
-from shm_layouts.records import STATUS_REASON_MASK, Flag, Kind, StatusReason, VenueStatus
+from shm_layouts.books import (B_LEVELS, B_N_ASK, B_N_BID, B_STATE, B_UPDATED_NS, B_VERSION,
+                               BookState, block_words)
+from shm_layouts.records import (STATUS_FAULT_SHIFT, STATUS_REASON_MASK, Kind, StatusReason,
+                                 VenueStatus)
 
 _KW = dict(cache=True, nogil=True, boundscheck=False)
 
@@ -51,8 +53,7 @@ MARKET_SPOT, MARKET_PERP = 0, 1
 _QUOTE, _STATUS = int(Kind.QUOTE), int(Kind.STATUS)
 _FUNDING, _LEVEL = int(Kind.FUNDING), int(Kind.LEVEL)
 _UP = int(VenueStatus.UP)
-_SNAP, _BOOK_ASK, _END = int(Flag.SNAPSHOT), int(Flag.BOOK_ASK), int(Flag.BOOK_END)
-_READY, _RESYNCING = int(BookState.READY), int(BookState.RESYNCING)
+_READY = int(BookState.READY)
 _BOOK_RESYNC = int(StatusReason.BOOK_RESYNC)
 
 
@@ -60,34 +61,6 @@ def book_depth(cfg: Config) -> int:
     """N of the strategy's L2 books: the deepest ``[venues.<v>] depth`` of an enabled venue
     (the detector's rule)."""
     return max([v.depth for v in cfg.enabled_venues().values()] + [0])
-
-
-@njit(**_KW)
-def on_level(lvl_i, lvl_f, depth, b, flags, price, qty, recv_ns):
-    """Apply one LEVEL record to block ``b`` (odd version from a message's first record to
-    its BOOK_END, as the detector's ``arbpipe.detect.levels``; private, so plain stores)."""
-    if depth <= 0 or b < 0 or b >= lvl_i.shape[0]:
-        return
-    row_i = lvl_i[b]
-    row_f = lvl_f[b]
-    if row_i[B_VERSION] & 1 == 0:
-        row_i[B_VERSION] += 1
-    if flags & _SNAP:
-        row_i[B_N_BID] = 0
-        row_i[B_N_ASK] = 0
-    if price > 0.0:
-        if flags & _BOOK_ASK:
-            o = B_LEVELS + 2 * depth
-            apply_level(row_f[o:o + depth], row_f[o + depth:o + 2 * depth],
-                        row_i[B_N_ASK:B_N_ASK + 1], True, price, qty)
-        else:
-            o = B_LEVELS
-            apply_level(row_f[o:o + depth], row_f[o + depth:o + 2 * depth],
-                        row_i[B_N_BID:B_N_BID + 1], False, price, qty)
-    if flags & _END:
-        row_i[B_STATE] = _READY
-        row_i[B_UPDATED_NS] = recv_ns
-        row_i[B_VERSION] += 1
 
 
 class Quote(typing.NamedTuple):
@@ -142,6 +115,7 @@ def apply_updates(words, fwords, n, tab, bf, bi, lvl_i, lvl_f, depth):
             if kind == _LEVEL:
                 on_level(lvl_i, lvl_f, depth, i * nl + leg, TW.mu_flags(w0),
                          fwords[b + W.MU_LEVEL_PRICE], fwords[b + W.MU_LEVEL_QTY],
+                         words[b + W.MU_LEVEL_UPDATE_ID], words[b + W.MU_EXCHANGE_TS],
                          words[b + W.MU_RECV_TS])
             else:
                 rate = fwords[b + W.MU_FUNDING_RATE]
@@ -156,15 +130,13 @@ def apply_updates(words, fwords, n, tab, bf, bi, lvl_i, lvl_f, depth):
             sw = words[b + W.MU_STATUS]
             status = TW.mu_status(sw)
             i = iid & CANONICAL_MASK
-            if i != 0 and (TW.mu_status_reason(sw) & STATUS_REASON_MASK) == _BOOK_RESYNC \
-                    and 0 < i < ni and depth > 0:
+            why = TW.mu_status_reason(sw)
+            if i != 0 and (why & STATUS_REASON_MASK) == _BOOK_RESYNC and 0 < i < ni \
+                    and depth > 0:
                 lg = tab[vid, MARKET_PERP if (iid & PERP_ID_BIT) else MARKET_SPOT]
                 if lg >= 0:
-                    r = lvl_i[i * nl + lg]
-                    r[B_STATE] = _RESYNCING
-                    r[B_RESYNCS] += 1
-                    r[B_N_BID] = 0
-                    r[B_N_ASK] = 0
+                    on_book_resync(lvl_i, i * nl + lg, (why >> STATUS_FAULT_SHIFT) & 0xFF,
+                                   words[b + W.MU_RECV_TS])
             if status == _UP:
                 continue
             for market in range(MARKET_SPOT, MARKET_PERP + 1):

@@ -1,12 +1,14 @@
-"""The detector's L2 books: LEVEL records applied to the top-N block of their (instrument,
-leg), in the ``books`` segment's layout (``shm_layouts.books``), under its seqlock.
+"""Top-N L2 blocks: LEVEL records applied to the block of their (instrument, leg), in the
+``books`` segment's layout (``shm_layouts.books``), under its seqlock.
 
 ``lvl_i`` / ``lvl_f`` are the int64 and float64 views of the same blocks (one row per block
-``i * legs + leg``); the kernel (``arbpipe.detect.kernel``) calls ``on_level`` for each LEVEL
-record and ``on_book_resync`` for a BOOK_RESYNC status. A block is odd (being changed) from
-the first record of a book message to its BOOK_END record, so a reader never takes a
-half-applied message; a consumer truncates each side to the block's N, which keeps it equal
-to the feed's top N (the feed publishes every level that enters its top N).
+``i * legs + leg``); the detector's kernel (``arbpipe.detect.kernel``, into the ``books``
+segment) and the strategy's ``LiveBook`` (``arbpipe.trading.book``, private blocks) call
+``on_level`` for each LEVEL record and ``on_book_resync`` for a BOOK_RESYNC status. A
+block is odd (being changed) from the first record of a book message to its BOOK_END
+record, so a reader never takes a half-applied message; a consumer truncates each side to
+the block's N, which keeps it equal to the feed's top N (the feed publishes every level that
+enters its top N).
 """
 from __future__ import annotations
 
