@@ -43,15 +43,23 @@ def samples(text) -> dict:
 
 
 def ready(instance):
-    """The dashboard's view once it shows both venues (okx's clock skew), the detector, the
-    strategy and the supervisor's processes (the metrics port is in it)."""
+    """The dashboard's view once it shows both venues (okx's clock skew), the detector's loop
+    running with a quote seen, the strategy and the supervisor's processes (the metrics port is
+    in it)."""
     d = read_blob(instance, STATE_BLOB)
     if not (d and d.get("_alive") and d["metrics"].get("port") and d.get("processes")):
         return None
     v = {x["venue"]: x for x in d["venues"]}
     if set(v) != set(VENUES) or v[TIMED].get("clock_skew_s") is None:
         return None
-    return d if d["detector"] and d["strategy"] else None
+    det = d["detector"]
+    # the detector's stats segment exists before its loop first beats and before its first
+    # quote: both ages are None (NaN on /metrics) until then
+    if not (det and det.get("heartbeat_age_s") is not None
+            and det.get("last_update_age_s") is not None
+            and d["strategy"] and d["strategy"].get("_age_s") is not None):
+        return None
+    return d
 
 
 def test_every_metric_the_rules_and_the_board_read_is_served(instance, tmp_path):
