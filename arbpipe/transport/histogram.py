@@ -120,10 +120,14 @@ def list_histograms(instance: str | None = None) -> list[str]:
 
 
 def diff(new: np.ndarray, old: np.ndarray | None) -> np.ndarray:
-    """The values recorded between snapshot ``old`` and ``new`` (max/min: of ``new``)."""
+    """The values recorded between snapshot ``old`` and ``new`` (max/min: of ``new``). A
+    bucket that went down means the writer made the histogram anew in between (a restart):
+    then everything ``new`` holds was recorded since, and that is returned."""
     if old is None:
         return new
     d = new - old
+    if (d[W_DATA:W_DATA + NB] < 0).any() or d[W_COUNT] < 0:
+        return new.copy()
     d[W_MAX], d[W_MIN] = new[W_MAX], new[W_MIN]
     return d
 
