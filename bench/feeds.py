@@ -74,6 +74,9 @@ class JsonLoadsBinance(BinanceSpot):
     """The baseline: Binance bookTicker parsing with ``json.loads`` + dict access, with
     the adapter's checks (shape, prices, crossed, dedupe by ``u``) and the same sink calls."""
 
+    def quote_fastpath(self):
+        return None                    # every frame through this ``parse``, not the fast path
+
     def parse(self, frame, recv_ns, sink, socket_index=0):
         try:
             m = json.loads(frame)

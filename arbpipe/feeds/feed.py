@@ -8,7 +8,9 @@ Shape
     (recv_ts = that time, seq + 1 per record) -> one ``push_words`` per frame. The socket
     is read in chunks of up to 64 KiB (``BufferedWebSocket``), so a burst of frames costs
     one ``recv`` syscall. Parse + push run under ``Feed.lock`` because the ring is
-    single-producer and USD-M has two workers.
+    single-producer and USD-M has two workers. Binance bookTicker frames are first tried
+    by a one-call numba fast path (``Feed._on_frame_fast``, ``arbpipe.feeds.fastpath``:
+    parse, checks, pack and push together); a frame it does not take goes the way above.
   * the calling thread of ``Feed.run`` does housekeeping every ``tick_s``: the
     silent-symbol watchdog, subscribe-ack timeouts and publishing the counters to shared
     memory (``arbpipe.feeds.stats``).
@@ -46,14 +48,17 @@ import threading
 import time
 
 from arbpipe.feeds.connection import Conn, silent_limit_ns
+from arbpipe.feeds.fastpath import book_ticker, entry_point
 from arbpipe.feeds.options import FeedOptions
 from arbpipe.feeds.resync import Resyncer
 from arbpipe.feeds.sinks import RingSink
 from arbpipe.feeds.stats import FeedStatsWriter
 from arbpipe.feeds.venues.base import Control, VenueAdapter
 from arbpipe.feeds.worker import Worker
+from arbpipe.transport.rings import SpscRing
 from shm_layouts import feed_stats as FS
 from shm_layouts.records import BookFault, StatusReason, VenueStatus, pack_status_reason
+from shm_layouts.ring import FullPolicy
 
 log = logging.getLogger("arbpipe.feed")
 
@@ -101,6 +106,9 @@ class Feed:
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._started = False
+        self._fast = self._fast_args(adapter, sink)
+        if self._fast is not None:
+            self.on_frame = self._on_frame_fast
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Feed":
@@ -210,6 +218,52 @@ class Feed:
             if not w.flowing or (quotes and not w.has_quotes):
                 self._socket_flowing(w, quotes > 0)
         return ctl
+
+    @staticmethod
+    def _fast_args(adapter, sink):
+        """(kernel, table, ring words, cursors, push in the kernel) of the adapter's one-call
+        fast path (``arbpipe.feeds.fastpath``), or None: no fast path, or a sink / ring it
+        does not write the way ``RingSink.flush`` would (a BLOCK ring is pushed by
+        ``flush``, which waits)."""
+        fastpath = getattr(adapter, "quote_fastpath", None)
+        table = fastpath() if fastpath is not None else None
+        if table is None or type(sink) is not RingSink or type(sink.ring) is not SpscRing:
+            return None
+        ring = sink.ring
+        args = (table.tab, ring.w, ring.cursors, ring.policy != FullPolicy.BLOCK)
+        return (entry_point(book_ticker, b"", 0, 0, *args),) + args
+
+    def _on_frame_fast(self, w: Worker, c: Conn, data, now: int) -> Control | None:
+        """``on_frame`` with a try of the fast path first: a frame it takes is parsed, packed
+        and pushed in one numba call; any other goes the usual way (``on_frame``). The
+        kernel pushes its record alone: ``sink.n`` is 0 between frames (every writer of the
+        sink flushes before it lets go of the lock)."""
+        sink = self.sink
+        kernel, tab, ring_w, cursors, push = self._fast
+        with self.lock:
+            # the kernel takes bytes only (its compiled argument types are fixed)
+            r = kernel(data, now, sink.seq, tab, ring_w, cursors, push) \
+                if type(data) is bytes else -1
+            if r >= 0:
+                sink.recv_ns = now
+                sink.seq += 1
+                w.seen[r >> 2] = now
+                if not push:
+                    sink.words[:8] = tab[0, :8]
+                    sink.n = 1
+                    sink.flush()
+                else:
+                    if r & 2:                   # as ``SpscRing.push_words`` does
+                        sink.ring._cdoor.post_if_armed()
+                    if not r & 1:
+                        sink.dropped += 1
+        if r < 0:
+            return Feed.on_frame(self, w, c, data, now)
+        c.frames += 1
+        c.records += 1
+        if not w.flowing or not w.has_quotes:
+            self._socket_flowing(w, True)
+        return None
 
     # -- status (called by workers) -------------------------------------------------------------
     def _publish_status(self, status: int, reason: int, socket_index: int = 0,

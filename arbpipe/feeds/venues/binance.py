@@ -41,6 +41,7 @@ import msgspec
 import numpy as np
 
 from arbpipe.books.parse import raw_levels
+from arbpipe.feeds.fastpath import QuoteTable
 from arbpipe.feeds.venues.base import Control, SocketSpec, VenueAdapter, decode_frame
 from arbpipe.feeds.venues.checks import (MAX_MS, MS, NO_SEQ, book_reject, funding_ok,
                                          stale_reason)
@@ -403,6 +404,17 @@ class _BinanceBase(VenueAdapter):
         self._last_u: dict[str, int] = {}    # bookTicker updateId per symbol
         self._last_E: dict[str, int] = {}    # markPrice event time per symbol
         self.books = DiffSync(pu_chain=self._pu_chain)   # L2 books (depth > 0)
+        self._fast: QuoteTable | None = None  # bookTicker fast path (``quote_fastpath``)
+
+    def quote_fastpath(self) -> QuoteTable | None:
+        """The table of ``arbpipe.feeds.fastpath.book_ticker`` (bookTicker frames parsed and
+        pushed in one numba call; ``Feed`` falls back to ``parse`` for what it does not
+        take); None with L2 books (no bookTicker then)."""
+        if self.depth > 0:
+            return None
+        if self._fast is None:
+            self._fast = QuoteTable(self._ids, self.venue_id, self._quote_flags)
+        return self._fast
 
     @property
     def applied(self) -> int:
@@ -426,6 +438,8 @@ class _BinanceBase(VenueAdapter):
 
     def on_connect(self, socket_index: int) -> None:
         self._last_u.clear()
+        if self._fast is not None:
+            self._fast.reset()
         self._last_E.clear()
         self.books.reset()
 
@@ -521,11 +535,14 @@ class _BinanceBase(VenueAdapter):
             sink.reject("bad_ts")
             return
         u = m.u
-        last = self._last_u.get(m.s, NO_SEQ)
+        fast = self._fast                  # the fast path keeps the last u in its table
+        last = self._last_u.get(m.s, NO_SEQ) if fast is None else fast.last_u(m.s, self._last_u)
         if u <= last:
             sink.reject(stale_reason(u, last))
             return
         self._last_u[m.s] = u
+        if fast is not None:
+            fast.accepted(m.s, u)
         flags = self._quote_flags if ts else self._quote_flags | _NO_TS
         sink.quote(iid, bid, ask, bid_qty, ask_qty, ts * MS, flags)
 
@@ -613,6 +630,8 @@ class BinanceUsdm(_BinanceBase):
     def on_connect(self, socket_index: int) -> None:
         if socket_index == 0:
             self._last_u.clear()
+            if self._fast is not None:
+                self._fast.reset()
             self.books.reset()
         else:
             self._last_E.clear()
