@@ -284,7 +284,7 @@ class Config(_Base, kw_only=True):
     detector: DetectorConfig = msgspec.field(default_factory=DetectorConfig)
     strategy: StrategyLimits = msgspec.field(default_factory=StrategyLimits)
     rings: RingsConfig = msgspec.field(default_factory=RingsConfig)
-    cpu: dict[str, list[int] | str] = {}   # role -> cores ("auto" = supervisor decides); profile
+    cpu: dict[str, list[int] | str | int] = {}   # role -> cores ("auto": supervisor decides); profile; realtime_priority
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
@@ -703,6 +703,10 @@ def validate_config(cfg: Config) -> None:
             c(cores in CPU_PROFILES, "cpu.profile",
               f"expected one of {', '.join(map(repr, CPU_PROFILES))}, got {cores!r}")
             continue
+        if role == "realtime_priority":   # SCHED_FIFO priority of the sleeping hot roles
+            c(type(cores) is int and 0 <= cores <= 99, "cpu.realtime_priority",
+              f"expected an integer 0 (off) to 99, got {cores!r}")
+            continue
         c(role in ROLES, f"cpu.{role}", f"unknown role; known: {', '.join(ROLES)}")
         c(cores == "auto" or isinstance(cores, list), f"cpu.{role}",
           f"expected \"auto\" or a list of cores, got {cores!r}")
@@ -848,9 +852,12 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     return parse_config(text, path)
 
 
+CPU_SETTINGS = ("profile", "realtime_priority")     # [cpu] keys that are not roles
+
+
 def cpu_plan(cfg: Config) -> dict[str, list[int]]:
     """Explicit per-role core lists (roles set to "auto" or absent are left out)."""
-    return {r: list(c) for r, c in cfg.cpu.items() if r != "profile" and c != "auto"}
+    return {r: list(c) for r, c in cfg.cpu.items() if r not in CPU_SETTINGS and c != "auto"}
 
 
 CPU_PROFILES = ("default", "low-latency")
@@ -859,6 +866,11 @@ CPU_PROFILES = ("default", "low-latency")
 def cpu_profile(cfg: Config) -> str:
     """``[cpu] profile``: "default" (nothing spins) or "low-latency" (hot roles spin)."""
     return str(cfg.cpu.get("profile", "default"))
+
+
+def cpu_realtime(cfg: Config) -> int:
+    """``[cpu] realtime_priority``: SCHED_FIFO priority of the hot roles that sleep (0: off)."""
+    return int(cfg.cpu.get("realtime_priority", 0))
 
 
 def to_sim_config(cfg: Config):

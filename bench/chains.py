@@ -41,7 +41,7 @@ from arbpipe.paths import run_dir
 from arbpipe.transport import kernels as K
 from arbpipe.transport import segments
 from arbpipe.transport.atomics import load_acquire
-from arbpipe.transport.rings import BroadcastRing, MpmcRing, SpscRing
+from arbpipe.transport.rings import BroadcastRing, MpmcRing, SpscRing, ring_stats
 from bench.harness import dist
 from shm_layouts import ring as L
 
@@ -295,9 +295,9 @@ def chains(kills: int = 20, rate: float = 20_000.0, seed: int = 1, log=print) ->
                     done[s.role] += 1
             return False
         if state["phase"] == "drain":
-            mp = sup.created[1]
-            mp.recover()
-            st = {r.name: r.stats() for r in sup.created}
+            with MpmcRing.attach("rel.mpmc", instance=instance) as mp:
+                mp.recover()      # the supervisor holds the segments only (no kernels)
+            st = {seg.name: ring_stats(seg) for seg in sup.created}
             rd = [x for x in st["rel.bcast"]["readers"] if x["name"] == "checker"]
             drained = (st["rel.spsc"]["consumed"] == st["rel.spsc"]["published"]
                        and st["rel.mpmc"]["consumed"] == st["rel.mpmc"]["published"]

@@ -36,7 +36,7 @@ import psutil
 
 from arbpipe.config import load_config
 from arbpipe.ops.stat import snapshot
-from arbpipe.replay.replayer import check_against_config
+from arbpipe.replay.source import check_against_config
 from arbpipe.transport.stateblob import read_blob
 from bench.harness import Tree, tree_config
 from bench.workload import write_workload

@@ -33,7 +33,7 @@ import sys
 import time
 
 from arbpipe.config import ConfigError, load_config
-from arbpipe.replay import file as RF, kernels as RK, replayer as RP
+from arbpipe.replay import file as RF, kernels as RK, replayer as RP, source as RS
 from arbpipe.transport import segments
 from arbpipe.transport.stateblob import StateBlob, read_blob
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     try:
-        speed = RP.parse_speed(a.speed or "1x")
+        speed = RS.parse_speed(a.speed or "1x")
         if a.rate is not None and not a.rate > 0:
             raise ValueError(f"--rate {a.rate}: must be > 0")
         if a.rate is not None and a.speed is not None:
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                 cfg = load_config(a.config)
             except ConfigError as e:
                 raise ValueError(f"config: {e}") from None
-            RP.check_against_config(rec, cfg)
+            RS.check_against_config(rec, cfg)
     except (ValueError, OSError) as e:   # RecordingError is a ValueError
         print(f"replay: {e}", file=sys.stderr)
         return 2

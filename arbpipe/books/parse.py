@@ -27,7 +27,7 @@ _LBR, _RBR = 91, 93
 
 
 @njit(**_KW)
-def _ws(s, i, n):
+def skip_ws(s, i, n):
     while i < n:
         c = s[i]
         if c != 32 and c != 9 and c != 10 and c != 13:
@@ -37,7 +37,7 @@ def _ws(s, i, n):
 
 
 @njit(**_KW)
-def _number(s, i, n, quoted):
+def json_decimal(s, i, n, quoted):
     """(value, index after it); index -1 when the text is not taken."""
     neg = False
     if i < n and s[i] == _MINUS:
@@ -104,13 +104,13 @@ def _number(s, i, n, quoted):
 @njit(**_KW)
 def _value(s, i, n, strings_only):
     if i < n and s[i] == _QUOTE:
-        v, j = _number(s, i + 1, n, True)
+        v, j = json_decimal(s, i + 1, n, True)
         if j < 0 or j >= n or s[j] != _QUOTE:
             return 0.0, -1
         return v, j + 1
     if strings_only:
         return 0.0, -1
-    return _number(s, i, n, False)
+    return json_decimal(s, i, n, False)
 
 
 @njit(**_KW)
@@ -118,36 +118,36 @@ def _rows(s, out, r, strings_only):
     """Rows of the JSON array ``s`` into ``out[r:]``; the row count after, or -1."""
     n = len(s)
     cap = out.shape[0]
-    i = _ws(s, 0, n)
+    i = skip_ws(s, 0, n)
     if i >= n or s[i] != _LBR:
         return -1
-    i = _ws(s, i + 1, n)
+    i = skip_ws(s, i + 1, n)
     if i < n and s[i] == _RBR:
-        return r if _ws(s, i + 1, n) == n else -1
+        return r if skip_ws(s, i + 1, n) == n else -1
     while True:
         if i >= n or s[i] != _LBR or r >= cap:
             return -1
-        p, i = _value(s, _ws(s, i + 1, n), n, strings_only)
+        p, i = _value(s, skip_ws(s, i + 1, n), n, strings_only)
         if i < 0:
             return -1
-        i = _ws(s, i, n)
+        i = skip_ws(s, i, n)
         if i >= n or s[i] != _COMMA:
             return -1
-        q, i = _value(s, _ws(s, i + 1, n), n, strings_only)
+        q, i = _value(s, skip_ws(s, i + 1, n), n, strings_only)
         if i < 0:
             return -1
-        i = _ws(s, i, n)
+        i = skip_ws(s, i, n)
         if i >= n or s[i] != _RBR:
             return -1
         out[r, 0] = p
         out[r, 1] = q
         r += 1
-        i = _ws(s, i + 1, n)
+        i = skip_ws(s, i + 1, n)
         if i < n and s[i] == _COMMA:
-            i = _ws(s, i + 1, n)
+            i = skip_ws(s, i + 1, n)
             continue
         if i < n and s[i] == _RBR:
-            return r if _ws(s, i + 1, n) == n else -1
+            return r if skip_ws(s, i + 1, n) == n else -1
         return -1
 
 

@@ -9,7 +9,7 @@ It takes only frames it can judge exactly and *accepts*: a flat JSON object whos
 among ``u s b B a A`` (all required) and ``e E T`` (optional; ``e`` only "bookTicker"), no
 key twice, no escapes, ``u`` / ``E`` / ``T`` plain non-negative integers of at most 18
 digits, ``s`` a symbol of the table, the four decimals the grammar of
-``arbpipe.books.parse._number`` takes (bit for bit ``float(text)``), prices and sizes that
+``arbpipe.books.parse.json_decimal`` takes (bit for bit ``float(text)``), prices and sizes that
 pass ``book_reject``, a timestamp in range and ``u`` newer than the symbol's last. For any
 other frame (garbage, a reject, the combined-stream wrapper, a control message) it returns
 -1 having changed nothing, and the adapter's own decoder judges the frame as it always
@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from arbpipe.books.parse import _number, _ws
+from arbpipe.books.parse import json_decimal, skip_ws
 from arbpipe.feeds.venues.checks import MAX_MS, MS, NO_SEQ
 from arbpipe.transport.kernels import COUNT_MASK, WAKE_SHIFT
 from arbpipe.transport.kernels.spsc import spsc_push
@@ -94,10 +94,10 @@ def _symbol(tab, s, i, j):
 
 @njit(**_KW)
 def _decimal(s, i, n):
-    """A JSON string holding a decimal ``_number`` takes: (value, index after), or -1."""
+    """A JSON string holding a decimal ``json_decimal`` takes: (value, index after), or -1."""
     if i >= n or s[i] != _QUOTE:
         return 0.0, -1
-    v, j = _number(s, i + 1, n, True)
+    v, j = json_decimal(s, i + 1, n, True)
     if j < 0 or j >= n or s[j] != _QUOTE:
         return 0.0, -1
     return v, j + 1
@@ -111,10 +111,10 @@ def book_ticker(s, now, seq, tab, ring_w, cursors, push):
     (without ``push``: pushed is 1, the caller pushes). Not taken: -1, nothing changed.
     Few arguments, all arrays but ``s``: each costs dispatch time on every call."""
     n = len(s)
-    i = _ws(s, 0, n)
+    i = skip_ws(s, 0, n)
     if i >= n or s[i] != _LBRACE:
         return -1
-    i = _ws(s, i + 1, n)
+    i = skip_ws(s, i + 1, n)
     got = 0
     u = 0
     row = -1
@@ -128,10 +128,10 @@ def book_ticker(s, now, seq, tab, ring_w, cursors, push):
         if i + 2 >= n or s[i] != _QUOTE or s[i + 2] != _QUOTE:
             return -1
         key = s[i + 1]
-        i = _ws(s, i + 3, n)
+        i = skip_ws(s, i + 3, n)
         if i >= n or s[i] != _COLON:
             return -1
-        i = _ws(s, i + 1, n)
+        i = skip_ws(s, i + 1, n)
         if key == 117:                             # u
             bit = 1
             u, i = _int(s, i, n)
@@ -176,18 +176,18 @@ def book_ticker(s, now, seq, tab, ring_w, cursors, push):
         if i < 0 or got & bit:
             return -1
         got |= bit
-        i = _ws(s, i, n)
+        i = skip_ws(s, i, n)
         if i >= n:
             return -1
         if s[i] == _COMMA:
-            i = _ws(s, i + 1, n)
+            i = skip_ws(s, i + 1, n)
             continue
-        if s[i] != _RBRACE or _ws(s, i + 1, n) != n:
+        if s[i] != _RBRACE or skip_ws(s, i + 1, n) != n:
             return -1
         break
     if got & _REQUIRED != _REQUIRED:
         return -1
-    if not (0.0 < bid <= ask and bq >= 0.0 and aq >= 0.0):   # finite: _number's are
+    if not (0.0 < bid <= ask and bq >= 0.0 and aq >= 0.0):   # finite: json_decimal's are
         return -1
     ts = tr if tr != 0 else ev
     if ts > MAX_MS:

@@ -11,7 +11,9 @@
   (detector and strategy) together on the last core, everything else (feeds, simulator,
   dashboard, persister, ...) on the others; with 3+ cores in the low-latency profile the
   detector and the strategy get one core each. Hot roles are also niced (``HOT_NICE``)
-  where permitted (the plan says when not). Idle strategies: ``[cpu] profile``
+  where permitted (the plan says when not); with ``[cpu] realtime_priority`` > 0 the hot
+  roles that sleep run under SCHED_FIFO at that priority (a ``realtime_refused`` event when
+  the user lacks the right). Idle strategies: ``[cpu] profile``
   (``arbpipe.transport.idle.plan_idle``): default, nothing spins; low-latency, the hot
   roles busy-spin on cores of their own or yield on a shared hot core, and a spinning
   role that would share a core with a cold one is named and made to sleep instead.
@@ -75,6 +77,7 @@ class ProcessSpec:
     cpus: list[int] | None = None
     env: dict | None = None     # extra environment (the idle strategy, ARBPIPE_IDLE)
     nice: int = 0               # nice value to set after the start (0: leave as is)
+    rt_priority: int = 0        # SCHED_FIFO priority to set after the start (0: leave as is)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started: float = 0.0
@@ -88,12 +91,15 @@ class ProcessSpec:
 
 
 def cpu_plan(specs: list[ProcessSpec], explicit: dict[str, list[int]] | None = None,
-             profile: str = "default", notes: list | None = None) -> dict:
+             profile: str = "default", notes: list | None = None, realtime: int = 0) -> dict:
     """Cores per process: explicit per-role lists win; otherwise the hot roles (detector,
     strategy) share the last available core (when there are 2+; in the low-latency
     profile with 3+ cores, one core each) and everything else shares the others. Sets
-    each spec's ``cpus``, ``env`` (its idle strategy) and ``nice``; what the plan had to
-    change or could not do goes to ``notes`` (conflicts of spinning roles first)."""
+    each spec's ``cpus``, ``env`` (its idle strategy), ``nice`` and, with ``realtime`` > 0,
+    ``rt_priority`` of the hot roles that sleep (a spinning or yielding role under
+    SCHED_FIFO would starve everything else on its core: it keeps its nice value and a note
+    says so); what the plan had to change or could not do goes to ``notes`` (conflicts of
+    spinning roles first)."""
     try:
         avail = sorted(psutil.Process().cpu_affinity())
     except AttributeError:
@@ -125,6 +131,11 @@ def cpu_plan(specs: list[ProcessSpec], explicit: dict[str, list[int]] | None = N
         s.env = dict(s.env or {}, **{IDLE.IDLE_ENV: name})
         if s.role in IDLE.HOT_ROLES:
             s.nice = HOT_NICE
+            if realtime and name == IDLE.SleepingIdle.NAME:
+                s.rt_priority = realtime
+            elif realtime:
+                notes.append(f"note: {s.name} {name}s when idle: not made real-time "
+                             f"(SCHED_FIFO would starve its core)")
     return plan
 
 
@@ -132,6 +143,7 @@ def idle_summary(specs: list[ProcessSpec]) -> str:
     """One line: each hot process's idle strategy and nice value."""
     return ", ".join(f"{s.name}={(s.env or {}).get(IDLE.IDLE_ENV, 'sleep')}"
                      + (f" nice {s.nice}" if s.nice else "")
+                     + (f" SCHED_FIFO {s.rt_priority}" if s.rt_priority else "")
                      for s in specs if s.role in IDLE.HOT_ROLES)
 
 
@@ -153,6 +165,7 @@ class Supervisor:
         self.marker = None
         self.exited = threading.Event()   # set when a child's output ends (it exited)
         self._nice_refused = False
+        self._rt_refused = False
         self._fs_waited = False
         self.fork_server = ForkServer(self.event, self._log_fork_server) if fork_server else None
         self._fs_log = None
@@ -195,7 +208,7 @@ class Supervisor:
         for setup in self.setups:
             self.created.append(setup(self.instance))
         for cls, name, cap, record, policy in self.rings:
-            r = cls.create(name, cap, record, policy=policy, instance=self.instance)
+            r = cls.create_segment(name, cap, record, policy=policy, instance=self.instance)
             self.created.append(r)
             self.event("ring", name=name, kind=cls.KIND.name.lower(), capacity=cap,
                        policy=policy)
@@ -227,6 +240,15 @@ class Supervisor:
                 if not self._nice_refused:
                     self._nice_refused = True
                     self.event("nice_refused", process=s.name, nice=s.nice,
+                               error=e.strerror or str(e))
+        if s.rt_priority:
+            try:
+                os.sched_setscheduler(s.proc.pid, os.SCHED_FIFO,
+                                      os.sched_param(s.rt_priority))
+            except OSError as e:
+                if not self._rt_refused:
+                    self._rt_refused = True
+                    self.event("realtime_refused", process=s.name, priority=s.rt_priority,
                                error=e.strerror or str(e))
         s.started = time.monotonic()
         self.event("start", process=s.name, pid=s.proc.pid, cpus=s.cpus)

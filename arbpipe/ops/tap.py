@@ -22,7 +22,6 @@ import time
 import numpy as np
 
 from arbpipe.symbols import instrument_name, leg_name, venue_name
-from arbpipe.transport import kernels as K
 from arbpipe.transport.rings import attach_any
 from shm_layouts import CloseReason, Kind, OppState
 from shm_layouts.kinds import RecordType
@@ -92,6 +91,8 @@ def fmt(d: dict, record: str) -> str:
 
 def tap(name: str, instance: str | None = None, count: int | None = None, as_json=False,
         emit=print, idle_timeout: float | None = None, from_start: bool = False) -> dict:
+    # lazy: numba, 150 ms and 37 MiB, only for the tap itself (decode, fmt: the supervisor)
+    from arbpipe.transport import kernels as K
     ring = attach_any(name, instance=instance)
     record = DECODED.get(ring.record_type, "raw")
     batch = 256

@@ -28,7 +28,7 @@ import numpy as np
 from arbpipe.bridge.link import configured_bridge_url
 from arbpipe.bridge.stats import local_ring
 from arbpipe.config import DEFAULT_PATH, ConfigError, cpu_plan as config_cpu_plan, cpu_profile, \
-    load_config, to_sim_config
+    cpu_realtime, load_config, to_sim_config
 from arbpipe.ops import stat
 from arbpipe.ops.control import read_status
 from arbpipe.ops.http import check_bind
@@ -36,11 +36,11 @@ from arbpipe.ops.supervisor import ProcessSpec, Supervisor, cpu_plan, idle_summa
 from arbpipe.ops.tap import decode, fmt
 from arbpipe.paths import run_dir
 from arbpipe.persist.redis_embed import redis_available, supervisor_service
-from arbpipe.replay.replayer import check_against_config
+from arbpipe.replay.source import check_against_config
 from arbpipe.trading.control import Control
-from arbpipe.transport import kernels as K
 from arbpipe.transport import segments
-from arbpipe.transport.rings import BroadcastRing, SpscRing, attach_any
+from arbpipe.transport.rings import BroadcastRing, SpscRing
+from arbpipe.transport.rings import view as V
 
 
 def python_module(mod: str, *args) -> list[str]:
@@ -72,7 +72,7 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
 def plan(cfg, config_path: str, instance: str, live: bool = False,
          replay: list[str] | None = None):
     """(process specs, rings) of the tree for a config. ``replay``: the arguments of
-    ``procs.replay`` (``arbpipe.replay.replayer.tree_source_args``): one replay process produces
+    ``procs.replay`` (``arbpipe.replay.source.tree_source_args``): one replay process produces
     every feed ring instead of the simulator and the feed handlers."""
     venues = list(cfg.enabled_venues())
     local = cfg.local_venues()     # the others are remote: the bridge fills their feed rings
@@ -177,16 +177,16 @@ class Console:
                     for r in rows if r["name"].startswith("feed."))
         newest = ""
         try:
-            ring = attach_any("opportunities", instance=self.instance)
+            ring = V.attach("opportunities", instance=self.instance)   # numba-free
         except segments.SegmentError:
             return None
         try:
             buf = np.zeros(64 * ring.rw, np.int64)
             out = np.zeros(3, np.int64)
-            head = int(K.head_of(ring.w))
+            head = V.head_of(ring.w)
             pos = head if self.pos is None else self.pos
             while True:
-                K.peek(ring.w, int(ring.KIND), pos, buf, 64, out)
+                V.peek(ring.w, int(ring.KIND), pos, buf, 64, out)
                 k = int(out[1])
                 if int(out[0]) > pos:          # lapped: closes were missed, start over
                     self.open_usd.clear()
@@ -268,7 +268,7 @@ def main(config: str | None = None, live: bool = False, detach: bool = False,
     specs, rings = plan(cfg, path, instance, live, replay)
     explicit = config_cpu_plan(cfg)
     notes: list[str] = []
-    cplan = cpu_plan(specs, explicit, cpu_profile(cfg), notes)
+    cplan = cpu_plan(specs, explicit, cpu_profile(cfg), notes, cpu_realtime(cfg))
     print("[arbpipe] CPU plan: " + ", ".join(f"{k}={v}" for k, v in cplan.items()), flush=True)
     print(f"[arbpipe] idle ({cpu_profile(cfg)} profile): {idle_summary(specs)}", flush=True)
     for n in notes:

@@ -9,7 +9,8 @@ import time
 from arbpipe.config import ConfigError, load_config
 from arbpipe.replay.file import RecordingError
 from arbpipe.replay.recorder import Recorder
-from arbpipe.replay.replayer import Replayer, parse_speed
+from arbpipe.replay.replayer import Replayer
+from arbpipe.replay.source import parse_speed
 from arbpipe.transport import segments
 
 

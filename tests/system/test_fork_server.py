@@ -4,7 +4,10 @@ supervisor's child), shows its own command line, runs on the cores its CPU plan 
 (every thread); a killed role is forked again and pinned again; a killed server is
 replaced while the roles it forked keep running, and a role it forked that dies later is
 restarted (its exit status unknown: ``EXIT_UNKNOWN``) from the new server; a source file
-changed on disk retires the server that loaded the old code. No timing and
+changed on disk retires the server that loaded the old code. The tree runs with ``[cpu]
+realtime_priority = 3``: the detector and the strategy (they sleep when idle) run under
+SCHED_FIFO at 3, again after a restart, and no other process does (or, where the user lacks
+the right, the supervisor said so in a ``realtime_refused`` event). No timing and
 no memory figure is asserted (``arbpipe bench footprint`` measures the memory).
 """
 import json
@@ -24,7 +27,8 @@ from tests.system.test_supervisor_promises import affinities, all_running, check
 
 @pytest.fixture
 def fs_tree(instance, tmp_path):
-    cfg = small_config(tmp_path, (r"(?m)^fork_server = .*$", "fork_server = true"))
+    cfg = small_config(tmp_path, (r"(?m)^fork_server = .*$", "fork_server = true"),
+                       (r"(?m)^realtime_priority = .*$", "realtime_priority = 3"))
     env = dict(os.environ, ARBPIPE_RUN_DIR=str(tmp_path / "run"), ARBPIPE_INSTANCE=instance)
     env.pop("ARBPIPE_REDIS_URL", None)
     up_detached(cfg, env)
@@ -51,6 +55,18 @@ def check_forked(rows, plan, server_pid):
         assert not wrong, f"{name} (plan {plan[name]}) runs elsewhere: {wrong}"
 
 
+def check_realtime(run, rows):
+    """The hot roles under SCHED_FIFO 3 (unless refused, and said), every other one not."""
+    refused = events(run, "realtime_refused")
+    for name, p in rows.items():
+        policy = os.sched_getscheduler(p["pid"])
+        if p["role"] in ("detector", "strategy") and not refused:
+            assert policy == os.SCHED_FIFO, (name, policy)
+            assert os.sched_getparam(p["pid"]).sched_priority == 3, name
+        else:
+            assert policy == os.SCHED_OTHER, (name, policy)
+
+
 def restarted(run, name, old_pid):
     return wait_for(lambda: (lambda r: r if r and r["pid"] != old_pid and r["state"] == "running"
                              and r["uptime_s"] >= 2.0 else None)(status(run).get(name)),
@@ -67,6 +83,8 @@ def test_roles_are_forked_pinned_and_restarted_by_the_fork_server(fs_tree):
     ups = events(run, "fork_server")
     assert [e["state"] for e in ups] == ["up"] and ups[0]["pid"] == server.pid, ups
     check_forked(rows, plan, server.pid)
+    assert "strategy" in rows
+    check_realtime(run, rows)
     lines = [json.loads(x)["line"] for x in (run / "detector.jsonl").read_text().splitlines()]
     assert any('"event": "ready"' in x for x in lines), "no detector output captured"
 
@@ -75,6 +93,7 @@ def test_roles_are_forked_pinned_and_restarted_by_the_fork_server(fs_tree):
     os.kill(old, signal.SIGKILL)
     det = restarted(run, "detector", old)
     check_forked({"detector": det}, plan, server.pid)
+    check_realtime(run, {"detector": det})
     [ex] = events(run, "exit", "detector")
     assert ex["code"] == -signal.SIGKILL, ex
 

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from arbpipe.config import DEFAULT_PATH, ConfigError, cpu_plan, cpu_profile, parse_config
+from arbpipe.config import DEFAULT_PATH, ConfigError, cpu_plan, cpu_profile, cpu_realtime, \
+    parse_config
 from arbpipe.ops.supervisor import ProcessSpec
 from arbpipe.ops.supervisor import cpu_plan as supervisor_cpu_plan
 from arbpipe.transport import idle as IDLE
@@ -75,3 +76,29 @@ def test_cpu_profile_in_the_config():
         parse_config(base.replace("[cpu]", '[cpu]\nprofile = "fast"', 1))
     with pytest.raises(ConfigError, match=r"^cpu\.detector: "):
         parse_config(base.replace('detector = "auto"', 'detector = "all"', 1))
+
+
+def test_realtime_priority_goes_to_the_hot_roles_that_sleep_only():
+    specs = _specs()
+    supervisor_cpu_plan(specs, {}, "default", [], realtime=7)
+    assert {s.name: s.rt_priority for s in specs if s.rt_priority} == {"detector": 7,
+                                                                      "strategy": 7}
+    notes = []
+    specs = _specs()
+    supervisor_cpu_plan(specs, {}, "low-latency", notes, realtime=7)
+    assert not any(s.rt_priority for s in specs)     # they spin or yield: SCHED_FIFO would
+    assert sum("not made real-time" in n for n in notes) == 2, notes   # starve their core
+    specs = _specs()
+    supervisor_cpu_plan(specs, {}, "default")
+    assert not any(s.rt_priority for s in specs)
+
+
+def test_realtime_priority_in_the_config():
+    base = open(DEFAULT_PATH).read()
+    assert cpu_realtime(parse_config(base)) == 0
+    base = re.sub(r"(?m)^realtime_priority = .*$", "", base)
+    cfg = parse_config(base.replace("[cpu]", "[cpu]\nrealtime_priority = 20", 1))
+    assert cpu_realtime(cfg) == 20 and "realtime_priority" not in cpu_plan(cfg)
+    for bad in ("100", "-1", '"high"'):
+        with pytest.raises(ConfigError, match=r"^cpu\.realtime_priority: "):
+            parse_config(base.replace("[cpu]", f"[cpu]\nrealtime_priority = {bad}", 1))

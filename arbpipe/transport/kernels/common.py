@@ -11,6 +11,8 @@ does it too), or the kernels of the sibling modules keep the old code.
 """
 from numba import njit
 
+from arbpipe.transport.returns import COUNT_MASK, STALL_BIT, STALL_SHIFT, WAKE_BIT, \
+    WAKE_SHIFT  # noqa: F401 (the packed return value: numba-free, for the ring classes)
 from shm_layouts.kinds import RingKind
 from shm_layouts.ring import HALF_MASK, HALF_SHIFT, W_GEOM, W_OFFSETS, W_POLICY, WORD_SHIFT, \
     FullPolicy
@@ -22,14 +24,6 @@ KIND_MPMC = int(RingKind.MPMC)
 KIND_BROADCAST = int(RingKind.BROADCAST)
 POLICY_BLOCK = int(FullPolicy.BLOCK)
 POLICY_DROP = int(FullPolicy.DROP_NEWEST)
-
-# Push and pop kernels return ``count | wake << WAKE_SHIFT`` (``mpmc_pop`` also
-# ``| stalled << STALL_SHIFT``): ``wake`` tells the Python side to post a doorbell.
-WAKE_SHIFT = 32
-STALL_SHIFT = 33
-COUNT_MASK = (1 << WAKE_SHIFT) - 1
-WAKE_BIT = 1 << WAKE_SHIFT
-STALL_BIT = 1 << STALL_SHIFT
 
 
 @njit(inline="always", **KERNEL_OPTIONS)

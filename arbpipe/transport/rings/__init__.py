@@ -14,6 +14,12 @@ of 8 bytes; ``MarketUpdate`` is 64, ``Opportunity`` 128). Hot paths are numba ke
     doorbell   the wait policy: Doorbell, QueueDoorbells, sleeper tokens
     stats      ring_stats (counters of any ring, read without a handle)
     kinds      RING_CLASSES, attach_any
+    view       RingView: head_of and peek without numba (the supervisor's console line)
+    jit        kernels(): the numba kernels, imported by the first handle of a process
+
+Importing this package does not import numba: the kernels are bound when a process makes
+its first handle (``jit``), so a process that only creates segments (``Ring.create_segment``)
+and reads counters never loads them (the supervisor).
 
 The three ring classes are siblings under ``Ring``. Full-ring policy (stated at
 creation): ``BLOCK`` waits for space up to a timeout (what did not fit when the timeout

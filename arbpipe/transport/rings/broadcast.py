@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from arbpipe.transport import kernels as K
-from arbpipe.transport.kernels import COUNT_MASK, WAKE_BIT
+from arbpipe.transport.returns import COUNT_MASK, WAKE_BIT
 from arbpipe.transport.rings.common import Ring
 from arbpipe.transport.rings.doorbell import Doorbell
+from arbpipe.transport.rings.jit import kernels
 from shm_layouts import ring as L
 from shm_layouts.ring import FullPolicy, RingKind
+
+K = None    # arbpipe.transport.kernels, bound by the first handle (arbpipe.transport.rings.jit)
 
 
 class BroadcastRing(Ring):
@@ -24,7 +26,9 @@ class BroadcastRing(Ring):
     KIND = RingKind.BROADCAST
 
     def __init__(self, seg):
+        global K
         super().__init__(seg)
+        K = kernels()
         self._armed = np.zeros(self.max_readers, np.int64)
         self._rdoor = None
 

@@ -32,15 +32,17 @@ import time
 import numpy as np
 import posix_ipc
 
-from arbpipe.transport import kernels as K
 from arbpipe.transport.rings.doorbell import DEFAULT_SPIN, DEFAULT_YIELDS, RECLAIM_EVERY, \
     RECLAIM_INTERVAL_S, my_start_ticks, token_alive
+from arbpipe.transport.rings.jit import kernels
 from arbpipe.transport.rings.stats import ring_stats
 from arbpipe.transport.segments import HeaderInfo, Segment, SegmentError, default_instance, \
     pid_alive, sem_name, unlink
 from shm_layouts import RECORD_TYPE_IDS, RECORD_TYPES
 from shm_layouts import ring as L
 from shm_layouts.ring import FullPolicy, RingKind
+
+K = None    # arbpipe.transport.kernels, bound by the first handle (arbpipe.transport.rings.jit)
 
 POLICY_NAMES = {"block": FullPolicy.BLOCK, "drop": FullPolicy.DROP_NEWEST,
                 "drop_newest": FullPolicy.DROP_NEWEST, "drop-newest": FullPolicy.DROP_NEWEST,
@@ -109,7 +111,8 @@ class Ring:
     KIND: RingKind
 
     def __init__(self, seg: Segment):
-        K.warm_up()
+        global K
+        K = kernels()
         check_geometry(seg)
         self.seg = seg
         self.w = seg.words
@@ -142,6 +145,17 @@ class Ring:
     def create(cls, name: str, capacity: int, record="MarketUpdate", policy="block",
                instance: str | None = None, max_readers: int = 16,
                reclaim_stale: bool = True) -> "Ring":
+        """A new ring (``create_segment``) and a handle on it."""
+        return cls(cls.create_segment(name, capacity, record, policy, instance, max_readers,
+                                      reclaim_stale))
+
+    @classmethod
+    def create_segment(cls, name: str, capacity: int, record="MarketUpdate", policy="block",
+                       instance: str | None = None, max_readers: int = 16,
+                       reclaim_stale: bool = True) -> Segment:
+        """Create a ring's segment and semaphores, formatted, without making a handle (no
+        numba: the supervisor creates every ring this way and keeps the ``Segment`` until
+        it stops, so that the rings outlive its children)."""
         instance = instance or default_instance()
         rtype, rsize, _ = record_spec(record)
         pol = cls._choose_policy(parse_policy(policy))
@@ -158,7 +172,7 @@ class Ring:
             unlink(instance, name)
             raise SegmentError(f"stale semaphores of {name!r} were in the way; they are removed, "
                                f"retry") from None
-        return cls(seg)
+        return seg
 
     @classmethod
     def attach(cls, name: str, instance: str | None = None, record=None) -> "Ring":

@@ -20,9 +20,12 @@ import time
 import numpy as np
 import posix_ipc
 
-from arbpipe.transport import kernels as K
+from arbpipe.transport.returns import COUNT_MASK, WAKE_BIT
+from arbpipe.transport.rings.jit import kernels
 from arbpipe.transport.segments import SegmentError, pid_alive, process_start_ticks, sem_name
 from shm_layouts import ring as L
+
+K = None    # arbpipe.transport.kernels, bound by the first handle (arbpipe.transport.rings.jit)
 
 DEFAULT_SPIN = 20_000      # pause iterations (~tens of µs) before yielding
 DEFAULT_YIELDS = 50        # sched_yield calls before blocking on the doorbell
@@ -64,6 +67,8 @@ class Doorbell:
 
     def __init__(self, ring, door_w: int, sem: posix_ipc.Semaphore, armed_w: int,
                  sleeps_w: int, wakes_w: int, reg_w: int = 0, bell_w: int = 0):
+        global K
+        K = kernels()
         self.ring, self.door_w, self.sem = ring, door_w, sem
         self.armed_w, self.sleeps_w, self.wakes_w = armed_w, sleeps_w, wakes_w
         self.reg_w = reg_w
@@ -166,6 +171,8 @@ class SharedBell:
     stale); a producer that cannot open it posts the ring's own semaphore."""
 
     def __init__(self, rings: list, segment: str, instance: str):
+        global K
+        K = kernels()
         self.rings = list(rings)
         self.segment = segment
         self.name = sem_name(instance, segment, BELL_TAG)
@@ -268,7 +275,7 @@ class QueueDoorbells:
                 K.add(w, L.W_DROPPED, n - k)
                 return k
             r = push(words[k * ring.rw:], n - k)
-            k += r & K.COUNT_MASK
-            if r & K.WAKE_BIT:
+            k += r & COUNT_MASK
+            if r & WAKE_BIT:
                 self.consumer.post_if_armed()
         return k

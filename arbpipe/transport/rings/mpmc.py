@@ -11,13 +11,15 @@ import time
 
 import numpy as np
 
-from arbpipe.transport import kernels as K
-from arbpipe.transport.kernels import COUNT_MASK, STALL_BIT, WAKE_BIT
+from arbpipe.transport.returns import COUNT_MASK, STALL_BIT, WAKE_BIT
 from arbpipe.transport.rings.common import Ring
 from arbpipe.transport.rings.doorbell import QueueDoorbells, my_start_ticks
+from arbpipe.transport.rings.jit import kernels
 from arbpipe.transport.segments import SegmentError, pid_alive
 from shm_layouts import ring as L
 from shm_layouts.ring import FullPolicy, RingKind
+
+K = None    # arbpipe.transport.kernels, bound by the first handle (arbpipe.transport.rings.jit)
 
 
 class MpmcRing(Ring):
@@ -39,7 +41,9 @@ class MpmcRing(Ring):
     STALL_S = 0.1       # a stuck position is checked for dead claimants after this long
 
     def __init__(self, seg):
+        global K
         super().__init__(seg)
+        K = kernels()
         # many sleepers per side: each registers in its own reader / producer slot
         doors = QueueDoorbells(self, self._sem("c"), self._sem("p"), registered=False)
         self.doors = doors

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from arbpipe.transport import kernels as K
-from arbpipe.transport.kernels import COUNT_MASK, WAKE_BIT
+from arbpipe.transport.returns import COUNT_MASK, WAKE_BIT
 from arbpipe.transport.rings.common import Ring
 from arbpipe.transport.rings.doorbell import QueueDoorbells
+from arbpipe.transport.rings.jit import kernels
 from shm_layouts.ring import FullPolicy, RingKind
+
+K = None    # arbpipe.transport.kernels, bound by the first handle (arbpipe.transport.rings.jit)
 
 
 class SpscRing(Ring):
@@ -22,7 +24,9 @@ class SpscRing(Ring):
     KIND = RingKind.SPSC
 
     def __init__(self, seg):
+        global K
         super().__init__(seg)
+        K = kernels()
         doors = QueueDoorbells(self, self._sem("c"), self._sem("p"), registered=True)
         self.doors = doors
         self._cdoor, self._pdoor = doors.consumer, doors.producer
