@@ -33,8 +33,10 @@ refuses perp ids. The feed therefore sets ``PERP_ID_BIT`` on the instrument id o
 perp-market update (quote, funding, per-instrument status) — mandatory for OKX SWAP.
 ``shm_layouts.records`` is unchanged.
 
-One file on purpose (about 650 lines): the schema and the rules that validate it are read
-together, key by key; split apart, every rule would point at a struct in another file.
+One file on purpose (about 800 lines): the schema and the rules that validate it are read
+together, key by key; split apart, every rule would point at a struct in another file. The
+generic part, TOML tables to Structs with errors that name the key path, is in
+``arbpipe.config_decode``.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from typing import Literal
 import msgspec
 
 from arbpipe import symbols as _sym
+from arbpipe.config_decode import ConfigError, convert, join_key
 from arbpipe.redact import redact_url
 from arbpipe.sim import config as S  # the module only: the package imports nothing
 from arbpipe.sim.config import VENUES as SIM_VENUES, FaultConfig
@@ -69,10 +72,6 @@ _HOST_RE = re.compile(r"[A-Za-z0-9.:_-]+")
 _INSTANCE_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")    # an instance name (segment names: no '.')
 BRIDGE_RINGS = ("opportunities", "journal")          # besides feed.<venue>: rings a bridge sends
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-class ConfigError(ValueError):
-    """Bad configuration; the message starts with the offending key path."""
 
 
 class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -304,6 +303,11 @@ class Config(_Base, kw_only=True):
     def enabled_venues(self) -> dict[str, VenueConfig]:
         return {n: v for n, v in self.venues.items() if v.enabled}
 
+    def book_depth(self) -> int:
+        """N of the detector's and the strategy's L2 books: the deepest ``[venues.<v>]
+        depth`` of an enabled venue (0: top of book only)."""
+        return max([v.depth for v in self.enabled_venues().values()] + [0])
+
     def remote_venues(self) -> list[str]:
         """Enabled venues whose ``feed.<venue>`` ring the bridge fills (``[bridge]
         remote_venues`` while the bridge is enabled): no feed handler, no simulator here."""
@@ -419,88 +423,6 @@ class LegTable:
                 for i in range(len(self))]
 
 
-# ------------------------------------------------------------------ decoding -----
-
-def _has_dict(tp) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is dict:
-        return True
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_has_dict(a) for a in typing.get_args(tp))
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        hints = typing.get_type_hints(tp)
-        return any(_has_dict(hints[f]) for f in tp.__struct_fields__)
-    return False
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _type_name(x) -> str:
-    return {dict: "table", list: "array", str: "str", int: "int", float: "float",
-            bool: "bool"}.get(type(x), type(x).__name__)
-
-
-_MSG_RES = [
-    (re.compile(r"^Object contains unknown field `(?P<k>[^`]*)`$"), "{path}: unknown key", True),
-    (re.compile(r"^Object missing required field `(?P<k>[^`]*)`$"), "{path}: required key missing",
-     True),
-]
-
-
-def _from_validation(e: msgspec.ValidationError, path: str) -> ConfigError:
-    text = str(e)
-    msg, _, loc = text.partition(" - at `")
-    loc = loc.rstrip("`")
-    sub = loc[1:] if loc.startswith("$") else loc    # ".x[2].y" or ""
-    if sub.startswith("."):
-        sub = sub[1:]
-    full = path
-    if sub:
-        full = f"{path}.{sub}" if path and not sub.startswith("[") else f"{path}{sub}"
-    for rx, fmt, with_key in _MSG_RES:
-        m = rx.match(msg)
-        if m:
-            return ConfigError(fmt.format(path=_join(full, m["k"]) if with_key else full))
-    msg = msg.replace("`", "")
-    if msg[:1].isupper():
-        msg = msg[0].lower() + msg[1:]
-    return ConfigError(f"{full or '(top level)'}: {msg}")
-
-
-def _convert(data, tp, path: str):
-    """msgspec.convert with errors that name the full key path (dict keys included)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        structs = [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
-        if structs and isinstance(data, dict):
-            return _convert(data, structs[0], path)
-    if origin is dict:
-        _kt, vt = typing.get_args(tp)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected table, got {_type_name(data)}")
-        return {k: _convert(v, vt, _join(path, k)) for k, v in data.items()}
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path or '(top level)'}: expected table, got {_type_name(data)}")
-        hints = typing.get_type_hints(tp)
-        rest, later = dict(data), {}
-        for f in tp.__struct_fields__:
-            if f in rest and _has_dict(hints[f]):
-                later[f] = _convert(rest.pop(f), hints[f], _join(path, f))
-        try:
-            obj = msgspec.convert(rest, tp)
-        except msgspec.ValidationError as e:
-            raise _from_validation(e, path) from None
-        return msgspec.structs.replace(obj, **later) if later else obj
-    try:
-        return msgspec.convert(data, tp)
-    except msgspec.ValidationError as e:
-        raise _from_validation(e, path) from None
-
-
 # ------------------------------------------------------------------ semantics ----
 
 def _check(ok: bool, key: str, msg: str) -> None:
@@ -526,10 +448,10 @@ def _int64(c, obj, key: str) -> None:
     if isinstance(obj, msgspec.Struct):
         for f in obj.__struct_fields__:
             if not (isinstance(obj, SimulatorConfig) and f == "faults"):
-                _int64(c, getattr(obj, f), _join(key, f))
+                _int64(c, getattr(obj, f), join_key(key, f))
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            _int64(c, v, _join(key, k))
+            _int64(c, v, join_key(key, k))
     elif isinstance(obj, list):
         for j, v in enumerate(obj):
             _int64(c, v, f"{key}[{j}]")
@@ -803,7 +725,7 @@ def _sim_faults(cfg: Config, c) -> dict:
     for venue, table in cfg.simulator.faults.items():
         key = f"simulator.faults.{venue}"
         c(venue in served, key, f"not a venue the simulator serves here; served: {', '.join(served)}")
-        f = _convert(table, FaultConfig, key)
+        f = convert(table, FaultConfig, key)
         for name in FaultConfig.__struct_fields__:
             v = getattr(f, name)
             if isinstance(v, float):
@@ -824,7 +746,7 @@ def config_from_dict(data: dict) -> Config:
         # before decoding: an unknown venue is named as such, not by a key missing inside
         _check(name in VENUE_IDS, f"venues.{name}",
                f"unknown venue; known: {', '.join(VENUE_IDS)}")
-    cfg = _convert(data, Config, "")
+    cfg = convert(data, Config, "")
     validate_config(cfg)
     return cfg
 

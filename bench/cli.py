@@ -135,21 +135,93 @@ def bench_footprint(as_json: bool = typer.Option(False, "--json", help="print JS
                     fork_server: str = typer.Option("config", "--fork-server",
                                                     help="on | off | config ([supervisor] "
                                                     "fork_server of config/arbpipe.toml)"),
+                    idle: float = typer.Option(0.0, "--idle", help="then seconds of CPU "
+                                               "measured with the simulator stopped (0: no)"),
+                    repeat: int = typer.Option(1, "--repeat", help="trees measured (with "
+                                               "--save: medians and min-max)"),
+                    save: bool = typer.Option(False, "--save", help="write bench/results/"
+                                              "footprint.json (needs --idle > 0; the "
+                                              "config's fork server)"),
                     instance: Optional[str] = typer.Option(None, "--instance", help="private "
                                                            "instance to run in (fp<random>)")):
-    """Memory of a default tree: USS and PSS per process (psutil), the fork server on/off."""
+    """Memory of a default tree: USS and PSS per process (psutil), the fork server on/off;
+    with --idle S, the CPU it takes at rest (simulator stopped) per process."""
     from bench import footprint as B  # lazy: keeps psutil work out of every other command
-    if fork_server not in ("on", "off", "config") or not settle >= 0:
-        typer.echo("arbpipe bench footprint: --fork-server on|off|config; --settle >= 0",
-                   err=True)
+    if fork_server not in ("on", "off", "config") or not settle >= 0 or not idle >= 0 \
+            or repeat < 1 or (save and (idle <= 0 or fork_server != "config")):
+        typer.echo("arbpipe bench footprint: --fork-server on|off|config; --settle >= 0; "
+                   "--idle >= 0; --repeat >= 1; --save needs --idle > 0 and the config's "
+                   "fork server", err=True)
         raise SystemExit(2)
+    if save:
+        from bench.tables import footprint   # lazy: as above
+        try:
+            res = B.repeated(repeat, settle, idle, progress=not as_json)
+        except RuntimeError as e:      # a tree did not start
+            typer.echo(f"arbpipe bench footprint: {e}", err=True)
+            raise SystemExit(1)
+        path = B.save(res)
+        typer.echo(json.dumps(res, indent=1) if as_json else footprint(res)
+                   + f"\nwritten: {path}")
+        return
     try:
         res = B.run(settle_s=settle, fork_server={"on": True, "off": False}.get(fork_server),
-                    instance=instance, progress=not as_json)
+                    instance=instance, progress=not as_json, idle_s=idle)
     except RuntimeError as e:      # the tree did not start
         typer.echo(f"arbpipe bench footprint: {e}", err=True)
         raise SystemExit(1)
     typer.echo(json.dumps(res, indent=1) if as_json else B.render(res))
+
+
+@bench_app.command("live")
+def bench_live(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+               variants: str = typer.Option("default,low-latency,realtime,feeds-hot",
+                                            help="comma list of default, low-latency, "
+                                                 "realtime, feeds-hot"),
+               repeat: int = typer.Option(3, help="rounds (variants interleaved)"),
+               settle: float = typer.Option(20.0, help="seconds every role runs first"),
+               duration: float = typer.Option(60.0, help="measured seconds per run"),
+               save: bool = typer.Option(True, "--save/--no-save",
+                                         help="write bench/results/live.json")):
+    """Hop latency of the default tree at the rate `make up` runs, per CPU variant, beside
+    the host's wake-up floor measured in the same run."""
+    from bench import live as B     # lazy: keeps tree work out of every other command
+    from bench.tables import live   # lazy: as above
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    if not names or repeat < 1 or not settle >= 0 or not duration > 0:
+        typer.echo("arbpipe bench live: --variants names; --repeat >= 1; --settle >= 0; "
+                   "--duration > 0", err=True)
+        raise SystemExit(2)
+    try:
+        res = B.run(tuple(names), repeat, settle, duration,
+                    progress=None if as_json else typer.echo)
+    except (ValueError, RuntimeError) as e:     # a variant name, or a tree that did not run
+        typer.echo(f"arbpipe bench live: {e}", err=True)
+        raise SystemExit(1)
+    path = B.save(res) if save else None
+    typer.echo(json.dumps(res, indent=1) if as_json else
+               live(res) + (f"\nwritten: {path}" if path else ""))
+
+
+@bench_app.command("profiles")
+def bench_profiles(rates: str = typer.Option("200,1k,10k,100k", help="fixed rates, updates/s"),
+                   repeat: int = typer.Option(3, help="runs per profile and rate"),
+                   duration: float = typer.Option(4.0, help="measured seconds per rate"),
+                   save: bool = typer.Option(True, "--save/--no-save",
+                                             help="write bench/results/pipeline-profiles.json")):
+    """`bench pipeline`'s real tree under both [cpu] profiles (default, low-latency)."""
+    from bench import pipeline_profiles as B   # lazy: keeps tree work out of other commands
+    from bench.tables import profiles   # lazy: as above
+    if repeat < 1 or not duration > 0:
+        typer.echo("arbpipe bench profiles: --repeat >= 1; --duration > 0", err=True)
+        raise SystemExit(2)
+    try:
+        res = B.measure(rates, repeat, duration)
+    except ValueError as e:     # a rate that does not parse
+        typer.echo(f"arbpipe bench profiles: {e}", err=True)
+        raise SystemExit(2)
+    path = B.save(res) if save else None
+    typer.echo(profiles(res) + (f"\nwritten: {path}" if path else ""))
 
 
 @bench_app.command("pipeline")

@@ -6,7 +6,11 @@ A tree of the default config (config/arbpipe.toml, metrics on a free port) is st
 process below it (the roles, the embedded redis-server, the fork server when on) -- is
 measured with psutil ``memory_full_info()``: USS (pages private to the process: what
 stopping it would free) and PSS (its proportional share of what it shares), summed per
-process name; then `arbpipe down` (nothing of the instance is left in /dev/shm).
+process name. Then, with ``idle_s`` > 0, what the tree costs at rest: the simulator is
+stopped (SIGSTOP: no market data arrives, every socket stays open), and after
+``IDLE_SETTLE_S`` the CPU time of every process over ``idle_s`` seconds is read (% of one
+core; user + system, psutil); the simulator is continued. Then `arbpipe down` (nothing of
+the instance is left in /dev/shm).
 
 ``fork_server``: None keeps the config's ``[supervisor] fork_server``; True / False
 override it in the copy of the config. Figures only: nothing here fails on a figure.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import tempfile
 import time
 import uuid
@@ -24,9 +29,10 @@ import psutil
 
 from arbpipe.config import DEFAULT_PATH
 from arbpipe.transport import segments
-from bench.harness import Tree
+from bench.harness import Tree, save_result
 
 MIB = 1024 * 1024
+IDLE_SETTLE_S = 3.0
 
 
 def _config(path: str, fork_server: bool | None) -> str:
@@ -56,16 +62,10 @@ def _all_running(tree: Tree, settle_s: float) -> dict | None:
 def measure(st: dict) -> dict:
     """{name: {"pid", "uss_mib", "pss_mib", "rss_mib"}} of the supervisor and everything
     below it; roles by their status.json name, other processes by their process name."""
-    names = {p["pid"]: p["name"] for p in st["processes"]}
-    sup = psutil.Process(st["supervisor_pid"])
     out = {}
-    for p in [sup] + sup.children(recursive=True):
+    for p, name in _names(st).items():
         try:
             m = p.memory_full_info()
-            name = "supervisor" if p.pid == sup.pid else names.get(p.pid)
-            if name is None:
-                cmd = " ".join(p.cmdline())
-                name = "fork-server" if "arbpipe.ops.forkserver" in cmd else p.name()
         except psutil.Error:
             continue
         key, k = name, 2
@@ -76,8 +76,53 @@ def measure(st: dict) -> dict:
     return out
 
 
+def _names(st: dict) -> dict:
+    """psutil Process -> name (as ``measure``) of the supervisor and everything below it."""
+    names = {p["pid"]: p["name"] for p in st["processes"]}
+    sup = psutil.Process(st["supervisor_pid"])
+    out = {}
+    for p in [sup] + sup.children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+            out[p] = "supervisor" if p.pid == sup.pid else names.get(p.pid) or (
+                "fork-server" if "arbpipe.ops.forkserver" in cmd else p.name())
+        except psutil.Error:
+            continue
+    return out
+
+
+def idle_cpu(st: dict, idle_s: float) -> dict:
+    """% of one core per process over ``idle_s`` with the simulator stopped."""
+    sim = next(p["pid"] for p in st["processes"] if p["role"] == "simulator")
+    procs = _names(st)
+
+    def times():
+        out = {}
+        for p in procs:
+            try:
+                c = p.cpu_times()
+                out[p] = c.user + c.system
+            except psutil.Error:
+                pass
+        return out
+    os.kill(sim, signal.SIGSTOP)
+    try:
+        time.sleep(IDLE_SETTLE_S)
+        a, t0 = times(), time.monotonic()
+        time.sleep(idle_s)
+        b, t1 = times(), time.monotonic()
+    finally:
+        os.kill(sim, signal.SIGCONT)
+    per = {}
+    for p, name in procs.items():
+        if p in a and p in b:
+            per[name] = per.get(name, 0.0) + 100 * (b[p] - a[p]) / (t1 - t0)
+    return {"seconds": round(t1 - t0, 1), "processes": {k: round(v, 2) for k, v in per.items()},
+            "total_pct": round(sum(per.values()), 2)}
+
+
 def run(settle_s: float = 10.0, fork_server: bool | None = None, instance: str | None = None,
-        timeout_s: float = 300.0, progress: bool = False) -> dict:
+        timeout_s: float = 300.0, progress: bool = False, idle_s: float = 0.0) -> dict:
     inst = instance or "fp" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="arbpipe-footprint-") as work:
         tree = Tree(inst, work, _config(os.path.join(work, "arbpipe.toml"), fork_server))
@@ -95,13 +140,47 @@ def run(settle_s: float = 10.0, fork_server: bool | None = None, instance: str |
             if progress:
                 print(f"footprint: tree {inst!r} up; measuring", flush=True)
             procs = measure(st)
+            idle = None
+            if idle_s > 0:
+                if progress:
+                    print(f"footprint: simulator stopped; idle CPU over {idle_s:g} s",
+                          flush=True)
+                idle = idle_cpu(st, idle_s)
         finally:
             tree.down()
         left = segments.list_segments(inst)
     total = {k: round(sum(p[k] for p in procs.values()), 1)
              for k in ("uss_mib", "pss_mib", "rss_mib")}
     return {"instance": inst, "settle_s": settle_s, "fork_server": fork_server,
-            "processes": procs, "total": total, "segments_left": len(left)}
+            "processes": procs, "total": total, "idle": idle, "segments_left": len(left)}
+
+
+def repeated(n: int, settle_s: float = 10.0, idle_s: float = 20.0, progress: bool = False) -> dict:
+    """``run`` ``n`` times (a fresh default tree each, fork server as configured, idle CPU
+    measured): every run, and per process the median USS and idle CPU with their min-max."""
+    runs = [run(settle_s=settle_s, idle_s=idle_s, progress=progress) for _ in range(n)]
+
+    def span(xs):
+        xs = sorted(xs)
+        return {"median": xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1]
+                                                                + xs[len(xs) // 2]) / 2,
+                "min": xs[0], "max": xs[-1]}
+    names = sorted({k for r in runs for k in r["processes"]})
+    per = {k: {"uss_mib": span([r["processes"][k]["uss_mib"] for r in runs
+                                if k in r["processes"]]),
+               "idle_pct": span([r["idle"]["processes"].get(k, 0.0) for r in runs])}
+           for k in names}
+    return {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "cores": os.cpu_count(),
+            "command": f"arbpipe bench footprint --repeat {n} --settle {settle_s:g} "
+                       f"--idle {idle_s:g} --save",
+            "settle_s": settle_s, "idle_s": idle_s, "runs": runs, "processes": per,
+            "total_uss_mib": span([r["total"]["uss_mib"] for r in runs]),
+            "total_pss_mib": span([r["total"]["pss_mib"] for r in runs]),
+            "idle_total_pct": span([r["idle"]["total_pct"] for r in runs])}
+
+
+def save(res: dict) -> str:
+    return save_result(res, "footprint.json")
 
 
 def render(res: dict) -> str:
@@ -115,6 +194,12 @@ def render(res: dict) -> str:
     t = res["total"]
     lines.append(f"{'total':<22}{'':>8}{t['uss_mib']:>10.1f}{t['pss_mib']:>10.1f}"
                  f"{t['rss_mib']:>10.1f}")
+    idle = res.get("idle")
+    if idle:
+        top = sorted(idle["processes"].items(), key=lambda kv: -kv[1])[:6]
+        lines.append(f"idle (simulator stopped, {idle['seconds']:g} s): "
+                     f"{idle['total_pct']:.2f} % of one core in total; "
+                     + ", ".join(f"{k} {v:.2f} %" for k, v in top))
     if res["segments_left"]:
         lines.append(f"warning: {res['segments_left']} segments of the instance left in /dev/shm")
     return "\n".join(lines)

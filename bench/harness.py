@@ -3,8 +3,9 @@
 distribution summary and the host's CPU name.
 
 Used by bench/tree_kills.py, bench/soak.py and bench/venue_faults.py (trees), bench/chains.py
-(``dist``), bench/detect.py and bench/pipeline.py (``cpu_name``); it imports no other bench
-module.
+(``dist``), bench/detect.py and bench/pipeline.py (``cpu_name``), bench/live.py,
+bench/footprint.py and bench/pipeline_profiles.py (``save_result``); it imports no other
+bench module.
 """
 from __future__ import annotations
 
@@ -97,6 +98,19 @@ class Tree:
         st = self.status() or {}
         return [p["pid"] for p in st.get("processes", []) if p.get("pid")] + \
             ([st["supervisor_pid"]] if st.get("supervisor_pid") else [])
+
+
+RESULTS_DIR = os.path.join(ROOT, "bench", "results")
+
+
+def save_result(res: dict, name: str, out_dir: str = RESULTS_DIR) -> str:
+    """Write ``res`` as ``<out_dir>/<name>`` (indented JSON); returns the path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name)
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
+    return path
 
 
 def dist(xs) -> dict:

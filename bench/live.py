@@ -28,7 +28,6 @@ median of the runs and their min-max. Figures only: nothing here fails on a figu
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -47,9 +46,8 @@ from arbpipe.config import DEFAULT_PATH
 from arbpipe.detect.stats import read_stats
 from arbpipe.transport import histogram as H
 from arbpipe.transport import segments
-from bench.harness import Tree, cpu_name
+from bench.harness import Tree, cpu_name, save_result
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 HOPS = ("feed_to_detector", "detect", "publish_to_strategy", "total")
 VARIANTS = {      # name -> ([cpu] settings, per-role cores: "hot" = the last core)
     "default": ({}, {}),
@@ -252,47 +250,5 @@ def run(variants=tuple(VARIANTS), repeat: int = 3,
                       for k in ("same_core", "other_core")}}
 
 
-def _fmt(m: dict, unit: str = "µs") -> str:
-    if m.get("median") is None:
-        return "-"
-
-    def one(x):
-        return f"{x / 1e3:.2f} ms" if unit == "µs" and x >= 1000 else f"{x:,.1f} {unit}"
-    if m["min"] == m["max"]:
-        return one(m["median"])
-    return f"{one(m['median'])} ({one(m['min'])}–{one(m['max'])})"
-
-
-def render(res: dict) -> str:
-    lines = [f"`{res['command']}` ({res['measured']}; {res['host']['cpu']}, "
-             f"{res['host']['cores']} cores; load average at the end "
-             f"{res['host']['loadavg_end'][0]}): the default tree on the simulator, "
-             f"{res['duration_s']:g} s windows after {res['settle_s']:g} s running; medians of "
-             f"the runs with their min–max.", "",
-             "| variant | updates/s | hop | p50 | p99 | p99.9 |", "|---|---:|---|---:|---:|---:|"]
-    for v, s in res["summary"].items():
-        for i, h in enumerate(HOPS):
-            hs = s["hops"][h]
-            lines.append(f"| {v if i == 0 else ''} | "
-                         f"{_fmt(s['updates_per_s'], '') if i == 0 else ''} | {h} | "
-                         f"{_fmt(hs['p50_us'])} | {_fmt(hs['p99_us'])} | {_fmt(hs['p999_us'])} |")
-    lines += ["", "Tree CPU (% of one core, whole tree): " + ", ".join(
-        f"{v} {_fmt(s['tree_cpu_pct'], '%')}" for v, s in res["summary"].items()) + "."]
-    fl = res.get("floor") or {}
-    if fl:
-        gap = res["floor_runs"][0]["gap_s"] * 1e3
-        lines += ["", f"The host's floor in the same run (a bare POSIX semaphore, the sleeper "
-                  f"idle {gap:g} ms before each post, p50 / p99): other core "
-                  f"{_fmt(fl['other_core']['p50_us'])} / {_fmt(fl['other_core']['p99_us'])}, "
-                  f"same core {_fmt(fl['same_core']['p50_us'])} / "
-                  f"{_fmt(fl['same_core']['p99_us'])}."]
-    return "\n".join(lines)
-
-
-def save(res: dict, out_dir: str = RESULTS_DIR) -> str:
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "live.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
-        f.write("\n")
-    return path
+def save(res: dict) -> str:
+    return save_result(res, "live.json")

@@ -8,13 +8,11 @@ other in the same session (each run's host load is kept in the artifact). Figure
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 
 from arbpipe.transport.idle import PROFILES
+from bench.harness import save_result
 from bench.pipeline import parse_rates, run
-from bench.pipeline_report import RESULTS_DIR
 
 DEFAULT_RATES = "200,1k,10k,100k"
 HOPS = ("feed_to_detector", "detect", "publish_to_strategy")
@@ -38,10 +36,5 @@ def measure(rates: str = DEFAULT_RATES, repeat: int = 3, duration: float = 4.0,
     return out
 
 
-def save(res: dict, out_dir: str = RESULTS_DIR) -> str:
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "pipeline-profiles.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
-        f.write("\n")
-    return path
+def save(res: dict) -> str:
+    return save_result(res, "pipeline-profiles.json")

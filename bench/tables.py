@@ -227,10 +227,112 @@ def bridge(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _span(m: dict, scale: float = 1.0, unit: str = " µs", nd: int = 0) -> str:
+    """'median (min–max)' of a {"median", "min", "max"} summary (``nd`` decimals)."""
+    if not m or m.get("median") is None:
+        return "-"
+
+    def one(x):
+        x *= scale
+        return f"{x / 1000:,.2f} ms" if unit == " µs" and x >= 1000 else f"{x:,.{nd}f}{unit}"
+    return one(m["median"]) + ("" if m["min"] == m["max"] else
+                               f" ({one(m['min'])}–{one(m['max'])})")
+
+
+def live(res: dict) -> str:
+    """The default tree at `make up`'s rate, per CPU variant, beside the host's floor."""
+    h = res["host"]
+    hops = list(next(iter(res["summary"].values()))["hops"])
+    lines = [f"Measured {res['measured']} on {h['cpu']} ({h['cores']} cores, Python "
+             f"{h['python']}, 1-minute load {h['loadavg_end'][0]} at the end) with "
+             f"`{res['command']}`: the default tree on the simulator (8 venues, books on, "
+             f"the paper strategy trading), {res['duration_s']:g} s windows after every role "
+             f"ran {res['settle_s']:g} s; median of {len(res['floor_runs'])} interleaved runs, "
+             f"min–max in brackets ([bench/results/live.json](bench/results/live.json)):", "",
+             "| variant | updates/s | tree CPU | " + " | ".join(
+                 f"{x} p50 / p99" for x in hops) + " |",
+             "|---|---:|---:|" + "---:|" * len(hops)]
+    for v, s in res["summary"].items():
+        cells = [f"{_span(s['hops'][x]['p50_us'])} / {_span(s['hops'][x]['p99_us'])}"
+                 for x in hops]
+        lines.append(f"| {v} | {_span(s['updates_per_s'], unit='')} | "
+                     f"{_span(s['tree_cpu_pct'], unit=' %')} | " + " | ".join(cells) + " |")
+    fl = res["floor"]
+    gap = res["floor_runs"][0]["gap_s"] * 1e3
+    lines += ["", f"The host's floor, measured in the same run: waking a process blocked on a "
+              f"bare POSIX semaphore after {gap:g} ms idle takes {_span(fl['other_core']['p50_us'])}"
+              f" p50 / {_span(fl['other_core']['p99_us'])} p99 from the other core and "
+              f"{_span(fl['same_core']['p50_us'])} / {_span(fl['same_core']['p99_us'])} on "
+              f"the same core."]
+    return "\n".join(lines) + "\n"
+
+
+def profiles(res: dict) -> str:
+    """`bench pipeline`'s real tree under both profiles: total and hop p50 / p99 per rate."""
+    cols = list(res["profiles"])
+    first = res["profiles"][cols[0]]
+    lines = [f"Measured {res['measured']} on {first['host']['cpu']} ({first['host']['cores']} "
+             f"cores) with `{res['command']}` (bench pipeline's real tree: replay -> feed "
+             f"rings -> detector -> strategy; 1-minute load "
+             + ", ".join(f"{p} {' → '.join(map(str, d['host']['loadavg_1m']))}"
+                         for p, d in res["profiles"].items())
+             + f"); p50 / p99, median of {first['repeat']} runs, min–max of the runs' p50 in "
+               f"brackets ([bench/results/pipeline-profiles.json]"
+               f"(bench/results/pipeline-profiles.json)):", "",
+             "| updates/s | " + " | ".join(f"{p}: total | {p}: feed→det / publish→strategy"
+                                          for p in cols) + " |",
+             "|---:|" + "---:|---:|" * len(cols)]
+    for rate in res["rates"]:
+        cells = []
+        for p in cols:
+            r = next((x for x in res["profiles"][p]["runs"] if x["rate"] == rate), None)
+            if r is None:
+                cells += ["-", "-"]
+                continue
+            sp = ((r.get("spread") or {}).get("total") or {}).get("p50_ns")
+            tot = (f"{_us(r['total']['p50_ns'])}" + (f" ({_us(sp[0])}–{_us(sp[1])})" if sp
+                                                      else "")
+                   + f" / {_us(r['total']['p99_ns'])} µs" + ("" if r["sustained"] else " †"))
+            hp = r["hops"]
+            cells += [tot, f"{_us(hp['feed_to_detector']['p50_ns'])} / "
+                           f"{_us(hp['publish_to_strategy']['p50_ns'])} µs p50"]
+        lines.append(f"| {_rate(rate)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def footprint(res: dict) -> str:
+    """The default tree's memory (USS per process) and its CPU at rest."""
+    rows = sorted(res["processes"].items(), key=lambda kv: -kv[1]["uss_mib"]["median"])
+    feeds = [k for k, _ in rows if k.startswith("feed.")]
+    lines = [f"Measured {res['measured']} ({res['cores']} cores) with `{res['command']}`: "
+             f"the default tree (config/arbpipe.toml, fork server on) after every role ran "
+             f"{res['settle_s']:g} s; then the simulator stopped (SIGSTOP: no market data, "
+             f"sockets open) and the CPU of every process over {res['idle_s']:g} s; median of "
+             f"{len(res['runs'])} trees, min–max in brackets "
+             f"([bench/results/footprint.json](bench/results/footprint.json)):", "",
+             "| process | USS | CPU at rest (% of one core) |", "|---|---:|---:|"]
+    for k, v in rows:
+        if k in feeds[1:]:
+            continue
+        if k in feeds:       # one row for the feeds: the range of their medians
+            uss = [res["processes"][f]["uss_mib"]["median"] for f in feeds]
+            cpu = [res["processes"][f]["idle_pct"]["median"] for f in feeds]
+            lines.append(f"| each of the {len(feeds)} feeds | {min(uss):.1f}–{max(uss):.1f} MiB"
+                         f" | {min(cpu):.2f}–{max(cpu):.2f} % |")
+            continue
+        lines.append(f"| {k} | {_span(v['uss_mib'], unit=' MiB', nd=1)} | "
+                     f"{_span(v['idle_pct'], unit=' %', nd=2)} |")
+    lines.append(f"| **whole tree** | **{_span(res['total_uss_mib'], unit=' MiB', nd=1)}** | "
+                 f"**{_span(res['idle_total_pct'], unit=' %', nd=2)}** |")
+    return "\n".join(lines) + "\n"
+
+
 SOURCES = {"latency": ("pipeline.json", latency), "soak": ("soak.json", soak),
            "reliability": ("reliability.json", reliability), "bridge": ("bridge.json", bridge),
            "fuzz-books": ("reliability.json", fuzz_books),
-           "book-faults": ("reliability.json", book_faults)}
+           "book-faults": ("reliability.json", book_faults),
+           "live": ("live.json", live), "profiles": ("pipeline-profiles.json", profiles),
+           "footprint": ("footprint.json", footprint)}
 
 
 def block(name: str, results_dir: str = RESULTS) -> str:

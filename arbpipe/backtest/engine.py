@@ -38,7 +38,6 @@ from shm_layouts import MARKET_UPDATE
 from shm_layouts.journal import JournalFlag, JournalKind, pair_of
 from shm_layouts.records import OppState
 
-from arbpipe.trading.book import book_depth
 from arbpipe.trading.service import HOUSEKEEPING_S
 
 CHUNK = 65536                     # records per detector call
@@ -74,7 +73,7 @@ class Run:
 def live_book(cfg: Config) -> LiveBook:
     """The strategy's book as the live service builds it (the L2 depth of the config where
     ``LiveBook`` keeps levels), fed here from the records instead of the rings."""
-    return LiveBook(cfg.legs(), len(cfg.instruments), book_depth(cfg))
+    return LiveBook(cfg.legs(), len(cfg.instruments), cfg.book_depth())
 
 
 class Engine:

@@ -4,7 +4,9 @@ stats segment, hop histograms), its numba loop ``pump`` and its idle wait.
 Loop: ``pump`` polls every input ring round robin in batches, applies the updates
 (``arbpipe.detect.kernel.apply_updates``) and publishes into the broadcast ring, returning to
 Python when all inputs are empty or after ``detector.max_records_per_call`` records.
-Housekeeping (staleness sweep, heartbeat) runs every ``detector.sweep_ms``. Idle: the idle
+Housekeeping (staleness sweep, heartbeat) runs every ``detector.sweep_ms`` (every
+``QUIET_SWEEPS`` of those while nothing arrives and nothing is open: each wake-up of an idle
+process costs far more CPU than its work). Idle: the idle
 strategy of the ``[cpu] profile`` (``arbpipe.transport.idle``). Default: spin
 ``SPIN_ROUNDS`` rounds over all inputs in numba, yield ``IDLE_YIELDS`` times, then sleep on
 one ``SharedBell`` that the producer of every input ring posts (no helper threads: one
@@ -27,7 +29,7 @@ from arbpipe.detect.hops import hist_at, hist_record, io_hist_addr
 from arbpipe.books.segment import BooksSegment
 from arbpipe.detect.kernel import R_SHUTDOWN, apply_updates, close_all, flush, sweep
 from arbpipe.detect.state import (IO_HIST_DETECT, IO_HIST_FEED, IO_PWAKE, IO_READ_NS, IO_RWAKE,
-                                   S_CTR, book_depth)
+                                   S_CTR)
 from arbpipe.detect.stats import DetectorStats
 from arbpipe.transport import histogram as H
 from arbpipe.transport import kernels as K
@@ -46,6 +48,7 @@ OPP_RING = "opportunities"
 HIST_HOPS = ("feed_to_detector", "detect")   # hist.<hop> segments of the service
 SPIN_ROUNDS = 64     # idle: rounds over every input ring in numba (~10 us) before yielding
 IDLE_YIELDS = 4      # then sched_yield this many times, re-checking
+QUIET_SWEEPS = 4     # no records and nothing open: sweep (and beat) every 4 sweep periods
 
 
 @njit(**_KW)
@@ -133,7 +136,7 @@ class DetectorService:
             raise ValueError(f"{len(legs)} legs: the stats segment holds {MAX_LEGS_IN_STATS}")
         # the L2 books' top N, for every reader (arbpipe.books.segment)
         self.books = BooksSegment.create(self.instance, len(cfg.instruments) + 1, len(legs),
-                                         book_depth(cfg))
+                                         cfg.book_depth())
         try:
             self.det = Detector(cfg, counters=self.stats_seg.counters,
                                 leg_status=self.stats_seg.legs_view(len(legs)),
@@ -236,8 +239,10 @@ class DetectorService:
         nr = len(rings)
         S, out, io, ctr = det.S, det.out, det.io, det.counters
         sweep_s = self.cfg.detector.sweep_ms / 1e3
+        quiet_s = sweep_s * QUIET_SWEEPS
         max_block_s = self.cfg.detector.idle_poll_ms / 1e3
         next_sweep = time.monotonic() + sweep_s
+        since_sweep = 0
         if nr:
             self.bell = SharedBell([r for _, r in self.inputs], STATS_NAME, self.instance)
         idle, bell = self.idle, self.bell
@@ -252,12 +257,18 @@ class DetectorService:
         while not stop():
             n = self._pump()
             now = time.monotonic()
+            if n:
+                since_sweep += n
+                next_sweep = min(next_sweep, now + sweep_s)
             if now >= next_sweep:
                 sweep(S, out, det.ow, io, time.time_ns())
                 if io[IO_RWAKE]:
                     self._wakes(io)
                 ctr[C_HEARTBEAT] = time.time_ns()
-                next_sweep = now + sweep_s
+                # nothing read since the last sweep and nothing open: nothing can go stale
+                quiet = since_sweep == 0 and ctr[C_OPEN_NOW] == 0
+                next_sweep = now + (quiet_s if quiet else sweep_s)
+                since_sweep = 0
             if n:
                 continue
             if nr == 0:

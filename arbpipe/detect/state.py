@@ -169,11 +169,6 @@ def size_rules(cfg: Config, legs: LegTable) -> np.ndarray:
     return out
 
 
-def book_depth(cfg: Config) -> int:
-    """N of the detector's L2 books: the deepest ``[venues.<v>] depth`` of an enabled venue."""
-    return max([v.depth for v in cfg.enabled_venues().values()] + [0])
-
-
 def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
               leg_status: np.ndarray | None = None, opp_id_base: int = 0,
               levels: np.ndarray | None = None) -> DetectorState:
@@ -217,7 +212,7 @@ def new_state(cfg: Config, legs: LegTable, counters: np.ndarray | None = None,
     ctr[C_NINST] = ni - 1
     lstat = leg_status if leg_status is not None else np.zeros(nl, np.int64)
     lstat[:] = int(VenueStatus.UP)
-    depth = book_depth(cfg)
+    depth = cfg.book_depth()
     ip[I_DEPTH] = depth
     bw = block_words(max(depth, 1))
     lvl_i = levels.reshape(ni * nl, bw) if levels is not None else \

@@ -20,7 +20,7 @@ class FeedOptions:
     swap_timeout_s: float = 10.0             # planned reconnect: wait this long for the new
                                              # connection's first frame, then switch anyway
     ack_timeout_s: float = 10.0              # log when neither an ack nor data came by then
-    tick_s: float = 0.25                     # housekeeping period (watchdog, stats)
+    tick_s: float = 0.5                      # housekeeping period (watchdog, stats)
     probe_idle_s: float = 10.0               # nothing received for this long: send a websocket
                                              # ping (0 = never probe)
     probe_timeout_s: float = 10.0            # ... and still nothing this long after it: the

@@ -27,6 +27,7 @@ from arbpipe.feeds.venues.base import VenueAdapter
 from arbpipe.feeds.venues.registry import get as get_adapter_class
 from arbpipe.symbols import VENUE_IDS, SymbolError, SymbolMap
 from arbpipe.transport import segments
+from arbpipe.transport.rings import SpscRing
 from arbpipe.transport.segments import SegmentError, SegmentNotFound
 
 log = logging.getLogger("arbpipe.feed")
@@ -170,8 +171,6 @@ def run_feed(venue: str, url: str | None = None, symbols: list[str] | None = Non
             sink = PrintSink(out or sys.stdout, venue, adapter.venue_id, names,
                              on_broken=lambda: feed_box and feed_box[0].stop(), depth=depth)
         else:
-            # lazy: saves 230 ms (numba ring kernels) for `arbpipe feed --print`
-            from arbpipe.transport.rings import SpscRing
             instance = instance or segments.default_instance()
             ring_name = ring or f"feed.{venue}"
             try:

@@ -60,7 +60,7 @@ SUPERVISOR_KIND = int(SegmentKind.SUPERVISOR)  # header kind of the liveness seg
 BACKOFF_MIN_S, BACKOFF_MAX_S, STABLE_S = 0.1, 5.0, 30.0
 CRASH_LOOP_S = 2.0  # a child that dies sooner than this after its start is crash-looping
 HOT_NICE = -10      # the hot roles' nice value, where permitted
-WATCH_S = 0.25      # the watch loop's longest sleep (a child's exit wakes it at once)
+WATCH_S = 0.5       # the watch loop's longest sleep (a child's exit wakes it at once)
 
 
 SIMULATOR_READY_S = 15.0     # the longest wait for the simulator's ready line at start

@@ -53,7 +53,7 @@ from arbpipe.transport.stateblob import StateBlob
 from shm_layouts import JOURNAL, OPPORTUNITY
 
 OPP_RING, JOURNAL_RING, READER = "opportunities", "journal", "persister"
-POLL_S = 0.1                  # idle: the journal ring is checked this often
+POLL_S = 0.25                 # idle: the journal ring is checked this often
 STATUS_POLL_S = 0.5           # detector leg status and state blob refresh
 POP_BATCH = 1024
 LEG_EVENTS = {"UP": "venue_up", "STALE": "venue_stale", "DISCONNECTED": "venue_down"}

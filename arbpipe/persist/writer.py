@@ -27,7 +27,7 @@ from arbpipe.redact import redact_url, scrub
 from arbpipe.redis_conn import IO_TIMEOUT_S, connect
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0
-IDLE_S = 0.1                  # idle writer: wakes at least this often
+IDLE_S = 0.25                 # idle writer: wakes at least this often
 WRITE_ORDER = ("events", "trades", "opportunities")   # the order a batch takes streams in
 TRANSIENT = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY",
              "NOAUTH", "WRONGPASS", "NOPERM")

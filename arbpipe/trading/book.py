@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from arbpipe.books.blocks import on_book_resync, on_level
-from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, Config, LegTable
+from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, LegTable
 from arbpipe.transport import kernels as K
 from arbpipe.transport import words as TW
 from shm_layouts import words as W
@@ -55,12 +55,6 @@ _FUNDING, _LEVEL = int(Kind.FUNDING), int(Kind.LEVEL)
 _UP = int(VenueStatus.UP)
 _READY = int(BookState.READY)
 _BOOK_RESYNC = int(StatusReason.BOOK_RESYNC)
-
-
-def book_depth(cfg: Config) -> int:
-    """N of the strategy's L2 books: the deepest ``[venues.<v>] depth`` of an enabled venue
-    (the detector's rule)."""
-    return max([v.depth for v in cfg.enabled_venues().values()] + [0])
 
 
 class Quote(typing.NamedTuple):

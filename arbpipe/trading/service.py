@@ -15,7 +15,9 @@ default: a short spin, then the opportunities doorbell; low-latency: busy-spin o
 until the next fill is due or the next housekeeping tick (HOUSEKEEPING_S: risk changes
 from Redis, breaker, state blob). Housekeeping does its work only when something it
 depends on moved (feed heads, opportunities read, the control words, pending risk changes,
-a fill due) or ``IDLE_PUBLISH_S`` passed, so an idle strategy costs ~10 cheap wake-ups/s.
+a fill due) or ``IDLE_PUBLISH_S`` passed; once nothing has moved for ``IDLE_PUBLISH_S`` it
+ticks every ``QUIET_HOUSEKEEPING_S`` instead (an opportunity or a move brings the short tick
+back), so an idle strategy costs two cheap wake-ups a second.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from arbpipe.config import Config, cpu_profile
 from arbpipe.paths import run_dir
-from arbpipe.trading.book import LiveBook, book_depth
+from arbpipe.trading.book import LiveBook
 from arbpipe.trading.control import Control
 from arbpipe.trading.journal import Journal, describe_entry, read_journal
 from arbpipe.trading.strategy import Strategy
@@ -50,6 +52,7 @@ JOURNAL_FILE = "journal.jsonl"
 LAST_RUN_JOURNALS = "journal-*.jsonl"     # earlier runs' journals, kept by the supervisor
 HOUSEKEEPING_S = 0.1               # control word, marks, breaker, state blob
 IDLE_PUBLISH_S = 1.0               # ... and when nothing moved, the state blob this often
+QUIET_HOUSEKEEPING_S = 0.5         # nothing moved for IDLE_PUBLISH_S: housekeeping this often
 BATCH = 256                        # opportunities read per pass
 
 _CLOSED = int(OppState.CLOSED)
@@ -78,6 +81,7 @@ class StrategyService:
         self.idle = IDLE.for_role("strategy", cpu_profile(cfg))
         self._moved = None             # what housekeeping depends on, at its last full run
         self._full_at = 0.0            # monotonic time of the last full housekeeping
+        self.moved_at = 0.0            # monotonic time something housekeeping reads last moved
         self.housekeeping_skipped = 0
 
     def _jlog(self, d: dict) -> None:
@@ -101,7 +105,7 @@ class StrategyService:
             self._jlog({"event": "no_journal_ring",
                         "note": "journal entries go to the file only"})
         legs = self.cfg.legs()
-        book = LiveBook(legs, len(self.cfg.instruments), book_depth(self.cfg))
+        book = LiveBook(legs, len(self.cfg.instruments), self.cfg.book_depth())
         for v in self.cfg.enabled_venues():
             try:
                 r = SpscRing.attach(FEED_RING.format(venue=v), instance=self.instance)
@@ -212,6 +216,8 @@ class StrategyService:
         s = self.strategy
         t = time.monotonic()
         moved = self._inputs_moved()
+        if moved != self._moved:
+            self.moved_at = t
         if not force and moved == self._moved and t - self._full_at < IDLE_PUBLISH_S:
             due = s.next_due()
             if due is None or due > now:
@@ -250,12 +256,18 @@ class StrategyService:
         while not stop():
             n = self.step()
             t = time.monotonic()
-            if t - last >= HOUSEKEEPING_S:
+            if n:
+                self.moved_at = t
+            # a wake-up of an idle process costs far more CPU than its work: while nothing
+            # moves (no market data, no opportunity, no control or risk change), fewer
+            period = HOUSEKEEPING_S if t - self.moved_at < IDLE_PUBLISH_S else \
+                QUIET_HOUSEKEEPING_S
+            if t - last >= period:
                 self.housekeeping(time.time_ns(), force=False)
                 last = t
             if n == 0:
                 due = s.next_due()
-                wait = HOUSEKEEPING_S - (time.monotonic() - last)
+                wait = period - (time.monotonic() - last)
                 if due is not None:
                     wait = min(wait, (due - time.time_ns()) / 1e9)
                 if wait > 0:

@@ -53,7 +53,7 @@ from __future__ import annotations
 import collections
 
 from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, Config
-from arbpipe.trading.book import LiveBook, book_depth
+from arbpipe.trading.book import LiveBook
 from arbpipe.trading.breaker import Breaker
 from arbpipe.trading.control import Control
 from arbpipe.trading.depth import limit_price, worst_price
@@ -82,7 +82,7 @@ class Strategy:
         self.cfg = cfg
         self.markets = Markets(cfg)
         self.legs = self.markets.table
-        self.book = book or LiveBook(self.legs, len(cfg.instruments), book_depth(cfg))
+        self.book = book or LiveBook(self.legs, len(cfg.instruments), cfg.book_depth())
         self.control = control
         self.log = log or (lambda d: None)
         self.limits = Limits(cfg.strategy)

@@ -60,6 +60,7 @@ BLOB_SIZE = 1 << 22             # 4 MiB: room for thousands of open rows (pages 
 MAX_POSITIONS = 200             # strategy positions carried into the view
 SKEW_RECORDS = 64               # newest records of a feed ring behind its clock skew
 IDLE_PUBLISH_S = 2.0            # nothing moved: the view is still published this often
+QUIET_CHECK_S = 0.5             # ... and, once quiet that long, checked for moves this often
 _FEED_W0 = FS.FEED_STATS_OFFSET // 8    # a feed stats record's first word, and its words
 _FEED_STAMPS = [FS.FEED_STATS.fields[f][1] // 8 for f in ("gen", "updated_ns")]  # move idle
 PERSISTER_KEYS = ("state", "connected", "backlog_by_stream", "buffer_records", "written",
@@ -481,16 +482,20 @@ class Dashboard:
         """Until ``stop()``: sleep on the doorbell (timeout: the next publish), drain, and
         publish at ``refresh_hz`` -- but only when something moved (``fingerprint``), or
         at least every ``IDLE_PUBLISH_S`` (ages, rates decaying, processes); never wakes
-        more than ``max_wake_hz`` times a second."""
+        more than ``max_wake_hz`` times a second. Once nothing has moved for
+        ``IDLE_PUBLISH_S``, the fingerprint is taken only every ``QUIET_CHECK_S`` until it
+        moves or an opportunity arrives (the doorbell wakes the loop for that)."""
         period = 1.0 / self.refresh_hz
         gap = 1.0 / max_wake_hz
         next_pub = time.monotonic()
-        published_at, last_fp = -1e9, None
+        published_at, last_fp, moved_at = -1e9, None, time.monotonic()
         while not stop():
             now = time.monotonic()
             if now >= next_pub:
                 self.drain()
                 fp = self.fingerprint()
+                if fp != last_fp:
+                    moved_at = now
                 if fp != last_fp or now - published_at >= IDLE_PUBLISH_S:
                     try:
                         self.refresh()
@@ -500,10 +505,14 @@ class Dashboard:
                     published_at, last_fp = time.monotonic(), self.fingerprint()
                 else:
                     self.skipped += 1
-                next_pub = max(next_pub + period, time.monotonic() + period / 4)
+                step = period if now - moved_at < IDLE_PUBLISH_S else max(period, QUIET_CHECK_S)
+                next_pub = max(next_pub + step, time.monotonic() + step / 4)
             woke_at = time.monotonic()
             self.wait(next_pub - woke_at)
-            self.drain()
+            if self.drain():                    # an opportunity: back to refresh_hz at once
+                if time.monotonic() - moved_at >= IDLE_PUBLISH_S:
+                    next_pub = time.monotonic()
+                moved_at = time.monotonic()
             rest = gap - (time.monotonic() - woke_at)
             if rest > 0 and not stop():
                 time.sleep(min(rest, max(next_pub - time.monotonic(), 0)))

@@ -42,7 +42,14 @@ def fork_servers(run):
     """The supervisor's fork server children (their psutil Processes)."""
     with open(run / "status.json") as f:
         sup = psutil.Process(json.load(f)["supervisor_pid"])
-    return [c for c in sup.children() if "arbpipe.ops.forkserver" in " ".join(c.cmdline())]
+    out = []
+    for c in sup.children():
+        try:                  # a killed server stays a zombie until the supervisor reaps it
+            if "arbpipe.ops.forkserver" in " ".join(c.cmdline()):
+                out.append(c)
+        except psutil.Error:
+            pass
+    return out
 
 
 def check_forked(rows, plan, server_pid):

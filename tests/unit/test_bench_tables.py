@@ -66,3 +66,42 @@ def test_check_mode_fails_on_a_stale_readme(tmp_path, capsys):
     assert "soak" in capsys.readouterr().out
     assert tables.main(["--readme", str(stale)]) == 0          # rewrites it
     assert stale.read_text() == _readme()
+
+
+def test_live_block_is_the_artifacts_medians_and_floor():
+    with open(os.path.join(RESULTS, "live.json")) as f:
+        res = json.load(f)
+    out = tables.live(res)
+    for v, s in res["summary"].items():
+        row = next(x for x in out.splitlines() if x.startswith(f"| {v} |"))
+        p50 = s["hops"]["feed_to_detector"]["p50_us"]["median"]
+        assert tables._span(s["hops"]["feed_to_detector"]["p50_us"]) in row, (v, row)
+        assert p50 is not None
+    assert tables._span(res["floor"]["other_core"]["p50_us"]) in out
+    changed = copy.deepcopy(res)
+    v = next(iter(changed["summary"]))
+    changed["summary"][v]["hops"]["total"]["p50_us"] = {"median": 98765.0, "min": 98765.0,
+                                                        "max": 98765.0}
+    assert "98.77 ms" in tables.live(changed) and "98.77 ms" not in out
+
+
+def test_profiles_block_has_every_profile_and_rate():
+    with open(os.path.join(RESULTS, "pipeline-profiles.json")) as f:
+        res = json.load(f)
+    out = tables.profiles(res)
+    for p in res["profiles"]:
+        assert f"{p}: total" in out
+    rows = [x for x in out.splitlines() if x.startswith("| ") and x[2].isdigit()]
+    assert len(rows) == len(res["rates"])
+
+
+def test_footprint_block_is_the_artifacts_medians():
+    with open(os.path.join(RESULTS, "footprint.json")) as f:
+        res = json.load(f)
+    out = tables.footprint(res)
+    assert tables._span(res["total_uss_mib"], unit=" MiB", nd=1) in out
+    assert tables._span(res["idle_total_pct"], unit=" %", nd=2) in out
+    assert "| detector | " + tables._span(res["processes"]["detector"]["uss_mib"], unit=" MiB",
+                                          nd=1) in out
+    feeds = [k for k in res["processes"] if k.startswith("feed.")]
+    assert f"each of the {len(feeds)} feeds" in out and "| feed." not in out

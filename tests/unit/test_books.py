@@ -11,7 +11,6 @@ from arbpipe.books.full import BookError, FullBook
 from arbpipe.books.segment import BooksSegment
 from arbpipe.config import load_config
 from arbpipe.detect.detector import Detector
-from arbpipe.detect.state import book_depth
 from arbpipe.feeds.sinks import RingSink
 from arbpipe.transport.rings import SpscRing
 from shm_layouts import MARKET_UPDATE
@@ -88,13 +87,13 @@ def test_a_crossed_or_garbage_message_is_refused():
 
 def _cfg():
     cfg = load_config()
-    assert book_depth(cfg) == 20
+    assert cfg.book_depth() == 20
     return cfg
 
 
 def test_sink_levels_through_a_ring_rebuild_the_top_n_in_the_detector(instance):
     cfg = _cfg()
-    depth = book_depth(cfg)
+    depth = cfg.book_depth()
     ring = SpscRing.create("feed.okx", 1 << 16, "MarketUpdate", instance=instance)
     seg = BooksSegment.create(instance, len(cfg.instruments) + 1, len(cfg.legs()), depth)
     try:
