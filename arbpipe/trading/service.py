@@ -234,6 +234,9 @@ class StrategyService:
             if changes:
                 for k, old, new in s.limits.apply(changes):
                     self._jlog({"event": "risk_change", "key": k, "old": old, "new": new})
+                # what is decided from here on is decided under the new limits: stamp it
+                # after their log line, not at this pass's start
+                now = max(now, time.time_ns())
         s.check_breaker(now)
         s.poll(now)
         if self.risk_source is not None and s.breaker != self._mirrored:
