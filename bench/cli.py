@@ -153,24 +153,21 @@ def bench_footprint(as_json: bool = typer.Option(False, "--json", help="print JS
                    "--idle >= 0; --repeat >= 1; --save needs --idle > 0 and the config's "
                    "fork server", err=True)
         raise SystemExit(2)
-    if save:
-        from bench.tables import footprint   # lazy: as above
-        try:
-            res = B.repeated(repeat, settle, idle, progress=not as_json)
-        except RuntimeError as e:      # a tree did not start
-            typer.echo(f"arbpipe bench footprint: {e}", err=True)
-            raise SystemExit(1)
-        path = B.save(res)
-        typer.echo(json.dumps(res, indent=1) if as_json else footprint(res)
-                   + f"\nwritten: {path}")
-        return
     try:
-        res = B.run(settle_s=settle, fork_server={"on": True, "off": False}.get(fork_server),
-                    instance=instance, progress=not as_json, idle_s=idle)
-    except RuntimeError as e:      # the tree did not start
+        res = B.repeated(repeat, settle, idle, progress=not as_json) if save else \
+            B.run(settle_s=settle, fork_server={"on": True, "off": False}.get(fork_server),
+                  instance=instance, progress=not as_json, idle_s=idle)
+    except RuntimeError as e:      # a tree did not start
         typer.echo(f"arbpipe bench footprint: {e}", err=True)
         raise SystemExit(1)
-    typer.echo(json.dumps(res, indent=1) if as_json else B.render(res))
+    path = B.save(res) if save else None
+    if as_json:
+        typer.echo(json.dumps(res, indent=1))
+    elif save:
+        from bench.tables import footprint   # lazy: as above
+        typer.echo(footprint(res) + f"\nwritten: {path}")
+    else:
+        typer.echo(B.render(res))
 
 
 @bench_app.command("live")

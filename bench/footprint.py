@@ -29,7 +29,7 @@ import psutil
 
 from arbpipe.config import DEFAULT_PATH
 from arbpipe.transport import segments
-from bench.harness import Tree, save_result
+from bench.harness import Tree, cpu_seconds, save_result, spread, tree_processes
 
 MIB = 1024 * 1024
 IDLE_SETTLE_S = 3.0
@@ -48,22 +48,11 @@ def _config(path: str, fork_server: bool | None) -> str:
     return path
 
 
-def _all_running(tree: Tree, settle_s: float) -> dict | None:
-    st = tree.status()
-    if not st or not psutil.pid_exists(st.get("supervisor_pid", 0)):
-        return None
-    rows = st.get("processes", [])
-    if rows and all(p["state"] == "running" and p["pid"] and p["uptime_s"] >= settle_s
-                    for p in rows):
-        return st
-    return None
-
-
 def measure(st: dict) -> dict:
     """{name: {"pid", "uss_mib", "pss_mib", "rss_mib"}} of the supervisor and everything
     below it; roles by their status.json name, other processes by their process name."""
     out = {}
-    for p, name in _names(st).items():
+    for p, name in tree_processes(st).items():
         try:
             m = p.memory_full_info()
         except psutil.Error:
@@ -76,41 +65,16 @@ def measure(st: dict) -> dict:
     return out
 
 
-def _names(st: dict) -> dict:
-    """psutil Process -> name (as ``measure``) of the supervisor and everything below it."""
-    names = {p["pid"]: p["name"] for p in st["processes"]}
-    sup = psutil.Process(st["supervisor_pid"])
-    out = {}
-    for p in [sup] + sup.children(recursive=True):
-        try:
-            cmd = " ".join(p.cmdline())
-            out[p] = "supervisor" if p.pid == sup.pid else names.get(p.pid) or (
-                "fork-server" if "arbpipe.ops.forkserver" in cmd else p.name())
-        except psutil.Error:
-            continue
-    return out
-
-
 def idle_cpu(st: dict, idle_s: float) -> dict:
     """% of one core per process over ``idle_s`` with the simulator stopped."""
     sim = next(p["pid"] for p in st["processes"] if p["role"] == "simulator")
-    procs = _names(st)
-
-    def times():
-        out = {}
-        for p in procs:
-            try:
-                c = p.cpu_times()
-                out[p] = c.user + c.system
-            except psutil.Error:
-                pass
-        return out
+    procs = tree_processes(st)
     os.kill(sim, signal.SIGSTOP)
     try:
         time.sleep(IDLE_SETTLE_S)
-        a, t0 = times(), time.monotonic()
+        a, t0 = cpu_seconds(procs), time.monotonic()
         time.sleep(idle_s)
-        b, t1 = times(), time.monotonic()
+        b, t1 = cpu_seconds(procs), time.monotonic()
     finally:
         os.kill(sim, signal.SIGCONT)
     per = {}
@@ -126,17 +90,9 @@ def run(settle_s: float = 10.0, fork_server: bool | None = None, instance: str |
     inst = instance or "fp" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="arbpipe-footprint-") as work:
         tree = Tree(inst, work, _config(os.path.join(work, "arbpipe.toml"), fork_server))
-        t0 = time.monotonic()
         try:
             tree.up()
-            st = None
-            while time.monotonic() - t0 < timeout_s:
-                st = _all_running(tree, settle_s)
-                if st:
-                    break
-                time.sleep(0.5)
-            if not st:
-                raise RuntimeError(f"the tree did not run for {settle_s} s within {timeout_s} s")
+            st = tree.wait_running(settle_s, timeout_s)
             if progress:
                 print(f"footprint: tree {inst!r} up; measuring", flush=True)
             procs = measure(st)
@@ -159,24 +115,18 @@ def repeated(n: int, settle_s: float = 10.0, idle_s: float = 20.0, progress: boo
     """``run`` ``n`` times (a fresh default tree each, fork server as configured, idle CPU
     measured): every run, and per process the median USS and idle CPU with their min-max."""
     runs = [run(settle_s=settle_s, idle_s=idle_s, progress=progress) for _ in range(n)]
-
-    def span(xs):
-        xs = sorted(xs)
-        return {"median": xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1]
-                                                                + xs[len(xs) // 2]) / 2,
-                "min": xs[0], "max": xs[-1]}
     names = sorted({k for r in runs for k in r["processes"]})
-    per = {k: {"uss_mib": span([r["processes"][k]["uss_mib"] for r in runs
+    per = {k: {"uss_mib": spread([r["processes"][k]["uss_mib"] for r in runs
                                 if k in r["processes"]]),
-               "idle_pct": span([r["idle"]["processes"].get(k, 0.0) for r in runs])}
+               "idle_pct": spread([r["idle"]["processes"].get(k, 0.0) for r in runs])}
            for k in names}
     return {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "cores": os.cpu_count(),
             "command": f"arbpipe bench footprint --repeat {n} --settle {settle_s:g} "
                        f"--idle {idle_s:g} --save",
             "settle_s": settle_s, "idle_s": idle_s, "runs": runs, "processes": per,
-            "total_uss_mib": span([r["total"]["uss_mib"] for r in runs]),
-            "total_pss_mib": span([r["total"]["pss_mib"] for r in runs]),
-            "idle_total_pct": span([r["idle"]["total_pct"] for r in runs])}
+            "total_uss_mib": spread([r["total"]["uss_mib"] for r in runs]),
+            "total_pss_mib": spread([r["total"]["pss_mib"] for r in runs]),
+            "idle_total_pct": spread([r["idle"]["total_pct"] for r in runs])}
 
 
 def save(res: dict) -> str:

@@ -4,19 +4,24 @@ distribution summary and the host's CPU name.
 
 Used by bench/tree_kills.py, bench/soak.py and bench/venue_faults.py (trees), bench/chains.py
 (``dist``), bench/detect.py and bench/pipeline.py (``cpu_name``), bench/live.py,
-bench/footprint.py and bench/pipeline_profiles.py (``save_result``); it imports no other
+bench/footprint.py and bench/pipeline_profiles.py (``save_result``; the first two also
+``Tree.wait_running``, ``tree_processes``, ``cpu_seconds``, ``spread``); it imports no other
 bench module.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
+import psutil
 
 from arbpipe.config import DEFAULT_PATH
 
@@ -94,6 +99,27 @@ class Tree:
             pass
         return out
 
+    def running(self, settle_s: float) -> dict | None:
+        """status.json once the supervisor lives and every process has run ``settle_s``."""
+        st = self.status()
+        if not st or not psutil.pid_exists(st.get("supervisor_pid", 0)):
+            return None
+        rows = st.get("processes", [])
+        if rows and all(p["state"] == "running" and p["pid"] and p["uptime_s"] >= settle_s
+                        for p in rows):
+            return st
+        return None
+
+    def wait_running(self, settle_s: float, timeout_s: float = 300.0) -> dict:
+        """``running`` once it holds (checked every 0.5 s); RuntimeError after ``timeout_s``."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            st = self.running(settle_s)
+            if st:
+                return st
+            time.sleep(0.5)
+        raise RuntimeError(f"the tree did not run for {settle_s:g} s within {timeout_s:g} s")
+
     def pids(self) -> list[int]:
         st = self.status() or {}
         return [p["pid"] for p in st.get("processes", []) if p.get("pid")] + \
@@ -111,6 +137,43 @@ def save_result(res: dict, name: str, out_dir: str = RESULTS_DIR) -> str:
         json.dump(res, f, indent=1)
         f.write("\n")
     return path
+
+
+def tree_processes(st: dict) -> dict:
+    """psutil Process -> name of the supervisor and everything below it: roles by their
+    status.json name, the fork server as "fork-server", others by their process name."""
+    names = {p["pid"]: p["name"] for p in st["processes"]}
+    sup = psutil.Process(st["supervisor_pid"])
+    out = {}
+    for p in [sup] + sup.children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+            out[p] = "supervisor" if p.pid == sup.pid else names.get(p.pid) or (
+                "fork-server" if "arbpipe.ops.forkserver" in cmd else p.name())
+        except psutil.Error:
+            continue
+    return out
+
+
+def cpu_seconds(procs) -> dict:
+    """psutil Process -> user + system CPU seconds so far (processes gone are left out)."""
+    out = {}
+    for p in procs:
+        try:
+            c = p.cpu_times()
+            out[p] = c.user + c.system
+        except psutil.Error:
+            pass
+    return out
+
+
+def spread(xs) -> dict:
+    """{"median", "min", "max"} of the finite numbers in ``xs`` ({"median": None} if none):
+    how a figure of repeated runs is kept."""
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return {"median": None}
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
 def dist(xs) -> dict:

@@ -32,7 +32,6 @@ import multiprocessing as mp
 import os
 import platform
 import re
-import statistics
 import tempfile
 import time
 import uuid
@@ -46,7 +45,7 @@ from arbpipe.config import DEFAULT_PATH
 from arbpipe.detect.stats import read_stats
 from arbpipe.transport import histogram as H
 from arbpipe.transport import segments
-from bench.harness import Tree, cpu_name, save_result
+from bench.harness import Tree, cpu_name, cpu_seconds, save_result, spread, tree_processes
 
 HOPS = ("feed_to_detector", "detect", "publish_to_strategy", "total")
 VARIANTS = {      # name -> ([cpu] settings, per-role cores: "hot" = the last core)
@@ -75,34 +74,9 @@ def _config(path: str, variant: str) -> str:
     return path
 
 
-def _running(tree: Tree, settle_s: float) -> dict | None:
-    st = tree.status()
-    rows = (st or {}).get("processes", [])
-    if rows and all(p["state"] == "running" and p["pid"] and p["uptime_s"] >= settle_s
-                    for p in rows):
-        return st
-    return None
-
-
-def _tree_procs(st: dict) -> list[psutil.Process]:
-    sup = psutil.Process(st["supervisor_pid"])
-    return [sup] + sup.children(recursive=True)
-
-
-def _cpu_s(procs) -> float:
-    t = 0.0
-    for p in procs:
-        try:
-            c = p.cpu_times()
-            t += c.user + c.system
-        except psutil.Error:
-            pass
-    return t
-
-
 def _snap(instance: str, procs) -> dict:
     s = read_stats(instance)
-    return {"t": time.monotonic(), "cpu_s": _cpu_s(procs),
+    return {"t": time.monotonic(), "cpu_s": sum(cpu_seconds(procs).values()),
             "updates": int(s["updates"]) if s else 0,
             "hists": {h: H.read_histogram(instance, h) for h in HOPS}}
 
@@ -175,21 +149,16 @@ def run_once(variant: str, settle_s: float, duration_s: float, timeout_s: float 
     inst = "lv" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="arbpipe-live-") as work:
         tree = Tree(inst, work, _config(os.path.join(work, "arbpipe.toml"), variant))
-        t0 = time.monotonic()
         try:
             tree.up()
-            st = None
-            while time.monotonic() - t0 < timeout_s and not st:
-                st = _running(tree, settle_s)
-                time.sleep(0.5)
-            if not st:
-                raise RuntimeError(f"{variant}: the tree did not run {settle_s} s within "
-                                   f"{timeout_s} s")
-            procs = _tree_procs(st)
+            try:
+                st = tree.wait_running(settle_s, timeout_s)
+            except RuntimeError as e:
+                raise RuntimeError(f"{variant}: {e}") from None
+            procs = list(tree_processes(st))
             a = _snap(inst, procs)
             time.sleep(duration_s)
             b = _snap(inst, procs)
-            events = [e for e in tree.events() if e.get("event") in ("cpu_plan", "warning")]
         finally:
             tree.down()
         left = len(segments.list_segments(inst))
@@ -198,14 +167,11 @@ def run_once(variant: str, settle_s: float, duration_s: float, timeout_s: float 
             "updates_per_s": round((b["updates"] - a["updates"]) / wall, 1),
             "tree_cpu_pct": round(100 * (b["cpu_s"] - a["cpu_s"]) / wall, 1),
             "hops": {h: _hop(b["hists"][h], a["hists"][h]) for h in HOPS},
-            "plan": events, "segments_left": left}
+            "segments_left": left}
 
 
 def _med(runs: list[dict], f) -> dict:
-    xs = [v for v in (f(r) for r in runs) if v is not None and np.isfinite(v)]
-    if not xs:
-        return {"median": None}
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+    return spread(f(r) for r in runs)
 
 
 def combine(runs: list[dict]) -> dict:

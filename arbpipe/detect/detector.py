@@ -10,13 +10,14 @@ import time
 
 import numpy as np
 
-from arbpipe.config import CANONICAL_MASK, Config, LegTable
+from arbpipe.config import CANONICAL_MASK, Config
 from arbpipe.detect import kernel as KN
 from arbpipe.detect.state import (
     BK_ASK, BK_ASK_QTY, BK_BID, BK_BID_QTY, BK_EXCHANGE_NS, BK_FUNDING_IV_S, BK_FUNDING_RATE,
     BK_NEXT_FUNDING_NS, BK_RECV_NS, IO_HIST_DETECT, IO_HIST_FEED, IO_N, IO_RWAKE, IO_WORDS,
     PO_OPP_ID, new_state)
 from arbpipe.detect.stats import counters_dict
+from arbpipe.legs import LegTable
 from arbpipe.transport import histogram as H
 from shm_layouts import OPPORTUNITY
 from shm_layouts.records import OPP_ID_RUN_SHIFT

@@ -9,7 +9,7 @@ is ``arbpipe.detect.detector.Detector``, the process loop ``arbpipe.detect.servi
 
 Legs
 ----
-A *leg* is one market of one venue (``arbpipe.config.LegTable``): OKX spot and OKX SWAP
+A *leg* is one market of one venue (``arbpipe.legs.LegTable``): OKX spot and OKX SWAP
 are two legs of venue 5. An update's leg is ``leg_tab[venue_id, instrument_id has
 PERP_ID_BIT]``; its canonical instrument is ``instrument_id & CANONICAL_MASK``. Updates
 whose leg or instrument is unknown are counted (``filter_unknown``) and ignored.

@@ -7,7 +7,7 @@ the S_* indices below). Every column of every table has a module-level name belo
 folds all of them into constants.
 
 Shapes: ``ni`` = instruments + 1 (canonical ids start at 1; row 0 is unused), ``nl`` = legs
-(``arbpipe.config.LegTable``; at most 32, because ``act`` holds a leg set in 32 bits).
+(``arbpipe.legs.LegTable``; at most 32, because ``act`` holds a leg set in 32 bits).
 
     field          shape           dtype  columns / meaning
     -------------  --------------  -----  ------------------------------------------------
@@ -68,7 +68,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from arbpipe.config import Config, LegTable
+from arbpipe.config import Config
+from arbpipe.legs import LegTable
 from shm_layouts import VenueStatus
 from shm_layouts.books import block_words
 from shm_layouts.detector_stats import C_NINST, C_NLEGS, N_COUNTERS

@@ -28,7 +28,8 @@ import numpy as np
 from numba import njit
 
 from arbpipe.books.blocks import on_book_resync, on_level
-from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT, LegTable
+from arbpipe.config import CANONICAL_MASK, PERP_ID_BIT
+from arbpipe.legs import LegTable
 from arbpipe.transport import kernels as K
 from arbpipe.transport import words as TW
 from shm_layouts import words as W

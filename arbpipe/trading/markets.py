@@ -1,6 +1,6 @@
 """What the strategy knows about each leg and each instrument, from the config.
 
-A leg is one (enabled venue, market) of ``arbpipe.config.LegTable``: its venue id, whether
+A leg is one (enabled venue, market) of ``arbpipe.legs.LegTable``: its venue id, whether
 it is a perp market, its taker fee (every simulated fill takes liquidity) and its maker fee
 (``[venues.X] maker_fee_bps``, or its ``perp`` table's: kept for resting orders, which the
 paper exchange does not simulate yet; ``Order.maker`` selects it). An instrument (canonical id 1..n) has a base and a
@@ -9,7 +9,8 @@ reads them.
 """
 from __future__ import annotations
 
-from arbpipe.config import PERP_ID_BIT, Config, LegTable
+from arbpipe.config import PERP_ID_BIT, Config
+from arbpipe.legs import LegTable
 
 
 class Markets:

@@ -20,22 +20,15 @@ import pytest
 import arbpipe.redact
 from arbpipe.ops.forkserver import EXIT_UNKNOWN
 from tests.helpers import cli, wait_for
-from tests.system.test_risk_runtime import small_config
 from tests.system.test_supervisor_promises import affinities, all_running, check_stopped_in_order, \
-    events, printed_plan, status, up_detached
+    detached_tree, events, printed_plan, status
 
 
 @pytest.fixture
 def fs_tree(instance, tmp_path):
-    cfg = small_config(tmp_path, (r"(?m)^fork_server = .*$", "fork_server = true"),
-                       (r"(?m)^realtime_priority = .*$", "realtime_priority = 3"))
-    env = dict(os.environ, ARBPIPE_RUN_DIR=str(tmp_path / "run"), ARBPIPE_INSTANCE=instance)
-    env.pop("ARBPIPE_REDIS_URL", None)
-    up_detached(cfg, env)
-    try:
-        yield env, cfg, tmp_path / "run" / instance
-    finally:
-        cli("down", env=env, check=False, timeout=120)
+    with detached_tree(instance, tmp_path, (r"(?m)^fork_server = .*$", "fork_server = true"),
+                       (r"(?m)^realtime_priority = .*$", "realtime_priority = 3")) as t:
+        yield t
 
 
 def fork_servers(run):

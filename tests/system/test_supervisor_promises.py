@@ -13,6 +13,7 @@ docs/operations.md, "Recover"):
   detector, and every opportunity still open when the detector stops is closed with
   reason SHUTDOWN (checked in the opportunities ring and in the persister's Redis stream).
 """
+import contextlib
 import json
 import os
 import re
@@ -42,9 +43,11 @@ def up_detached(cfg, env):
     assert "running" in out.stdout, out.stdout + out.stderr
 
 
-@pytest.fixture
-def tree(instance, tmp_path):
-    cfg = small_config(tmp_path)
+@contextlib.contextmanager
+def detached_tree(instance, tmp_path, *edits):
+    """``small_config(tmp_path, *edits)`` up with ``up --detach`` (no external Redis):
+    (env, config path, run dir); `arbpipe down` after."""
+    cfg = small_config(tmp_path, *edits)
     env = dict(os.environ, ARBPIPE_RUN_DIR=str(tmp_path / "run"), ARBPIPE_INSTANCE=instance)
     env.pop("ARBPIPE_REDIS_URL", None)
     up_detached(cfg, env)
@@ -52,6 +55,12 @@ def tree(instance, tmp_path):
         yield env, cfg, tmp_path / "run" / instance
     finally:
         cli("down", env=env, check=False, timeout=120)
+
+
+@pytest.fixture
+def tree(instance, tmp_path):
+    with detached_tree(instance, tmp_path) as t:
+        yield t
 
 
 def events(run, what=None, process=None):

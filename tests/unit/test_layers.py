@@ -28,7 +28,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCANNED = ("arbpipe", "shm_layouts", "bench", "procs")
 
-CORE = ("config", "config_decode", "symbols", "clock", "redact", "paths", "redis_conn")
+CORE = ("config", "config_decode", "legs", "symbols", "clock", "redact", "paths", "redis_conn")
 FEATURES = ("feeds", "detect", "trading", "persist", "replay", "bridge")
 BELOW_FEATURES = ("shm_layouts", "transport", "sim", "core", "books")
 
